@@ -1,0 +1,143 @@
+"""The one domain error tree of Stellwerk.
+
+Every error a service, the client or the CLI raises on purpose is one of these::
+
+    StellwerkError
+    ├── InvalidArgumentError      bad input; carries every problem found (gRPC INVALID_ARGUMENT)
+    │   └── WorkflowInvalidError  a workflow document failed validation
+    ├── NotFoundError             no such workflow run, task or executor (NOT_FOUND)
+    ├── AlreadyExistsError        a create collided with an existing resource (ALREADY_EXISTS)
+    ├── WrongStateError           the resource is in a state that forbids the call (FAILED_PRECONDITION)
+    ├── ConflictError             lost a compare-and-set race; retry at a higher level (ABORTED)
+    ├── UnavailableError          NATS (or a peer) cannot be reached right now (UNAVAILABLE)
+    └── TaskError                 a task failed while running; its message is recorded on the task
+        └── ReferenceResolutionError  a ``${...}`` reference could not be resolved at run time
+
+The mapping to gRPC status codes lives in one place, ``stellwerk.core.grpc_errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Problem",
+    "ReferenceResolutionError",
+    "StellwerkError",
+    "TaskError",
+    "UnavailableError",
+    "WorkflowInvalidError",
+    "WrongStateError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with an input, named precisely enough to fix it.
+
+    ``task`` is the task id (or ``None`` for the workflow itself), ``field`` the key or
+    request field at fault (dotted for nested values, e.g. ``retry.max_attempts``).
+    """
+
+    task: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"task {self.task!r}: " if self.task is not None else ""
+        return f"{where}{self.field}: {self.message}"
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The JSON shape the CLI prints (``{"task", "field", "message"}``)."""
+        return {"task": self.task, "field": self.field, "message": self.message}
+
+
+class StellwerkError(Exception):
+    """Base of every deliberate Stellwerk error.
+
+    ``reason`` is the UPPER_SNAKE_CASE code put into ``google.rpc.ErrorInfo``;
+    ``metadata`` carries the request-specific facts behind the message.
+    """
+
+    reason: str = "STELLWERK_ERROR"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+class InvalidArgumentError(StellwerkError):
+    """The input is malformed; ``problems`` lists every problem, not just the first."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        problems: Iterable[Problem] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        if message is None:
+            message = "; ".join(str(p) for p in self.problems) or "invalid argument"
+        super().__init__(message, metadata=metadata)
+
+
+class WorkflowInvalidError(InvalidArgumentError):
+    """A workflow document failed loading or validation."""
+
+    reason = "WORKFLOW_INVALID"
+
+
+class NotFoundError(StellwerkError):
+    """The named resource does not exist (or no longer exists)."""
+
+    reason = "NOT_FOUND"
+
+
+class AlreadyExistsError(StellwerkError):
+    """A create collided with a resource that already exists."""
+
+    reason = "ALREADY_EXISTS"
+
+
+class WrongStateError(StellwerkError):
+    """The resource exists but its state forbids the call."""
+
+    reason = "WRONG_STATE"
+
+
+class ConflictError(StellwerkError):
+    """A compare-and-set lost against a concurrent writer."""
+
+    reason = "CONFLICT"
+
+
+class UnavailableError(StellwerkError):
+    """NATS or a peer service cannot be reached right now; retrying the call may help."""
+
+    reason = "UNAVAILABLE"
+
+
+class TaskError(StellwerkError):
+    """A task failed while running; ``message`` is what gets recorded on the task."""
+
+    reason = "TASK_FAILED"
+
+
+class ReferenceResolutionError(TaskError):
+    """A ``${...}`` reference could not be resolved against its dependency's output."""
+
+    reason = "REFERENCE_UNRESOLVED"
+
+    def __init__(self, reference: str, message: str, *, available: Iterable[str] = ()) -> None:
+        self.reference = reference
+        self.available: tuple[str, ...] = tuple(available)
+        super().__init__(message, metadata={"reference": reference})

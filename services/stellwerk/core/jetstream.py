@@ -1,0 +1,214 @@
+"""NATS plumbing shared by the services: connecting with retry, and the streams, consumers and
+buckets they need, created idempotently and updated in place when their configuration changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors as jserr
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from stellwerk.core import names
+from stellwerk.core.settings import Settings
+
+__all__ = [
+    "Topology",
+    "connect",
+    "ensure_dispatch_consumer",
+    "ensure_resolver_consumer",
+    "ensure_topology",
+]
+
+logger = logging.getLogger(__name__)
+
+_CONNECT_ERRORS = (OSError, TimeoutError, nats.errors.Error)
+
+
+async def connect(
+    settings: Settings,
+    *,
+    name: str,
+    disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> NatsClient:
+    """Connect to NATS, retrying with exponential backoff until it answers (or we are cancelled).
+
+    The first connect runs with reconnects off so that each failure surfaces here, where tenacity
+    logs and backs off; once connected, reconnects are switched on for good (never give up: a
+    service without NATS is useless, and its health check says so meanwhile).
+    """
+    servers = settings.nats_servers()
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(_CONNECT_ERRORS),
+        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        before_sleep=lambda state: logger.warning(
+            "NATS at %s unreachable (%s); retrying", ",".join(servers), state.outcome.exception()
+            if state.outcome
+            else "?",
+        ),
+    ):
+        with attempt:
+            nc = await nats.connect(
+                servers,
+                name=name,
+                allow_reconnect=False,
+                connect_timeout=settings.connect_timeout,
+                max_outstanding_pings=3,
+                ping_interval=20,
+                error_cb=_log_error,
+                pending_size=64 * 1024 * 1024,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+            )
+    nc.options["allow_reconnect"] = True
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 0.5
+    return nc
+
+
+async def _log_error(exc: Exception) -> None:
+    logger.debug("NATS client error: %s", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Handles on the buckets every service uses."""
+
+    js: JetStreamContext
+    runs: KeyValue
+    tasks: KeyValue
+    executors: KeyValue
+
+
+def _work_queue(name: str, subjects: str, settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        subjects=[subjects],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.dedup_window,
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        info = await js.stream_info(config.name or "")
+    except jserr.NotFoundError:
+        try:
+            await js.add_stream(config)
+        except jserr.BadRequestError:
+            # Another service created it between our lookup and our add; converge below.
+            info = await js.stream_info(config.name or "")
+        else:
+            return
+    current = info.config
+    if (
+        current.num_replicas != config.num_replicas
+        or current.duplicate_window != config.duplicate_window
+        or current.subjects != config.subjects
+    ):
+        logger.info("updating stream %s in place", config.name)
+        await js.update_stream(
+            current.evolve(
+                num_replicas=config.num_replicas,
+                duplicate_window=config.duplicate_window,
+                subjects=config.subjects,
+            )
+        )
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:
+    try:
+        kv = await js.key_value(bucket)
+    except jserr.BucketNotFoundError:
+        try:
+            return await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=settings.replicas,
+                    direct=True,
+                )
+            )
+        except jserr.BadRequestError:
+            kv = await js.key_value(bucket)
+    status = await kv.status()
+    current = status.stream_info.config
+    if current.num_replicas != settings.replicas:
+        logger.info("updating bucket %s replicas in place", bucket)
+        await js.update_stream(current.evolve(num_replicas=settings.replicas))
+    return kv
+
+
+async def ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
+    """Create (or converge) the streams and buckets; safe to run from every service at once."""
+    js = nc.jetstream(timeout=10)
+    await _ensure_stream(js, _work_queue(names.DISPATCH_STREAM, names.DISPATCH_SUBJECTS, settings))
+    await _ensure_stream(js, _work_queue(names.EVENTS_STREAM, names.EVENTS_SUBJECTS, settings))
+    runs = await _ensure_bucket(js, names.RUNS_BUCKET, settings)
+    tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
+    executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)
+    return Topology(js=js, runs=runs, tasks=tasks, executors=executors)
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    # add_consumer on an existing durable is create-or-update for its mutable fields.
+    await js.add_consumer(stream, config)
+
+
+async def ensure_dispatch_consumer(js: JetStreamContext, method: str, settings: Settings) -> str:
+    """The durable consumer for ``method``'s dispatches; returns its name."""
+    durable = names.dispatch_consumer(method)
+    await _ensure_consumer(
+        js,
+        names.DISPATCH_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=names.dispatch_subject(method),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.task_lease,
+            max_deliver=settings.max_deliveries,
+            max_ack_pending=20_000,
+            inactive_threshold=None,
+        ),
+    )
+    return durable
+
+
+async def ensure_resolver_consumer(js: JetStreamContext, settings: Settings) -> str:
+    """The durable consumer all resolvers share for task events; returns its name."""
+    await _ensure_consumer(
+        js,
+        names.EVENTS_STREAM,
+        ConsumerConfig(
+            durable_name=names.RESOLVER_CONSUMER,
+            filter_subject=names.EVENTS_SUBJECTS,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=max(settings.task_lease, 10.0),
+            max_deliver=-1,
+            max_ack_pending=20_000,
+            inactive_threshold=None,
+        ),
+    )
+    return names.RESOLVER_CONSUMER

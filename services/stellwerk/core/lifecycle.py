@@ -1,0 +1,184 @@
+"""The lifecycle every Stellwerk service shares: gRPC server first (so health answers at once),
+then NATS with retry, then the service's own loops; SIGTERM drains and stops.
+
+Health is NOT_SERVING until NATS is connected and the topology exists, and again while NATS is
+disconnected, so an orchestrator routes nothing to a service that cannot act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from nats.aio.client import Client as NatsClient
+
+from stellwerk.core.errors import UnavailableError
+from stellwerk.core.grpc_errors import DomainErrorInterceptor
+from stellwerk.core.jetstream import Topology, connect, ensure_topology
+from stellwerk.core.settings import Settings, parse_listen
+
+__all__ = ["Service", "run_until_signalled"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class Service(ABC):
+    """Base of the resolver, executor and monitor processes."""
+
+    name: str = "service"
+
+    def __init__(self, settings: Settings, *, listen: str) -> None:
+        self.settings = settings
+        self.listen = listen
+        self.bound_port: int | None = None
+        self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._nc: NatsClient | None = None
+        self._topology: Topology | None = None
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            interceptors=[DomainErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+
+    # -- hooks ---------------------------------------------------------------------------
+    @abstractmethod
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        """Add this service's servicers; return their full service names."""
+
+    @abstractmethod
+    async def start_work(self, nc: NatsClient, topology: Topology) -> None:
+        """Start background loops once NATS is ready (must return promptly)."""
+
+    async def stop_work(self) -> None:
+        """Stop background loops, draining what is in flight (bounded by the drain timeout)."""
+
+    # -- public --------------------------------------------------------------------------
+    @property
+    def topology(self) -> Topology:
+        """Buckets and JetStream context; raises ``UnavailableError`` before NATS is ready."""
+        if self._topology is None:
+            raise UnavailableError(f"{self.name} is not connected to NATS yet")
+        return self._topology
+
+    @property
+    def nc(self) -> NatsClient:
+        """The NATS connection; raises ``UnavailableError`` before it exists."""
+        if self._nc is None:
+            raise UnavailableError(f"{self.name} is not connected to NATS yet")
+        return self._nc
+
+    async def wait_ready(self) -> None:
+        """Return once NATS is connected and work has started."""
+        await self._ready.wait()
+
+    async def run(self) -> None:
+        """Serve until :meth:`shutdown`; returns after a clean drain."""
+        service_names = self.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        host, port = parse_listen(self.listen)
+        self.bound_port = self._server.add_insecure_port(f"{host}:{port}")
+        await self._server.start()
+        await self._set_health(service_names, serving=False)
+        print(f"stellwerk {self.name} listening on {host}:{self.bound_port}", flush=True)  # noqa: T201
+        try:
+            connected = await self._connect(service_names)
+            if connected:
+                await self._set_health(service_names, serving=True)
+                self._ready.set()
+                logger.info("%s ready", self.name)
+                await self._stopping.wait()
+        finally:
+            await self._health.enter_graceful_shutdown()
+            await self.stop_work()
+            await self._server.stop(grace=2.0)
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+
+    async def shutdown(self) -> None:
+        """Ask :meth:`run` to drain and return (idempotent)."""
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Synchronous form of :meth:`shutdown`, safe to call from a signal handler."""
+        self._stopping.set()
+
+    async def __aenter__(self) -> Self:
+        self._runner = asyncio.create_task(self.run(), name=f"{self.name}-run")
+        waiter = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({self._runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if self._runner in done:
+            waiter.cancel()
+            self._runner.result()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+        await self._runner
+
+    # -- internals -----------------------------------------------------------------------
+    async def _connect(self, service_names: list[str]) -> bool:
+        async def on_disconnect() -> None:
+            logger.warning("%s lost NATS; health NOT_SERVING until it is back", self.name)
+            await self._set_health(service_names, serving=False)
+
+        async def on_reconnect() -> None:
+            logger.info("%s reconnected to NATS", self.name)
+            await self._set_health(service_names, serving=True)
+
+        async def establish() -> None:
+            self._nc = await connect(
+                self.settings,
+                name=f"stellwerk-{self.name}",
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+            self._topology = await ensure_topology(self._nc, self.settings)
+            await self.start_work(self._nc, self._topology)
+
+        setup = asyncio.create_task(establish(), name=f"{self.name}-connect")
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not setup.done():
+            setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await setup
+            return False
+        stop.cancel()
+        setup.result()
+        return True
+
+    async def _set_health(self, service_names: list[str], *, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ["", *service_names]:
+            await self._health.set(service, status)
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, then drain it."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.run()

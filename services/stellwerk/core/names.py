@@ -1,0 +1,131 @@
+"""Every stream, subject, consumer, bucket and key name Stellwerk uses — defined here only.
+
+Task ids and method names are free text (unicode, spaces, dots) while NATS subjects and KV keys
+are not, so they travel encoded as unpadded base64url tokens (``[A-Za-z0-9_-]``, valid in both).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+__all__ = [
+    "DISPATCH_STREAM",
+    "EVENTS_STREAM",
+    "EXECUTORS_BUCKET",
+    "RESOLVER_CONSUMER",
+    "RUNS_BUCKET",
+    "TASKS_BUCKET",
+    "decode_token",
+    "dispatch_consumer",
+    "dispatch_msg_id",
+    "dispatch_subject",
+    "encode_token",
+    "event_msg_id",
+    "event_subject",
+    "finished_key",
+    "idempotency_key",
+    "order_key",
+    "request_key",
+    "run_key",
+    "staging_key",
+    "task_key",
+    "task_prefix",
+]
+
+DISPATCH_STREAM = "STELLWERK_DISPATCH"
+"""Work queue of task attempts to run; one subject per method so executors get only what they run."""
+DISPATCH_SUBJECTS = "stellwerk.dispatch.>"
+EVENTS_STREAM = "STELLWERK_EVENTS"
+"""Work queue of task outcomes for the resolvers."""
+EVENTS_SUBJECTS = "stellwerk.events.>"
+RESOLVER_CONSUMER = "resolver"
+
+RUNS_BUCKET = "stellwerk-runs"
+"""Run headers (the commit point of a submit), task order, request ids, finished index."""
+TASKS_BUCKET = "stellwerk-tasks"
+"""One document per task of a run: its definition, state, attempt and result."""
+EXECUTORS_BUCKET = "stellwerk-executors"
+"""One registration per executor: its methods and when it was last seen."""
+
+
+def encode_token(text: str) -> str:
+    """Encode free text as a subject/key-safe token (reversible)."""
+    return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def decode_token(token: str) -> str:
+    """Inverse of :func:`encode_token`."""
+    padded = token + "=" * (-len(token) % 4)
+    return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+
+
+def dispatch_subject(method: str) -> str:
+    """Subject a dispatch of ``method`` is published on."""
+    return f"stellwerk.dispatch.{encode_token(method)}"
+
+
+def dispatch_consumer(method: str) -> str:
+    """Durable consumer name shared by all executors that serve ``method``."""
+    # Consumer names may not hold '.', '*', '>' or whitespace; the token has none of them.
+    return f"dispatch-{encode_token(method)}"
+
+
+def event_subject(run_id: str) -> str:
+    """Subject a task outcome of run ``run_id`` is published on."""
+    return f"stellwerk.events.{run_id}"
+
+
+def _attempt_id(kind: str, run_id: str, task_id: str, attempt: int, generation: int) -> str:
+    return f"{kind}:{run_id}:{encode_token(task_id)}:{attempt}:{generation}"
+
+
+def dispatch_msg_id(run_id: str, task_id: str, attempt: int, generation: int) -> str:
+    """Deterministic ``Nats-Msg-Id`` of a dispatch, so a repeated publish is dropped."""
+    return _attempt_id("d", run_id, task_id, attempt, generation)
+
+
+def event_msg_id(run_id: str, task_id: str, attempt: int, generation: int) -> str:
+    """Deterministic ``Nats-Msg-Id`` of a task outcome."""
+    return _attempt_id("e", run_id, task_id, attempt, generation)
+
+
+def idempotency_key(run_id: str, task_id: str, attempt: int) -> str:
+    """Stable key for one attempt of one task, whatever crashes and re-runs happen."""
+    digest = hashlib.sha256(f"{run_id}\x00{task_id}\x00{attempt}".encode()).hexdigest()
+    return f"{run_id}-{digest[:24]}-{attempt}"
+
+
+def run_key(run_id: str) -> str:
+    """Run header key; its creation is the commit point of a submit."""
+    return f"run.{run_id}"
+
+
+def order_key(run_id: str) -> str:
+    """Key holding the run's task ids in document order."""
+    return f"order.{run_id}"
+
+
+def staging_key(run_id: str) -> str:
+    """Marker present while a submit is being written; a leftover one means a crashed submit."""
+    return f"staging.{run_id}"
+
+
+def request_key(request_id: str) -> str:
+    """Key mapping a client's ``request_id`` to the run it created."""
+    return f"req.{hashlib.sha256(request_id.encode('utf-8')).hexdigest()[:40]}"
+
+
+def finished_key(end_epoch: int, run_id: str) -> str:
+    """Index of finished runs by end time, read by the retention janitor."""
+    return f"fin.{end_epoch}.{run_id}"
+
+
+def task_key(run_id: str, task_id: str) -> str:
+    """Key of one task document."""
+    return f"{run_id}.{encode_token(task_id)}"
+
+
+def task_prefix(run_id: str) -> str:
+    """Filter matching every task document of a run."""
+    return f"{run_id}.>"

@@ -1,0 +1,225 @@
+"""What Stellwerk keeps in its KV buckets: the run header and one document per task.
+
+These are the single source of truth (invariant 1). Every change of state is a compare-and-set
+on a document's KV revision (invariant 2). Documents carry a format version ``v``; a reader
+refuses versions it does not know rather than guessing.
+
+Readiness of a task is tracked without counters, so that repeating a step changes nothing:
+a task holds a bitmap with one bit per dependency ("this dependency is settled"), and the run
+header one bit per sink task. Setting a bit twice is a no-op, unlike incrementing a counter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Self
+
+from stellwerk.core.errors import StellwerkError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ExecutorRecord",
+    "RunRecord",
+    "RunState",
+    "TaskRecord",
+    "TaskState",
+    "bitmap_count",
+    "bitmap_set",
+    "bitmap_test",
+    "dumps",
+    "loads",
+    "new_bitmap",
+]
+
+FORMAT_VERSION = 1
+
+
+class TaskState(StrEnum):
+    """Stored task states (RUNNING is derived, not stored: it would cost a write per task)."""
+
+    PENDING = "PENDING"
+    DISPATCHED = "DISPATCHED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    BLOCKED = "BLOCKED"
+
+    @property
+    def settled(self) -> bool:
+        """A settled task never changes again."""
+        return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.BLOCKED)
+
+
+class RunState(StrEnum):
+    """Workflow run states."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; ints stay exact, NaN is refused."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON bytes."""
+    return json.loads(data)
+
+
+def new_bitmap(size: int) -> str:
+    """A hex bitmap of ``size`` cleared bits."""
+    return "0" * (2 * ((size + 7) // 8))
+
+
+def bitmap_set(bitmap: str, index: int) -> str:
+    """Return ``bitmap`` with bit ``index`` set (idempotent)."""
+    raw = bytearray.fromhex(bitmap)
+    raw[index // 8] |= 1 << (index % 8)
+    return raw.hex()
+
+
+def bitmap_test(bitmap: str, index: int) -> bool:
+    """Whether bit ``index`` is set."""
+    return bool(bytes.fromhex(bitmap)[index // 8] & (1 << (index % 8)))
+
+
+def bitmap_count(bitmap: str) -> int:
+    """Number of set bits."""
+    return int.from_bytes(bytes.fromhex(bitmap), "little").bit_count()
+
+
+def _check_version(doc: dict[str, Any], kind: str) -> None:
+    if doc.get("v") != FORMAT_VERSION:
+        raise StellwerkError(f"{kind} document has unknown format version {doc.get('v')!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task of one run, as stored under ``names.task_key``."""
+
+    run_id: str
+    id: str
+    name: str
+    method: str
+    params: dict[str, Any]
+    dependencies: list[str]
+    dependents: list[tuple[str, int]]
+    """(dependent task id, index of this task in that dependent's ``dependencies``)."""
+    refs: dict[str, str]
+    """Reference token used in ``params`` -> the task id it names."""
+    sink_index: int | None
+    priority: str = "normal"
+    timeout: float | None = None
+    retry: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: TaskState = TaskState.PENDING
+    settled_deps: str = ""
+    dep_failed: bool = False
+    attempt: int = 0
+    generation: int = 0
+    result: Any = None
+    has_result: bool = False
+    error: str | None = None
+    executor_id: str | None = None
+    dispatched_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """All dependencies settled."""
+        return bitmap_count(self.settled_deps) == len(self.dependencies)
+
+    def evolve(self, **changes: Any) -> TaskRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def to_bytes(self) -> bytes:
+        """Serialise for KV."""
+        doc = asdict(self)
+        doc["v"] = FORMAT_VERSION
+        doc["dependents"] = [list(d) for d in self.dependents]
+        return dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a KV value."""
+        doc = loads(data)
+        _check_version(doc, "task")
+        doc.pop("v")
+        doc["state"] = TaskState(doc["state"])
+        doc["dependents"] = [(d[0], int(d[1])) for d in doc["dependents"]]
+        return cls(**doc)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The header of one run, under ``names.run_key``; its creation commits a submit."""
+
+    id: str
+    workflow_id: str
+    name: str
+    description: str
+    task_count: int
+    sink_count: int
+    created_at: float
+    request_id: str = ""
+    request_key: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    state: RunState = RunState.RUNNING
+    settled_sinks: str = ""
+    failed: bool = False
+    error: str | None = None
+    ended_at: float | None = None
+
+    def evolve(self, **changes: Any) -> RunRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def to_bytes(self) -> bytes:
+        """Serialise for KV."""
+        doc = asdict(self)
+        doc["v"] = FORMAT_VERSION
+        return dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a KV value."""
+        doc = loads(data)
+        _check_version(doc, "run")
+        doc.pop("v")
+        doc["state"] = RunState(doc["state"])
+        return cls(**doc)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorRecord:
+    """An executor's registration in the executors bucket, refreshed while it lives."""
+
+    id: str
+    methods: list[str]
+    started_at: float
+    last_seen: float
+    concurrency: int
+    listen: str = ""
+    heartbeat_interval: float = 10.0
+
+    def alive(self, now: float) -> bool:
+        """Seen within three heartbeat intervals."""
+        return now - self.last_seen <= 3 * self.heartbeat_interval
+
+    def to_bytes(self) -> bytes:
+        """Serialise for KV."""
+        doc = asdict(self)
+        doc["v"] = FORMAT_VERSION
+        return dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a KV value."""
+        doc = loads(data)
+        _check_version(doc, "executor")
+        doc.pop("v")
+        return cls(**doc)

@@ -1,0 +1,161 @@
+"""Typed, compare-and-set access to the KV documents, with a bounded read cache.
+
+The cache only saves reads: every write is a compare-and-set on the revision we last saw, so a
+stale cache entry costs one failed write and one re-read, never a wrong decision (invariant 1:
+memory is a cache, KV is the truth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats.errors
+import nats.js.errors as jserr
+from nats.js.kv import KeyValue
+
+from stellwerk.core.errors import ConflictError, StellwerkError, UnavailableError
+from stellwerk.core.records import RunRecord, TaskRecord
+
+__all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
+
+T = TypeVar("T")
+
+_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError)
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[T]):
+    """A document and the KV revision it was read or written at."""
+
+    value: T
+    revision: int
+
+
+class DocumentStore(Generic[T]):
+    """Documents of one kind in one bucket."""
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        encode: Callable[[T], bytes],
+        decode: Callable[[bytes], T],
+        cache_size: int = 50_000,
+    ) -> None:
+        self.kv = kv
+        self._encode = encode
+        self._decode = decode
+        self._cache: OrderedDict[str, Versioned[T]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, key: str, item: Versioned[T]) -> Versioned[T]:
+        self._cache[key] = item
+        self._cache.move_to_end(key)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return item
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` from the cache."""
+        self._cache.pop(key, None)
+
+    async def get(self, key: str, *, fresh: bool = False) -> Versioned[T] | None:
+        """The document under ``key`` (``None`` if absent); ``fresh`` bypasses the cache."""
+        if not fresh:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        try:
+            entry = await self.kv.get(key)
+        except jserr.KeyNotFoundError:
+            self.forget(key)
+            return None
+        except _UNAVAILABLE as exc:
+            raise UnavailableError(f"NATS unavailable reading {key}: {exc}") from exc
+        # A TTL/limit marker reads back as an entry without a value: treat it as absent.
+        if entry.value is None or entry.operation in ("DEL", "PURGE"):
+            self.forget(key)
+            return None
+        return self._remember(key, Versioned(self._decode(entry.value), entry.revision or 0))
+
+    async def create(self, key: str, value: T) -> Versioned[T] | None:
+        """Write ``value`` only if ``key`` is absent; ``None`` when it already exists."""
+        try:
+            revision = await self.kv.create(key, self._encode(value))
+        except jserr.KeyWrongLastSequenceError:
+            return None
+        except _UNAVAILABLE as exc:
+            raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
+        return self._remember(key, Versioned(value, revision))
+
+    async def put(self, key: str, value: T) -> Versioned[T]:
+        """Unconditional write (only for documents with a single writer)."""
+        try:
+            revision = await self.kv.put(key, self._encode(value))
+        except _UNAVAILABLE as exc:
+            raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
+        return self._remember(key, Versioned(value, revision))
+
+    async def update(self, key: str, value: T, revision: int) -> Versioned[T]:
+        """Compare-and-set: write only if ``key`` is still at ``revision``."""
+        try:
+            new_revision = await self.kv.update(key, self._encode(value), last=revision)
+        except jserr.KeyWrongLastSequenceError as exc:
+            self.forget(key)
+            raise ConflictError(f"{key} changed since revision {revision}") from exc
+        except _UNAVAILABLE as exc:
+            raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
+        return self._remember(key, Versioned(value, new_revision))
+
+    async def mutate(
+        self,
+        key: str,
+        change: Callable[[T], T | None] | Callable[[T], Awaitable[T | None]],
+        *,
+        attempts: int = 50,
+    ) -> tuple[Versioned[T], bool]:
+        """Apply ``change`` with compare-and-set until it sticks.
+
+        ``change`` returns the new document, or ``None`` for "nothing to do". Returns the current
+        document and whether this call wrote it. Raises ``StellwerkError`` if the key is absent.
+        """
+        fresh = False
+        for _ in range(attempts):
+            current = await self.get(key, fresh=fresh)
+            if current is None:
+                raise StellwerkError(f"{key} does not exist")
+            outcome = change(current.value)
+            new = await outcome if asyncio.iscoroutine(outcome) else outcome
+            if new is None:
+                return current, False
+            try:
+                return await self.update(key, new, current.revision), True  # type: ignore[arg-type]
+            except ConflictError:
+                fresh = True
+        raise ConflictError(f"{key}: gave up after {attempts} conflicting writes")
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` and its history (idempotent)."""
+        self.forget(key)
+        try:
+            await self.kv.purge(key)
+        except _UNAVAILABLE as exc:
+            raise UnavailableError(f"NATS unavailable deleting {key}: {exc}") from exc
+
+
+def task_store(kv: KeyValue, *, cache_size: int = 50_000) -> DocumentStore[TaskRecord]:
+    """Store of task documents."""
+    return DocumentStore(
+        kv, encode=TaskRecord.to_bytes, decode=TaskRecord.from_bytes, cache_size=cache_size
+    )
+
+
+def run_store(kv: KeyValue, *, cache_size: int = 10_000) -> DocumentStore[RunRecord]:
+    """Store of run headers."""
+    return DocumentStore(
+        kv, encode=RunRecord.to_bytes, decode=RunRecord.from_bytes, cache_size=cache_size
+    )

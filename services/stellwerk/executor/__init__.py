@@ -1,0 +1,1 @@
+"""The executor service: runs task attempts dispatched by the resolver."""

@@ -1,0 +1,117 @@
+"""Calling one task implementation: deadlines, threads, error wrapping, JSON checks."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from stellwerk.core.errors import TaskError
+from stellwerk.core.handlers import RegisteredHandler, TaskContext
+
+__all__ = ["call_handler", "ensure_json", "exception_message", "with_deadline"]
+
+T = TypeVar("T")
+
+# Deeper structures are refused rather than risking a RecursionError somewhere downstream.
+_MAX_DEPTH = 200
+
+
+def exception_message(exc: BaseException) -> str:
+    """The message recorded on a task that failed with ``exc``: ``"ValueError: bad input"``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def with_deadline(method: str, timeout: float | None, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, failing the task when it takes longer than ``timeout`` seconds.
+
+    ``asyncio.timeout`` (rather than ``wait_for``) keeps the call inside the current asyncio task,
+    so a ``TimeoutError`` that the implementation itself raises is not mistaken for the deadline.
+    """
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise TaskError(f"{method} timed out after {timeout:g} s") from None
+        raise
+
+
+async def call_handler(entry: RegisteredHandler, params: dict[str, Any], ctx: TaskContext) -> Any:
+    """Run a registered handler and turn anything it raises into a :class:`TaskError`.
+
+    Sync handlers run in a worker thread so the event loop (and the heartbeats that keep the
+    attempt's claim alive) keeps running; note that a thread cannot be stopped, so a sync handler
+    that outlives its deadline keeps running in the background until it returns.
+    A ``TaskError`` raised on purpose by a handler keeps its message.
+    """
+    args: tuple[Any, ...] = (params, ctx) if entry.wants_ctx else (params,)
+    try:
+        if entry.is_async:
+            result = await entry.fn(*args)
+        else:
+            result = await asyncio.to_thread(entry.fn, *args)
+            # A sync wrapper around an async function (e.g. a plain decorator) hands back an
+            # awaitable; finishing it here is kinder than reporting a coroutine object.
+            if inspect.isawaitable(result):
+                result = await result
+    except TaskError:
+        raise
+    # SystemExit too: a handler calling sys.exit() must fail its task, not stop the executor.
+    except (Exception, SystemExit) as exc:
+        raise TaskError(exception_message(exc)) from exc
+    return result
+
+
+def ensure_json(value: Any) -> Any:
+    """Return ``value`` as plain JSON data, or raise :class:`TaskError` saying what is wrong.
+
+    Refused: values ``json`` cannot encode, NaN and infinities, non-string dict keys (``json``
+    would silently turn ``{1: "a"}`` into ``{"1": "a"}``) and circular or absurdly deep nesting.
+    Tuples become lists.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False)
+        plain = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TaskError(_not_json(_find_problem(value) or str(exc))) from exc
+    # Fast path: when the decoded copy equals the original, no key was converted.
+    if plain != value:
+        problem = _find_problem(value)
+        if problem is not None:
+            raise TaskError(_not_json(problem))
+    return plain
+
+
+def _not_json(detail: str) -> str:
+    return f"handler returned a value that is not JSON-serialisable: {detail}"
+
+
+def _find_problem(value: Any, path: str = "$", depth: int = 0) -> str | None:
+    """Describe the first part of ``value`` that is not plain JSON, or return ``None``."""
+    if depth > _MAX_DEPTH:
+        return f"{path} is nested deeper than {_MAX_DEPTH} levels (or circular)"
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r} (NaN or infinity)"
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _find_problem(item, f"{path}[{index}]", depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key {key!r} of type {type(key).__name__}, not a string"
+            problem = _find_problem(item, f"{path}.{key}", depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"{path} is of type {type(value).__name__}"

@@ -1,0 +1,231 @@
+"""What a task outcome does to its run: commit it, settle its dependents, dispatch the ready ones.
+
+Each step is a compare-and-set on one document, and each is idempotent, so handling the same
+event twice (a redelivery after a crash, a republished duplicate) changes nothing:
+
+1. the task's own document goes DISPATCHED -> COMPLETED/FAILED, only for the attempt it is on —
+   the first result per (task, attempt) wins, later ones are ignored;
+2. each dependent gets this task's bit set in its ``settled_deps`` bitmap; the write that sets the
+   last bit also makes it DISPATCHED (or BLOCKED when a dependency failed), and the dispatch is
+   published after that write;
+3. a sink sets its bit in the run header; the write that sets the last bit ends the run.
+
+The work is O(out-degree) per event; a failure spreads BLOCKED along dependents through the same
+steps. A crash between any two steps leaves the event unacknowledged; its redelivery repeats the
+steps, and each finds its work done or does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from stellwerk.core import names
+from stellwerk.core.errors import StellwerkError, TaskError
+from stellwerk.core.records import (
+    RunRecord,
+    RunState,
+    TaskRecord,
+    TaskState,
+    bitmap_count,
+    bitmap_set,
+    bitmap_test,
+)
+from stellwerk.core.store import DocumentStore
+from stellwerk.resolver._dispatch import Dispatcher, resolve_params
+
+__all__ = ["Outcome", "Progress"]
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome:
+    """A reported result of one attempt (decoded from a ``TaskEvent``)."""
+
+    __slots__ = ("attempt", "error", "executor_id", "result", "run_id", "succeeded", "task_id")
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        task_id: str,
+        attempt: int,
+        succeeded: bool,
+        result: Any = None,
+        error: str | None = None,
+        executor_id: str | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.task_id = task_id
+        self.attempt = attempt
+        self.succeeded = succeeded
+        self.result = result
+        self.error = error
+        self.executor_id = executor_id
+
+
+class Progress:
+    """Applies outcomes to the KV documents of their runs."""
+
+    def __init__(
+        self,
+        *,
+        tasks: DocumentStore[TaskRecord],
+        runs: DocumentStore[RunRecord],
+        finished_index: Any,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self._tasks = tasks
+        self._runs = runs
+        self._finished_index = finished_index
+        self._dispatcher = dispatcher
+
+    async def apply(self, outcome: Outcome, *, may_republish: bool) -> None:
+        """Record ``outcome`` and everything that follows from it.
+
+        ``may_republish`` allows re-sending a dispatch found written but maybe not published;
+        callers pass it only while JetStream's dedup window still covers the original publish.
+        """
+        key = names.task_key(outcome.run_id, outcome.task_id)
+        fresh = False
+        while True:
+            current = await self._tasks.get(key, fresh=fresh)
+            if current is None:
+                logger.info("outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id)
+                return
+            task = current.value
+            if task.attempt != outcome.attempt:
+                return  # a late result of an attempt that is no longer current
+            if task.state.settled:
+                break  # committed before (maybe by us, before a crash): finish what follows
+            if task.state is not TaskState.DISPATCHED:
+                return
+            committed = task.evolve(
+                state=TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
+                result=outcome.result if outcome.succeeded else None,
+                has_result=outcome.succeeded,
+                error=None if outcome.succeeded else (outcome.error or "task failed"),
+                executor_id=outcome.executor_id,
+                ended_at=time.time(),
+            )
+            try:
+                current = await self._tasks.update(key, committed, current.revision)
+            except StellwerkError:
+                fresh = True
+                continue
+            break
+        await self.propagate(current.value, may_republish=may_republish)
+
+    async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
+        """Settle the dependents (and the run, for sinks) of a settled task."""
+        worklist = [settled]
+        while worklist:
+            task = worklist.pop()
+            results = await asyncio.gather(
+                *(
+                    self._settle_dependency(task, dependent, index, may_republish=may_republish)
+                    for dependent, index in task.dependents
+                )
+            )
+            worklist.extend(r for r in results if r is not None)
+            if task.sink_index is not None:
+                await self._settle_sink(task)
+
+    async def _settle_dependency(
+        self, dep: TaskRecord, task_id: str, index: int, *, may_republish: bool
+    ) -> TaskRecord | None:
+        """Set ``dep``'s bit on ``task_id``; returns the dependent if this settled it without
+        running it (BLOCKED, or FAILED on an unresolvable reference), so it propagates too."""
+        key = names.task_key(dep.run_id, task_id)
+        fresh = False
+        while True:
+            current = await self._tasks.get(key, fresh=fresh)
+            if current is None:
+                return None
+            task = current.value
+            if bitmap_test(task.settled_deps, index):
+                return await self._already_settled(task, may_republish=may_republish)
+            bits = bitmap_set(task.settled_deps, index)
+            dep_ok = dep.state is TaskState.COMPLETED
+            failed = task.dep_failed or not dep_ok
+            error = task.error if task.dep_failed or dep_ok else f"blocked: dependency {dep.id!r} {dep.state.lower()}"
+            dispatch: bytes | None = None
+            if bitmap_count(bits) < len(task.dependencies):
+                new = task.evolve(settled_deps=bits, dep_failed=failed, error=error)
+            elif failed:
+                new = task.evolve(
+                    settled_deps=bits, dep_failed=True, state=TaskState.BLOCKED, error=error,
+                    ended_at=time.time(),
+                )
+            else:
+                new = task.evolve(
+                    settled_deps=bits, state=TaskState.DISPATCHED, attempt=1, dispatched_at=time.time()
+                )
+                try:
+                    dispatch = self._dispatcher.encode(new, await self._params(new))
+                except (TaskError, StellwerkError) as exc:
+                    new = new.evolve(state=TaskState.FAILED, error=str(exc), ended_at=time.time())
+                    dispatch = None
+            try:
+                await self._tasks.update(key, new, current.revision)
+            except StellwerkError:
+                fresh = True
+                continue
+            if dispatch is not None:
+                await self._dispatcher.publish(new, dispatch)
+                return None
+            return new if new.state.settled else None
+
+    async def _already_settled(self, task: TaskRecord, *, may_republish: bool) -> TaskRecord | None:
+        """Our bit was set before — by us before a crash, or by a duplicate. Redo what may have
+        been cut short: the dispatch publish, or the propagation of a BLOCKED/FAILED dependent."""
+        if not may_republish:
+            return None
+        if task.state is TaskState.DISPATCHED and task.generation == 0 and task.attempt == 1:
+            await self._dispatcher.publish(task, self._dispatcher.encode(task, await self._params(task)))
+            return None
+        if task.state in (TaskState.BLOCKED, TaskState.FAILED):
+            return task
+        return None
+
+    async def _params(self, task: TaskRecord) -> dict[str, Any]:
+        targets = sorted(set(task.refs.values()))
+        found = await asyncio.gather(
+            *(self._tasks.get(names.task_key(task.run_id, t)) for t in targets)
+        )
+        outputs = {
+            t: (doc.value.result if doc is not None else None) for t, doc in zip(targets, found, strict=True)
+        }
+        return resolve_params(task, outputs.__getitem__)
+
+    async def _settle_sink(self, task: TaskRecord) -> None:
+        key = names.run_key(task.run_id)
+        index = task.sink_index
+        assert index is not None
+
+        def change(run: RunRecord) -> RunRecord | None:
+            if bitmap_test(run.settled_sinks, index):
+                return None
+            bits = bitmap_set(run.settled_sinks, index)
+            ok = task.state is TaskState.COMPLETED
+            error = run.error
+            if not ok and error is None:
+                error = f"task {task.id!r} {task.state.lower()}: {task.error}"
+            new = run.evolve(settled_sinks=bits, failed=run.failed or not ok, error=error)
+            if bitmap_count(bits) == run.sink_count:
+                new = new.evolve(
+                    state=RunState.FAILED if new.failed else RunState.COMPLETED,
+                    ended_at=time.time(),
+                )
+            return new
+
+        try:
+            current, _ = await self._runs.mutate(key, change)
+        except StellwerkError:
+            logger.warning("run %s vanished while task %s settled", task.run_id, task.id)
+            return
+        run = current.value
+        if run.state is not RunState.RUNNING and run.ended_at is not None:
+            await self._finished_index(run)

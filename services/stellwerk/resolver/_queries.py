@@ -1,0 +1,155 @@
+"""Reading runs for clients: get, list (paged), watch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import nats.errors
+from nats.js.kv import KeyValue
+
+from stellwerk.core import names
+from stellwerk.core.errors import InvalidArgumentError, NotFoundError, Problem
+from stellwerk.core.kvscan import list_keys
+from stellwerk.core.records import RunRecord, RunState, TaskRecord
+from stellwerk.core.store import DocumentStore
+
+__all__ = ["RunReader", "TaskChange"]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_CHUNK = 500
+
+
+class TaskChange:
+    """One step of a watch: the current header and, when a task changed, that task."""
+
+    __slots__ = ("run", "task")
+
+    def __init__(self, run: RunRecord, task: TaskRecord | None) -> None:
+        self.run = run
+        self.task = task
+
+
+def _encode_token(after: str, state: str) -> str:
+    raw = json.dumps({"after": after, "state": state}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str, state: str) -> str:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after, token_state = doc["after"], doc["state"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgumentError(problems=[Problem(None, "page_token", "is not a token this server issued")]) from None
+    if not isinstance(after, str) or token_state != state:
+        raise InvalidArgumentError(
+            problems=[Problem(None, "page_token", "belongs to a different query (filter changed)")]
+        )
+    return after
+
+
+class RunReader:
+    """Read access to runs; always fresh reads (clients must see the truth, not our cache)."""
+
+    def __init__(self, *, runs_kv: KeyValue, tasks_kv: KeyValue,
+                 runs: DocumentStore[RunRecord], tasks: DocumentStore[TaskRecord]) -> None:
+        self._runs_kv = runs_kv
+        self._tasks_kv = tasks_kv
+        self._runs = runs
+        self._tasks = tasks
+
+    async def header(self, run_id: str) -> RunRecord:
+        """The run header; ``NotFoundError`` if there is no such (committed) run."""
+        if not run_id or "." in run_id or "*" in run_id or ">" in run_id or " " in run_id:
+            raise NotFoundError(f"no workflow run {run_id!r}", metadata={"id": run_id})
+        found = await self._runs.get(names.run_key(run_id), fresh=True)
+        if found is None:
+            raise NotFoundError(f"no workflow run {run_id!r}", metadata={"id": run_id})
+        return found.value
+
+    async def tasks(self, run_id: str) -> list[TaskRecord]:
+        """The run's tasks in document order."""
+        entry = await self._runs_kv.get(names.order_key(run_id))
+        order: list[str] = json.loads(entry.value or b"[]")
+        records: list[TaskRecord] = []
+        for start in range(0, len(order), _CHUNK):
+            chunk = order[start : start + _CHUNK]
+            found = await asyncio.gather(
+                *(self._tasks.get(names.task_key(run_id, t), fresh=True) for t in chunk)
+            )
+            records.extend(d.value for d in found if d is not None)
+        return records
+
+    async def list(self, *, page_size: int, page_token: str, state: str) -> tuple[list[RunRecord], str]:
+        """One page of runs, newest first, optionally filtered by state."""
+        if page_size < 0:
+            raise InvalidArgumentError(problems=[Problem(None, "page_size", "must not be negative")])
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_token(page_token, state) if page_token else None
+        ids = sorted((k[len("run."):] for k in await list_keys(self._runs_kv, "run.*")), reverse=True)
+        if after is not None:
+            ids = [i for i in ids if i < after]
+        page: list[RunRecord] = []
+        last = ""
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            found = await asyncio.gather(*(self._runs.get(names.run_key(i), fresh=True) for i in chunk))
+            for run_id, doc in zip(chunk, found, strict=True):
+                last = run_id
+                if doc is None or (state and doc.value.state.value != state):
+                    continue
+                page.append(doc.value)
+                if len(page) == size:
+                    more = run_id != ids[-1]
+                    return page, _encode_token(run_id, state) if more else ""
+        del last
+        return page, ""
+
+    async def watch(self, run_id: str) -> AsyncIterator[TaskChange]:
+        """Changes of the run until it ends: first its current state, then each task change."""
+        run = await self.header(run_id)
+        yield TaskChange(run, None)
+        if run.state is not RunState.RUNNING:
+            return
+        queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
+        task_watch = await self._tasks_kv.watch(names.task_prefix(run_id), ignore_deletes=True)
+        run_watch = await self._runs_kv.watch(names.run_key(run_id), ignore_deletes=True)
+
+        async def pump(watcher: object, kind: str) -> None:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=30)  # type: ignore[attr-defined]
+                except nats.errors.TimeoutError:
+                    queue.put_nowait(("tick", None))
+                    continue
+                if entry is not None and entry.value:
+                    queue.put_nowait((kind, entry.value))
+
+        pumps = [asyncio.create_task(pump(task_watch, "task")),
+                 asyncio.create_task(pump(run_watch, "run"))]
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "tick":
+                    run = await self.header(run_id)
+                elif kind == "run" and value is not None:
+                    run = RunRecord.from_bytes(value)
+                elif value is not None:
+                    yield TaskChange(run, TaskRecord.from_bytes(value))
+                    continue
+                if run.state is not RunState.RUNNING:
+                    yield TaskChange(run, None)
+                    return
+        finally:
+            for p in pumps:
+                p.cancel()
+            for p in pumps:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await p
+            for w in (task_watch, run_watch):
+                with contextlib.suppress(Exception):
+                    await w.stop()

@@ -1,0 +1,109 @@
+"""``stellwerk.workflow.v1.WorkflowService``: the resolver's gRPC face."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto
+from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError
+from stellwerk.core.records import RunState
+from stellwerk.resolver._queries import RunReader
+from stellwerk.resolver._submit import Submitter
+from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk.workflow.v1 import workflow_service_pb2_grpc as api_grpc
+
+__all__ = ["WorkflowServicer"]
+
+_FORMATS = {"", "yaml", "yml", "json"}
+_STATE_FILTER = {
+    pb.WORKFLOW_STATE_UNSPECIFIED: "",
+    pb.WORKFLOW_STATE_RUNNING: RunState.RUNNING.value,
+    pb.WORKFLOW_STATE_COMPLETED: RunState.COMPLETED.value,
+    pb.WORKFLOW_STATE_FAILED: RunState.FAILED.value,
+}
+_MAX_REQUEST_ID = 256
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _source(request: Any) -> tuple[str | dict[str, Any], str | None]:
+    which = request.WhichOneof("source")
+    fmt = request.document_format.lower()
+    if fmt not in _FORMATS:
+        raise InvalidArgumentError(
+            problems=[Problem(None, "document_format", f"must be 'yaml', 'json' or empty, not {fmt!r}")]
+        )
+    if which == "document":
+        if not request.document.strip():
+            raise WorkflowInvalidError(problems=[Problem(None, "document", "is empty")])
+        return request.document, ("yaml" if fmt == "yml" else fmt) or None
+    if which == "workflow":
+        return spec_mapping_from_proto(request.workflow), None
+    raise InvalidArgumentError(
+        problems=[Problem(None, "source", "give either 'workflow' or 'document'")]
+    )
+
+
+class WorkflowServicer(api_grpc.WorkflowServiceServicer):
+    """Submit, read and watch workflow runs."""
+
+    def __init__(self, *, submitter: Callable[[], Submitter], reader: Callable[[], RunReader]) -> None:
+        # Callables, because the parts exist only once NATS is connected; before that they raise
+        # UnavailableError, which the interceptor maps to UNAVAILABLE.
+        self._submitter = submitter
+        self._reader = reader
+
+    async def SubmitWorkflow(self, request: api.SubmitWorkflowRequest, context: Context) -> api.SubmitWorkflowResponse:  # noqa: N802
+        if len(request.request_id) > _MAX_REQUEST_ID:
+            raise InvalidArgumentError(
+                problems=[Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")]
+            )
+        source, fmt = _source(request)
+        submitter = self._submitter()
+        spec = await submitter.validate(
+            source, document_format=fmt, allow_unregistered=request.allow_unregistered_methods
+        )
+        run = await submitter.submit(spec, request_id=request.request_id)
+        return api.SubmitWorkflowResponse(workflow=run_to_proto(run))
+
+    async def ValidateWorkflow(self, request: api.ValidateWorkflowRequest, context: Context) -> api.ValidateWorkflowResponse:  # noqa: N802
+        source, fmt = _source(request)
+        try:
+            spec = await self._submitter().validate(
+                source, document_format=fmt, allow_unregistered=request.allow_unregistered_methods
+            )
+        except WorkflowInvalidError as exc:
+            return api.ValidateWorkflowResponse(
+                problems=[pb.ValidationProblem(task=p.task or "", field=p.field, message=p.message)
+                          for p in exc.problems]
+            )
+        return api.ValidateWorkflowResponse(task_count=len(spec.tasks))
+
+    async def GetWorkflow(self, request: api.GetWorkflowRequest, context: Context) -> api.GetWorkflowResponse:  # noqa: N802
+        reader = self._reader()
+        run = await reader.header(request.id)
+        full = request.view != pb.WORKFLOW_VIEW_BASIC
+        tasks = await reader.tasks(run.id) if full else None
+        return api.GetWorkflowResponse(workflow=run_to_proto(run, tasks))
+
+    async def ListWorkflows(self, request: api.ListWorkflowsRequest, context: Context) -> api.ListWorkflowsResponse:  # noqa: N802
+        state = _STATE_FILTER.get(request.state)
+        if state is None:
+            raise InvalidArgumentError(problems=[Problem(None, "state", f"unknown state {request.state}")])
+        runs, token = await self._reader().list(
+            page_size=request.page_size, page_token=request.page_token, state=state
+        )
+        return api.ListWorkflowsResponse(workflows=[run_to_proto(r) for r in runs], next_page_token=token)
+
+    async def WatchWorkflow(self, request: api.WatchWorkflowRequest, context: Context) -> AsyncIterator[api.WatchWorkflowResponse]:  # noqa: N802
+        async for change in self._reader().watch(request.id):
+            response = api.WatchWorkflowResponse(workflow=run_to_proto(change.run))
+            if change.task is not None:
+                response.task.CopyFrom(task_to_proto(change.task))
+            yield response
+
+

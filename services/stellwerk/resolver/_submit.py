@@ -1,0 +1,183 @@
+"""Accepting a workflow: validate it, write its run with a single commit point, dispatch roots.
+
+The write order is what makes a crash or refusal half way harmless:
+``req.<hash>`` (idempotency) -> ``staging.<run>`` marker -> task documents -> ``order.<run>`` ->
+``run.<run>`` header (the commit point) -> staging marker removed -> root dispatches.
+Readers only see runs with a header; the janitor removes the parts of any run whose staging
+marker outlived the grace period without a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import nats.js.errors as jserr
+from nats.js.kv import KeyValue
+
+from stellwerk.core import names
+from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, WorkflowInvalidError
+from stellwerk.core.kvscan import snapshot
+from stellwerk.core.model import WorkflowSpec, check_workflow, load_workflow
+from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
+from stellwerk.core.settings import Settings
+from stellwerk.core.store import DocumentStore
+from stellwerk.resolver._dispatch import Dispatcher, resolve_params
+from stellwerk.resolver._records import build_run_documents, new_run_id
+
+__all__ = ["Submitter"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 500
+
+
+class Submitter:
+    """Validates and writes new runs."""
+
+    def __init__(
+        self,
+        *,
+        runs_kv: KeyValue,
+        executors_kv: KeyValue,
+        tasks: DocumentStore[TaskRecord],
+        runs: DocumentStore[RunRecord],
+        dispatcher: Dispatcher,
+        settings: Settings,
+    ) -> None:
+        self._runs_kv = runs_kv
+        self._executors_kv = executors_kv
+        self._tasks = tasks
+        self._runs = runs
+        self._dispatcher = dispatcher
+        self._settings = settings
+
+    async def known_methods(self) -> set[str]:
+        """Every method some executor has registered."""
+        methods: set[str] = set()
+        for data in (await snapshot(self._executors_kv, ">")).values():
+            try:
+                methods.update(ExecutorRecord.from_bytes(data).methods)
+            except (StellwerkError, ValueError, TypeError, KeyError):
+                logger.warning("ignoring an unreadable executor registration")
+        return methods
+
+    async def validate(
+        self,
+        source: str | Mapping[str, Any],
+        *,
+        document_format: str | None,
+        allow_unregistered: bool,
+    ) -> WorkflowSpec:
+        """Load and fully validate; raises ``WorkflowInvalidError`` listing every problem."""
+        fmt: Any = document_format or None
+        spec = load_workflow(source, format=fmt)
+        known = None if allow_unregistered else await self.known_methods()
+        try:
+            check_workflow(spec, known_methods=known)
+        except WorkflowInvalidError as exc:
+            raise WorkflowInvalidError(problems=exc.problems) from None
+        self._check_sizes(spec)
+        return spec
+
+    def _check_sizes(self, spec: WorkflowSpec) -> None:
+        limit = self._dispatcher.max_payload - 4096
+        problems = []
+        for task in spec.tasks:
+            size = len(json.dumps(task.params, ensure_ascii=False).encode())
+            if size > limit:
+                problems.append(
+                    Problem(task=task.id, field="params",
+                            message=f"params are {size} bytes; the NATS message limit of this "
+                                    f"deployment allows {limit} bytes per task")
+                )
+        if problems:
+            raise WorkflowInvalidError(problems=problems)
+
+    async def submit(self, spec: WorkflowSpec, *, request_id: str = "") -> RunRecord:
+        """Write a new run of ``spec`` and dispatch its roots; a retried ``request_id`` returns the
+        run the first call created."""
+        request_key = names.request_key(request_id) if request_id else ""
+        run_id = new_run_id()
+        if request_id:
+            existing = await self._claim_request(request_key, run_id)
+            if existing is not None:
+                run_id = existing
+                header = await self._runs.get(names.run_key(run_id), fresh=True)
+                if header is not None:
+                    await self._redispatch_roots(header.value)
+                    return header.value
+        docs = build_run_documents(spec, run_id=run_id, request_id=request_id,
+                                   request_key=request_key)
+        try:
+            await self._runs_kv.put(names.staging_key(run_id), dumps({"since": time.time()}))
+            for start in range(0, len(docs.tasks), _CHUNK):
+                chunk = docs.tasks[start : start + _CHUNK]
+                await asyncio.gather(
+                    *(self._tasks.create(names.task_key(run_id, t.id), t) for t in chunk)
+                )
+            await self._runs_kv.put(names.order_key(run_id), dumps(docs.order))
+            created = await self._runs.create(names.run_key(run_id), docs.header)
+        except (StellwerkError, OSError, TimeoutError) as exc:
+            await self._abandon(run_id, docs.order)
+            if isinstance(exc, StellwerkError):
+                raise
+            raise UnavailableError(f"could not write run {run_id}: {exc}") from exc
+        if created is None:  # a concurrent retry of the same request committed first
+            header = await self._runs.get(names.run_key(run_id), fresh=True)
+            assert header is not None
+            return header.value
+        try:
+            await self._runs_kv.purge(names.staging_key(run_id))
+        except Exception:  # the janitor only purges runs without a header, so this is cosmetic
+            logger.debug("could not remove staging marker of %s", run_id)
+        await self._dispatch_roots(docs.tasks)
+        return created.value
+
+    async def _claim_request(self, request_key: str, run_id: str) -> str | None:
+        """Bind ``request_key`` to ``run_id``; returns the run it was already bound to, if any."""
+        try:
+            await self._runs_kv.create(request_key, run_id.encode())
+        except jserr.KeyWrongLastSequenceError:
+            entry = await self._runs_kv.get(request_key)
+            if entry.value:
+                return entry.value.decode()
+        return None
+
+    async def _dispatch_roots(self, tasks: list[TaskRecord]) -> None:
+        ready: list[tuple[TaskRecord, bytes]] = []
+        for task in tasks:
+            if task.state is TaskState.DISPATCHED:
+                params = resolve_params(task, lambda _tid: None)
+                ready.append((task, self._dispatcher.encode(task, params)))
+        await self._dispatcher.publish_many(ready)
+
+    async def _redispatch_roots(self, run: RunRecord) -> None:
+        """A retried submit re-sends root dispatches a crash may have cut short — only while the
+        dedup window still drops them if they were sent (invariant 2)."""
+        if time.time() - run.created_at > self._settings.dedup_window / 2:
+            return
+        order_entry = await self._runs_kv.get(names.order_key(run.id))
+        order = json.loads(order_entry.value or b"[]")
+        found = await asyncio.gather(*(self._tasks.get(names.task_key(run.id, t)) for t in order))
+        roots = [d.value for d in found if d is not None and not d.value.dependencies
+                 and d.value.state is TaskState.DISPATCHED and d.value.generation == 0]
+        await self._dispatch_roots(roots)
+
+    async def _abandon(self, run_id: str, order: list[str]) -> None:
+        """Best-effort removal of a run that failed before its commit point."""
+        try:
+            for start in range(0, len(order), _CHUNK):
+                chunk = order[start : start + _CHUNK]
+                await asyncio.gather(
+                    *(self._tasks.delete(names.task_key(run_id, t)) for t in chunk),
+                    return_exceptions=True,
+                )
+            await self._runs_kv.purge(names.order_key(run_id))
+            await self._runs_kv.purge(names.staging_key(run_id))
+        except Exception:  # the janitor finishes the job from the staging marker
+            logger.warning("could not clean up abandoned run %s; the janitor will", run_id)
