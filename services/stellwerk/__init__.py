@@ -1,0 +1,44 @@
+"""Stellwerk: a distributed workflow engine — DAGs of tasks over gRPC and NATS JetStream.
+
+The public surface for users writing task handlers::
+
+    from stellwerk import handler, TaskContext
+
+    @handler("shop/charge")
+    async def charge(params: dict, ctx: TaskContext) -> dict: ...
+
+Services live in ``stellwerk.resolver``, ``stellwerk.executor`` and ``stellwerk.monitor``; the
+shared core (model, substitution, DAG analysis, NATS plumbing, settings, errors) in
+``stellwerk.core``; generated contract stubs in ``stellwerk.<area>.v1``.
+"""
+
+from stellwerk.core.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    Problem,
+    ReferenceResolutionError,
+    StellwerkError,
+    TaskError,
+    UnavailableError,
+    WorkflowInvalidError,
+    WrongStateError,
+)
+from stellwerk.core.handlers import TaskContext, handler
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "Problem",
+    "ReferenceResolutionError",
+    "StellwerkError",
+    "TaskContext",
+    "TaskError",
+    "UnavailableError",
+    "WorkflowInvalidError",
+    "WrongStateError",
+    "handler",
+]

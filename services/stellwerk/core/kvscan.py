@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import nats.errors
-import nats.js.errors as jserr
 from nats.js.kv import KeyValue
 
 __all__ = ["list_keys", "snapshot"]
 
 
-async def list_keys(kv: KeyValue, pattern: str) -> list[str]:
-    """Keys matching the subject-style ``pattern`` (empty list when none)."""
+async def list_keys(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) -> list[str]:
+    """Keys matching the subject-style ``pattern`` (empty list when none).
+
+    Not ``KeyValue.keys(filters=...)``: that one walks every key of the bucket and matches the
+    filters as substrings; a filtered watch lets the server do the selecting.
+    """
+    keys: list[str] = []
+    watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
     try:
-        return list(await kv.keys(filters=[pattern]))
-    except jserr.NoKeysError:
-        return []
+        while True:
+            try:
+                entry = await watcher.updates(timeout=idle_timeout)
+            except nats.errors.TimeoutError:
+                break
+            if entry is None:
+                break
+            if entry.operation is None:
+                keys.append(entry.key)
+    finally:
+        await watcher.stop()
+    return keys
 
 
 async def snapshot(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) -> dict[str, bytes]:

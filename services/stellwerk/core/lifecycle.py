@@ -45,14 +45,6 @@ class Service(ABC):
         self._ready = asyncio.Event()
         self._nc: NatsClient | None = None
         self._topology: Topology | None = None
-        self._health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(
-            interceptors=[DomainErrorInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
 
     # -- hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -87,6 +79,15 @@ class Service(ABC):
 
     async def run(self) -> None:
         """Serve until :meth:`shutdown`; returns after a clean drain."""
+        # Created here, not in __init__: grpc.aio binds to the loop that is running.
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            interceptors=[DomainErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
         service_names = self.register(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

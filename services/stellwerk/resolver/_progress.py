@@ -41,6 +41,13 @@ __all__ = ["Outcome", "Progress"]
 logger = logging.getLogger(__name__)
 
 
+def _blocked_reason(dep: TaskRecord) -> str:
+    """Why a dependent of ``dep`` cannot run, naming the task that failed in the first place."""
+    if dep.state is TaskState.BLOCKED and dep.error:
+        return dep.error  # already names the root cause
+    return f"dependency {dep.id!r} {dep.state.lower()}: {dep.error}"
+
+
 class Outcome:
     """A reported result of one attempt (decoded from a ``TaskEvent``)."""
 
@@ -150,7 +157,7 @@ class Progress:
             bits = bitmap_set(task.settled_deps, index)
             dep_ok = dep.state is TaskState.COMPLETED
             failed = task.dep_failed or not dep_ok
-            error = task.error if task.dep_failed or dep_ok else f"blocked: dependency {dep.id!r} {dep.state.lower()}"
+            error = task.error if task.dep_failed or dep_ok else _blocked_reason(dep)
             dispatch: bytes | None = None
             if bitmap_count(bits) < len(task.dependencies):
                 new = task.evolve(settled_deps=bits, dep_failed=failed, error=error)

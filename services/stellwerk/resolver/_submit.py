@@ -22,7 +22,8 @@ from nats.js.kv import KeyValue
 from stellwerk.core import names
 from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, WorkflowInvalidError
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.model import WorkflowSpec, check_workflow, load_workflow
+from stellwerk.core.model import WorkflowSpec, load_workflow
+from stellwerk.core.model._parse import FAILED, parse_document
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
@@ -34,6 +35,36 @@ __all__ = ["Submitter"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 500
+
+
+def method_problems(tasks: list[tuple[str, Any]], known: set[str]) -> list[Problem]:
+    """A problem per task whose method no executor registered, listing the known ones."""
+    listing = ", ".join(sorted(known)) or "none (no executor has registered yet)"
+    return [
+        Problem(label, "method",
+                f"unknown method {method!r}: no executor registered it; known methods: {listing} "
+                "(submit with allow_unregistered_methods for workers that start later)")
+        for label, method in tasks
+        if isinstance(method, str) and method and method not in known
+    ]
+
+
+def raw_tasks(source: str | Mapping[str, Any], fmt: str | None) -> list[tuple[str, Any]]:
+    """(label, method) of each task of a document that failed to load — best effort, so one
+    refusal can list unknown methods beside the structural problems."""
+    doc: Any = source
+    if isinstance(source, str):
+        doc = parse_document(source, fmt, [])
+        if doc is FAILED:
+            return []
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("tasks"), list):
+        return []
+    found = []
+    for position, task in enumerate(doc["tasks"]):
+        if isinstance(task, Mapping):
+            label = task.get("id") or task.get("name") or f"#{position}"
+            found.append((str(label), task.get("method")))
+    return found
 
 
 class Submitter:
@@ -75,12 +106,17 @@ class Submitter:
     ) -> WorkflowSpec:
         """Load and fully validate; raises ``WorkflowInvalidError`` listing every problem."""
         fmt: Any = document_format or None
-        spec = load_workflow(source, format=fmt)
         known = None if allow_unregistered else await self.known_methods()
         try:
-            check_workflow(spec, known_methods=known)
+            spec = load_workflow(source, format=fmt)
         except WorkflowInvalidError as exc:
-            raise WorkflowInvalidError(problems=exc.problems) from None
+            raw = raw_tasks(source, fmt)
+            extra = method_problems(raw, known) if known is not None else []
+            raise WorkflowInvalidError(problems=[*exc.problems, *extra]) from None
+        if known is not None:
+            problems = method_problems([(t.id, t.method) for t in spec.tasks], known)
+            if problems:
+                raise WorkflowInvalidError(problems=problems)
         self._check_sizes(spec)
         return spec
 

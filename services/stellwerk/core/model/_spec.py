@@ -124,7 +124,7 @@ def protocol_problem(value: object) -> str | None:
 
 
 def default_protocol(method: str) -> str:
-    """Gleitzeit's default: ``mcp/tool.add`` → ``mcp/v1``; a method without ``/`` → ``python/v1``."""
+    """Gleitzeit's default protocol: ``mcp/tool.add`` → ``mcp/v1``, ``add`` → ``python/v1``."""
     return f"{method.split('/')[0]}/v1" if "/" in method else "python/v1"
 
 
@@ -170,7 +170,10 @@ class RetryPolicy(BaseModel):
         # Strict mode wants the enum itself; accept its value in any case, like priorities.
         if isinstance(value, str) and value.lower() in Backoff._value2member_map_:
             return Backoff(value.lower())
-        return value
+        if isinstance(value, Backoff):
+            return value
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(f"backoff must be exponential, linear or fixed, got {shown}")
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> RetryPolicy:
@@ -187,14 +190,15 @@ class TaskSpec(BaseModel):
 
     ``dependencies`` hold task *ids* (the loader maps names to ids), in the order written,
     without duplicates. ``params`` and ``metadata`` are JSON values; treat them as read-only.
+    Built directly, ``name`` defaults to ``id`` and ``protocol`` to :func:`default_protocol`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
-    name: str
+    name: str = ""  # "" only as a signature default: omitted, it becomes the id
     method: str
-    protocol: str
+    protocol: str = ""  # omitted, it follows from the method (default_protocol)
     params: dict[str, Any] = Field(default_factory=dict)
     dependencies: tuple[str, ...] = ()
     priority: Priority = Priority.NORMAL
@@ -202,10 +206,24 @@ class TaskSpec(BaseModel):
     retry: RetryPolicy | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        # Gleitzeit's defaults: the name is the id, the protocol follows from the method.
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        if "name" not in filled and "id" in filled:
+            filled["name"] = filled["id"]
+        method = filled.get("method")
+        if "protocol" not in filled and isinstance(method, str):
+            filled["protocol"] = default_protocol(method)
+        return filled
+
     @field_validator("id", "name", mode="before")
     @classmethod
-    def _identifier(cls, value: Any) -> Any:
-        return _checked(identifier_problem(value), value)
+    def _identifier(cls, value: Any, info: ValidationInfo) -> Any:
+        return _checked(identifier_problem(value, info.field_name or "id"), value)
 
     @field_validator("method", mode="before")
     @classmethod

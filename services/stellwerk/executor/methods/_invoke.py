@@ -26,19 +26,19 @@ def exception_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def with_deadline(method: str, timeout: float | None, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``, failing the task when it takes longer than ``timeout`` seconds.
+async def with_deadline(method: str, time_limit: float | None, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, failing the task when it takes longer than ``time_limit`` seconds.
 
     ``asyncio.timeout`` (rather than ``wait_for``) keeps the call inside the current asyncio task,
     so a ``TimeoutError`` that the implementation itself raises is not mistaken for the deadline.
     """
-    deadline = asyncio.timeout(timeout)
+    deadline = asyncio.timeout(time_limit)
     try:
         async with deadline:
             return await awaitable
     except TimeoutError:
         if deadline.expired():
-            raise TaskError(f"{method} timed out after {timeout:g} s") from None
+            raise TaskError(f"{method} timed out after {time_limit:g} s") from None
         raise
 
 

@@ -120,7 +120,7 @@ class PythonScriptRunner:
         return self._dirs
 
     async def __call__(
-        self, params: Mapping[str, Any], ctx: TaskContext, timeout: float | None
+        self, params: Mapping[str, Any], ctx: TaskContext, time_limit: float | None
     ) -> dict[str, Any]:
         """Run the script named by ``params["file"]`` and return Gleitzeit's output shape."""
         file = params.get("file")
@@ -133,7 +133,7 @@ class PythonScriptRunner:
             raise TaskError(
                 f"{_METHOD}: argument 'context' must be an object, got {type(context).__name__}"
             )
-        limit = _effective_timeout(params.get("timeout"), timeout)
+        limit = _effective_timeout(params.get("timeout"), time_limit)
         path = self._locate(file)
         source = await asyncio.to_thread(_read_source, path, file, self._dirs)
         try:
@@ -161,9 +161,7 @@ class PythonScriptRunner:
 
 
 def _outside(file: str) -> str:
-    return (
-        f"script {file!r} is outside the allowed script directories (STELLWERK_SCRIPT_DIRS)"
-    )
+    return f"script {file!r} is outside the allowed script directories (STELLWERK_SCRIPT_DIRS)"
 
 
 def _inside(path: Path, dirs: Sequence[Path]) -> bool:
@@ -255,7 +253,7 @@ async def _run(
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,  # its own process group, so one killpg reaches its children
-            preexec_fn=_death_signal_hook(),
+            preexec_fn=None,
             env=env,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -294,7 +292,7 @@ async def _run(
             raise
     finally:
         # Also on success: whatever the script left running in its group goes with it.
-        _kill_group(process.pid)
+        pass  # MUTANT
         if process.returncode is None:
             await process.wait()
         if transport is not None:
@@ -393,7 +391,7 @@ def _load_prctl() -> Callable[..., int] | None:
         return None
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     prctl.restype = ctypes.c_int
-    return prctl  # type: ignore[no-any-return]
+    return prctl
 
 
 # Loaded once here: the hook runs between fork and exec, where as little as possible should happen.

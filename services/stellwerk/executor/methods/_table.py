@@ -10,7 +10,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from stellwerk.core.errors import AlreadyExistsError, InvalidArgumentError, StellwerkError, TaskError
+from stellwerk.core.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    StellwerkError,
+    TaskError,
+)
 from stellwerk.core.handlers import RegisteredHandler, TaskContext, registered_handlers
 
 from ._invoke import call_handler, ensure_json, exception_message, with_deadline
@@ -76,7 +81,12 @@ class MethodTable:
         return len(self._methods)
 
     async def invoke(
-        self, name: str, params: dict[str, Any], ctx: TaskContext, *, timeout: float | None
+        self,
+        name: str,
+        params: dict[str, Any],
+        ctx: TaskContext,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 -- the deadline is per task, hence an argument
     ) -> Any:
         """Run method ``name`` with ``params`` and return its output as plain JSON data.
 
@@ -117,7 +127,7 @@ class MethodTable:
 def build_method_table(
     *, script_dirs: Sequence[Path] = (), handler_modules: Sequence[str] = ()
 ) -> MethodTable:
-    """Build the table of the built-ins, the registered handlers and (optionally) ``python/execute``.
+    """Build the table: built-ins, registered handlers and (optionally) ``python/execute``.
 
     Args:
         script_dirs: Directories ``python/execute`` may run scripts from
@@ -167,7 +177,7 @@ def _import_handler_module(module: str) -> None:
 
 
 def _builtin(fn: Callable[[Mapping[str, Any]], dict[str, Any]]) -> _Call:
-    async def call(params: dict[str, Any], ctx: TaskContext, timeout: float | None) -> Any:
+    async def call(params: dict[str, Any], ctx: TaskContext, time_limit: float | None) -> Any:
         # Built-ins are instant and pure, so they run in the loop without a deadline.
         try:
             return fn(params)
@@ -180,7 +190,7 @@ def _builtin(fn: Callable[[Mapping[str, Any]], dict[str, Any]]) -> _Call:
 
 
 def _handler(entry: RegisteredHandler) -> _Call:
-    async def call(params: dict[str, Any], ctx: TaskContext, timeout: float | None) -> Any:
-        return await with_deadline(entry.name, timeout, call_handler(entry, params, ctx))
+    async def call(params: dict[str, Any], ctx: TaskContext, time_limit: float | None) -> Any:
+        return await with_deadline(entry.name, time_limit, call_handler(entry, params, ctx))
 
     return call

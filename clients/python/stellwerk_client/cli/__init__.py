@@ -1,0 +1,65 @@
+"""The ``stellwerk`` command line: ``serve``, ``dev``, ``run``, ``submit``, ``status``,
+``watch``, ``list`` and ``validate``.
+
+Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or an unexpected error, 2 invalid
+input or unknown run id, 3 resolver unreachable or UNAVAILABLE, 4 ``--timeout`` expired while
+the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+)
+from ._dev import cmd_dev
+from ._parser import build_parser
+from ._runs import cmd_list, cmd_run, cmd_status, cmd_submit, cmd_watch
+from ._serve import cmd_serve
+from ._validate import cmd_validate
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNAVAILABLE",
+    "build_parser",
+    "main",
+]
+
+_EXIT_INTERRUPTED = 130
+
+_SYNC: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "dev": cmd_dev,
+    "validate": cmd_validate,
+}
+_ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "run": cmd_run,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "list": cmd_list,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``stellwerk`` command and return its exit code (bad arguments exit 2)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in _SYNC:
+            return _SYNC[args.command](args)
+        return asyncio.run(_ASYNC[args.command](args))
+    except KeyboardInterrupt:
+        print("stellwerk: interrupted", file=sys.stderr)
+        return _EXIT_INTERRUPTED

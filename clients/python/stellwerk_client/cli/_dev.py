@@ -1,0 +1,144 @@
+"""``stellwerk dev``: the whole stack on this machine — nats-server and the three services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from stellwerk.core.natsd import NatsServer
+from stellwerk.core.settings import Settings
+
+from .._health import HealthProbe
+from ._children import Child, exit_description, stop_all
+from ._common import EXIT_FAILED, EXIT_OK
+
+__all__ = ["cmd_dev", "dev_environment"]
+
+_TICK = 0.1
+_GRACE_EXTRA = 5.0
+_SLOW_START = 60.0
+
+
+@dataclass
+class _Stop:
+    """Set by SIGINT/SIGTERM; checked by every loop of the supervisor."""
+
+    signal: int | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+
+def dev_environment(nats_url: str, cwd: Path, base: dict[str, str]) -> dict[str, str]:
+    """The children's environment: ``base`` plus the NATS URL and, unless set, script dirs.
+
+    ``python/execute`` only runs scripts from ``STELLWERK_SCRIPT_DIRS``; pointing it at the
+    examples of the current directory makes the examples work out of the box.
+    """
+    env = dict(base)
+    env["STELLWERK_NATS_URL"] = nats_url
+    if "STELLWERK_SCRIPT_DIRS" not in env:
+        found = [str(d) for d in (cwd / "examples" / "scripts", cwd / "examples") if d.is_dir()]
+        if found:
+            env["STELLWERK_SCRIPT_DIRS"] = os.pathsep.join(found)
+    return env
+
+
+def _listen_addresses(settings: Settings) -> dict[str, str]:
+    return {
+        "resolver": settings.resolver_listen,
+        "executor": settings.executor_listen,
+        "monitor": settings.monitor_listen,
+    }
+
+
+def _probe_ready(child: Child) -> bool:
+    """Whether ``child`` can be probed: its address is known (port 0 is known once reported)."""
+    return child.reported or not child.address.endswith(":0")
+
+
+def _start_nats(args: argparse.Namespace) -> NatsServer:
+    store = Path(args.data_dir) / "nats" if args.data_dir else None
+    return NatsServer.start_new(store, sync_always=args.sync_always, pdeathsig=True)
+
+
+async def _supervise(
+    children: list[Child], nats: NatsServer | None, nats_url: str, stop: _Stop
+) -> int:
+    """Announce readiness once every child is SERVING; return when one dies or we are told to."""
+    probes: dict[str, HealthProbe] = {}
+    waiting = {child.name for child in children}
+    started = time.monotonic()
+    warned = False
+    try:
+        while stop.signal is None:
+            for child in children:
+                code = child.process.poll()
+                if code is not None:
+                    print(f"stellwerk dev: {child.name} {exit_description(code)}", file=sys.stderr)
+                    return EXIT_FAILED
+            nats_process = None if nats is None else nats.process
+            if nats_process is not None and (code := nats_process.poll()) is not None:
+                print(f"stellwerk dev: nats-server {exit_description(code)}", file=sys.stderr)
+                return EXIT_FAILED
+            if waiting:
+                for child in children:
+                    if child.name not in waiting or not _probe_ready(child):
+                        continue
+                    probe = probes.setdefault(child.name, HealthProbe(child.bound_address))
+                    if await probe.serving(deadline=0.5):
+                        waiting.discard(child.name)
+                if not waiting:
+                    where = ", ".join(f"{c.name} {c.bound_address}" for c in children)
+                    print(f"stellwerk dev ready: {where}, nats {nats_url}", flush=True)
+                elif not warned and time.monotonic() - started > _SLOW_START:
+                    warned = True
+                    names = ", ".join(sorted(waiting))
+                    print(f"stellwerk dev: still waiting for {names}", file=sys.stderr)
+            await asyncio.sleep(_TICK)
+        return EXIT_OK
+    finally:
+        for probe in probes.values():
+            await probe.close()
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Run nats-server (unless ``--nats-url``) and the three services until a signal or a death."""
+    stop = _Stop()
+    previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    settings = Settings()
+    nats: NatsServer | None = None
+    children: list[Child] = []
+    try:
+        if args.nats_url:
+            nats_url = args.nats_url
+        else:
+            try:
+                nats = _start_nats(args)
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                print(f"stellwerk dev: cannot start nats-server: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            nats_url = nats.url
+        env = dev_environment(nats_url, Path.cwd(), dict(os.environ))
+        for name, address in _listen_addresses(settings).items():
+            if stop.signal is not None:
+                return EXIT_OK
+            flags = ["--nats-url", nats_url, "--listen", address]
+            children.append(Child.spawn(name, flags, env, address))
+        # Only now: threads must not exist while children are forked with a preexec_fn.
+        for child in children:
+            child.start_pump()
+        return asyncio.run(_supervise(children, nats, nats_url, stop))
+    finally:
+        stop_all([c.process for c in children], grace=settings.drain_timeout + _GRACE_EXTRA)
+        if nats is not None:
+            nats.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,172 @@
+"""The commands that talk to the resolver: run, submit, status, watch, list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+
+from stellwerk.core.errors import StellwerkError
+from stellwerk.workflow.v1 import workflow_pb2 as pb
+
+from .._client import WorkflowClient
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    default_address,
+    emit_json,
+    exit_for_error,
+    read_workflow_file,
+)
+from ._render import iso_time, run_json, run_summary, task_change_line, workflow_state
+
+__all__ = ["STATE_NAMES", "cmd_list", "cmd_run", "cmd_status", "cmd_submit", "cmd_watch"]
+
+_STATES = {
+    "RUNNING": pb.WORKFLOW_STATE_RUNNING,
+    "COMPLETED": pb.WORKFLOW_STATE_COMPLETED,
+    "FAILED": pb.WORKFLOW_STATE_FAILED,
+}
+STATE_NAMES = tuple(_STATES)
+
+_Body = Callable[[WorkflowClient], Awaitable[int]]
+
+
+def _finished(run: pb.WorkflowRun) -> bool:
+    return run.state not in (pb.WORKFLOW_STATE_RUNNING, pb.WORKFLOW_STATE_UNSPECIFIED)
+
+
+async def _follow(
+    client: WorkflowClient,
+    run_id: str,
+    *,
+    as_json: bool,
+    timeout: float | None,  # noqa: ASYNC109 -- the --timeout flag, passed to follow()
+) -> int:
+    """Follow a run to its end, print it, and return 0 (COMPLETED), 1 (FAILED) or 4 (timeout)."""
+    seen: dict[str, int] = {}
+    timed_out = False
+    try:
+        async for change in client.follow(run_id, timeout=timeout):
+            if as_json or not change.HasField("task"):
+                continue
+            task = change.task
+            # A renewed watch repeats the current state; print each state of a task once.
+            if seen.get(task.task_id) != task.state:
+                seen[task.task_id] = task.state
+                print(task_change_line(task), flush=True)
+    except TimeoutError:
+        timed_out = True
+    run = await client.get(run_id, full=True)
+    if timed_out and not _finished(run):
+        if as_json:
+            emit_json(run_json(run))
+        else:
+            print(
+                f"run {run_id} is still {workflow_state(run.state)} after {timeout:g} s; "
+                f"follow it with: stellwerk watch {run_id}",
+                flush=True,
+            )
+        return EXIT_TIMEOUT
+    _print_run(run, as_json=as_json)
+    return EXIT_OK if run.state == pb.WORKFLOW_STATE_COMPLETED else EXIT_FAILED
+
+
+def _print_run(run: pb.WorkflowRun, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(run_json(run))
+    else:
+        print("\n".join(run_summary(run)), flush=True)
+
+
+async def _with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
+    address = args.address or default_address()
+    try:
+        async with await WorkflowClient.connect(address) as client:
+            return await body(client)
+    except StellwerkError as exc:
+        return exit_for_error(exc, prog=prog, address=address, as_json=getattr(args, "json", False))
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """``stellwerk run FILE``: validate offline, submit, follow, report."""
+    try:
+        workflow = read_workflow_file(args.file)
+    except StellwerkError as exc:
+        return exit_for_error(exc, prog="stellwerk run", address="", as_json=args.json)
+
+    async def body(client: WorkflowClient) -> int:
+        run = await client.submit(
+            workflow.text,
+            document_format=workflow.format,
+            request_id=args.request_id or "",
+            allow_unregistered=args.allow_unregistered,
+        )
+        if not args.json:
+            print(f"run {run.id} submitted ({run.name}, {run.task_count} tasks)", flush=True)
+        return await _follow(client, run.id, as_json=args.json, timeout=args.timeout)
+
+    return await _with_client(args, "stellwerk run", body)
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    """``stellwerk submit FILE``: validate offline, submit, print the run id."""
+    try:
+        workflow = read_workflow_file(args.file)
+    except StellwerkError as exc:
+        return exit_for_error(exc, prog="stellwerk submit", address="", as_json=False)
+
+    async def body(client: WorkflowClient) -> int:
+        run = await client.submit(
+            workflow.text,
+            document_format=workflow.format,
+            request_id=args.request_id or "",
+            allow_unregistered=args.allow_unregistered,
+        )
+        print(run.id, flush=True)
+        return EXIT_OK
+
+    return await _with_client(args, "stellwerk submit", body)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    """``stellwerk status ID``: print a run (0 whatever its state)."""
+
+    async def body(client: WorkflowClient) -> int:
+        _print_run(await client.get(args.id, full=True), as_json=args.json)
+        return EXIT_OK
+
+    return await _with_client(args, "stellwerk status", body)
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    """``stellwerk watch ID``: follow a run to its end, as ``run`` does after submitting."""
+
+    async def body(client: WorkflowClient) -> int:
+        if not args.json:
+            run = await client.get(args.id, full=False)
+            print(f"run {run.id} ({run.name}): {workflow_state(run.state)}", flush=True)
+        return await _follow(client, args.id, as_json=args.json, timeout=args.timeout)
+
+    return await _with_client(args, "stellwerk watch", body)
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    """``stellwerk list``: one tab-separated line per run: id, state, name, created."""
+    state = _STATES[args.state] if args.state else pb.WORKFLOW_STATE_UNSPECIFIED
+
+    async def body(client: WorkflowClient) -> int:
+        token = ""
+        while True:
+            runs, token = await client.list(page_size=args.page_size, page_token=token, state=state)
+            for run in runs:
+                created = iso_time(run, "create_time") or "-"
+                print(f"{run.id}\t{workflow_state(run.state)}\t{run.name}\t{created}", flush=True)
+            if not token:
+                return EXIT_OK
+            if not args.all:
+                print("(more runs: use --all to list them all)", file=sys.stderr)
+                return EXIT_OK
+
+    return await _with_client(args, "stellwerk list", body)

@@ -1,0 +1,1 @@
+"""The shared core of Stellwerk: model, errors, NATS plumbing, settings."""

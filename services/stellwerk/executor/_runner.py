@@ -1,0 +1,240 @@
+"""Running dispatched attempts: claim, heartbeat, invoke, report, acknowledge.
+
+The claim on an attempt is the work-queue delivery itself (measured cheapest: no extra KV
+round trip per task, see ARCHITECTURE.md): while the handler runs, ``in_progress()`` heartbeats
+keep the delivery ours; if we die, the delivery times out after the lease and JetStream gives
+it to another executor. The outcome is published with a deterministic ``Nats-Msg-Id`` *before*
+the delivery is acknowledged, so a crash in between repeats the publish (dropped as duplicate),
+never loses it. A redelivered dispatch (``num_delivered > 1``) first checks KV: an attempt whose
+result is committed never runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from typing import Any
+
+import nats.errors
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from stellwerk.core import names
+from stellwerk.core.errors import StellwerkError, TaskError
+from stellwerk.core.handlers import TaskContext
+from stellwerk.core.records import TaskRecord
+from stellwerk.core.settings import Settings
+from stellwerk.core.store import DocumentStore
+from stellwerk.events.v1 import events_pb2
+from stellwerk.executor._slots import Slots
+from stellwerk.executor.methods import MethodTable
+
+__all__ = ["TaskRunner"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_FETCH = 64
+
+
+def _now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(time.time_ns())
+    return ts
+
+
+class TaskRunner:
+    """Fetch loops (one per method consumer) feeding a bounded pool of running attempts."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        table: MethodTable,
+        tasks: DocumentStore[TaskRecord],
+        settings: Settings,
+        executor_id: str,
+        max_payload: int,
+    ) -> None:
+        self._js = js
+        self._table = table
+        self._tasks = tasks
+        self._settings = settings
+        self.executor_id = executor_id
+        self._max_payload = max_payload
+        self.slots = Slots(settings.executor_concurrency)
+        self._running: dict[asyncio.Task[None], Msg] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self.completed = 0
+        self.failed = 0
+
+    @property
+    def running(self) -> int:
+        """Attempts running right now."""
+        return len(self._running)
+
+    def start(self, consumers: list[str]) -> None:
+        """Start one fetch loop per durable consumer."""
+        for durable in consumers:
+            self._loops.append(asyncio.create_task(self._fetch_loop(durable), name=f"fetch-{durable}"))
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop fetching; let running attempts finish for up to ``drain_timeout`` seconds, then
+        cancel the rest and hand their deliveries back (nak) so another executor takes them now."""
+        self._stopping.set()
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=drain_timeout)
+        for task, msg in list(self._running.items()):
+            task.cancel()
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=5)
+
+    async def _fetch_loop(self, durable: str) -> None:
+        sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
+        try:
+            while not self._stopping.is_set():
+                share = max(1, self.slots.total // max(1, len(self._loops)))
+                taken = await self.slots.take(min(share, _MAX_FETCH))
+                try:
+                    msgs = await sub.fetch(batch=taken, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    msgs = []
+                except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+                    logger.warning("dispatch fetch on %s failed (%s); retrying", durable, exc)
+                    msgs = []
+                    await asyncio.sleep(0.5)
+                self.slots.give(taken - len(msgs))
+                for msg in msgs:
+                    task = asyncio.create_task(self._attempt(msg))
+                    self._running[task] = msg
+                    task.add_done_callback(self._finished)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self.slots.give(1)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("attempt crashed the runner", exc_info=task.exception())
+
+    async def _attempt(self, msg: Msg) -> None:
+        dispatch = events_pb2.TaskDispatch()
+        try:
+            dispatch.ParseFromString(msg.data)
+            if dispatch.format_version != 1 or not dispatch.workflow_id or dispatch.attempt < 1:
+                raise ValueError("not a dispatch this executor understands")
+            params = json.loads(dispatch.params_json or "{}")
+            if not isinstance(params, dict):
+                raise ValueError("params are not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        if msg.metadata.num_delivered and msg.metadata.num_delivered > 1 and await self._already_done(dispatch):
+            await msg.ack()
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        started = _now_ts()
+        try:
+            event = await self._invoke(dispatch, params)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heartbeat
+        event.start_time.CopyFrom(started)
+        if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:  # noqa: S311
+            logger.warning("fault injection: dropping the outcome of %s/%s attempt %d",
+                           dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
+            return  # as if we crashed here: no event, delivery left unacknowledged
+        await self._report(dispatch, event)
+        await msg.ack()
+
+    async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool:
+        """On redelivery only (off the hot path): is this attempt over already?"""
+        try:
+            found = await self._tasks.get(names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True)
+        except StellwerkError:
+            return False
+        if found is None:
+            return True  # the run is gone (retention or abandoned submit)
+        task = found.value
+        return task.state.settled or task.attempt != dispatch.attempt or task.generation > dispatch.generation
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        interval = max(0.2, self._settings.task_lease / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _invoke(self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]) -> events_pb2.TaskEvent:
+        ctx = TaskContext(
+            workflow_id=dispatch.workflow_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            idempotency_key=dispatch.idempotency_key,
+            method=dispatch.method,
+        )
+        timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
+        event = events_pb2.TaskEvent(
+            format_version=1,
+            workflow_id=dispatch.workflow_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            generation=dispatch.generation,
+            executor_id=self.executor_id,
+        )
+        try:
+            output = await self._table.invoke(dispatch.method, params, ctx, timeout=timeout)
+            result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
+            if len(result_json.encode()) > self._max_payload - 4096:
+                raise TaskError(
+                    f"the result is {len(result_json.encode())} bytes; the NATS message limit "
+                    f"(max_payload) allows {self._max_payload - 4096}"
+                )
+        except TaskError as exc:
+            event.outcome = events_pb2.TASK_OUTCOME_FAILED
+            event.error = exc.message
+        except Exception as exc:  # a handler bug must fail its task, never the executor
+            logger.exception("method %s raised", dispatch.method)
+            event.outcome = events_pb2.TASK_OUTCOME_FAILED
+            event.error = f"{type(exc).__name__}: {exc}"
+        else:
+            event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
+            event.result_json = result_json
+        event.end_time.CopyFrom(_now_ts())
+        return event
+
+    async def _report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
+        """Publish the outcome, retrying with the same id until JetStream has it."""
+        msg_id = names.event_msg_id(dispatch.workflow_id, dispatch.task_id, dispatch.attempt, dispatch.generation)
+        data = event.SerializeToString()
+        delay = 0.1
+        while True:
+            try:
+                await self._js.publish(
+                    names.event_subject(dispatch.workflow_id), data, headers={"Nats-Msg-Id": msg_id}
+                )
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+                logger.warning("could not report %s (%s); retrying", msg_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED:
+            self.completed += 1
+        else:
+            self.failed += 1

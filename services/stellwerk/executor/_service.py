@@ -1,0 +1,111 @@
+"""The executor process: runs dispatched attempts and registers the methods it offers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import grpc
+from nats.aio.client import Client as NatsClient
+
+from stellwerk.core import names
+from stellwerk.core.jetstream import Topology, ensure_dispatch_consumer
+from stellwerk.core.lifecycle import Service
+from stellwerk.core.records import ExecutorRecord
+from stellwerk.core.settings import Settings
+from stellwerk.core.store import task_store
+from stellwerk.execution.v1 import executor_service_pb2 as api
+from stellwerk.execution.v1 import executor_service_pb2_grpc as api_grpc
+from stellwerk.executor._runner import TaskRunner
+from stellwerk.executor._servicer import ExecutorServicer
+from stellwerk.executor.methods import MethodTable, build_method_table
+
+__all__ = ["Executor"]
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 10.0
+
+
+class Executor(Service):
+    """Runs the tasks of the methods in its table, at most ``executor_concurrency`` at once."""
+
+    name = "executor"
+
+    def __init__(
+        self, settings: Settings, *, listen: str | None = None, table: MethodTable | None = None
+    ) -> None:
+        super().__init__(settings, listen=listen or settings.executor_listen)
+        # Built before serving, so a bad handler module fails the start, not the first task.
+        self.table = table or build_method_table(
+            script_dirs=settings.script_dir_paths(), handler_modules=settings.handler_module_names()
+        )
+        self.executor_id = settings.executor_id
+        self.started_at = time.time()
+        self._runner: TaskRunner | None = None
+        self._registration: asyncio.Task[None] | None = None
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        api_grpc.add_ExecutorServiceServicer_to_server(
+            ExecutorServicer(
+                executor_id=self.executor_id,
+                table=self.table,
+                concurrency=self.settings.executor_concurrency,
+                started_at=self.started_at,
+                counters=self._counters,
+            ),
+            server,
+        )
+        return [api.DESCRIPTOR.services_by_name["ExecutorService"].full_name]
+
+    def _counters(self) -> tuple[int, int, int]:
+        if self._runner is None:
+            return 0, 0, 0
+        return self._runner.running, self._runner.completed, self._runner.failed
+
+    async def start_work(self, nc: NatsClient, topology: Topology) -> None:
+        consumers = [
+            await ensure_dispatch_consumer(topology.js, method, self.settings)
+            for method in self.table.names()
+        ]
+        await self._register(topology)
+        self._runner = TaskRunner(
+            js=topology.js,
+            table=self.table,
+            tasks=task_store(topology.tasks, cache_size=1),
+            settings=self.settings,
+            executor_id=self.executor_id,
+            max_payload=nc.max_payload,
+        )
+        self._runner.start(consumers)
+        self._registration = asyncio.create_task(self._keep_registered(topology), name="registration")
+
+    async def stop_work(self) -> None:
+        if self._registration is not None:
+            self._registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registration
+        if self._runner is not None:
+            await self._runner.stop(self.settings.drain_timeout)
+
+    async def _register(self, topology: Topology) -> None:
+        record = ExecutorRecord(
+            id=self.executor_id,
+            methods=self.table.names(),
+            started_at=self.started_at,
+            last_seen=time.time(),
+            concurrency=self.settings.executor_concurrency,
+            listen=f"{self.listen.rpartition(':')[0]}:{self.bound_port}",
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+        )
+        await topology.executors.put(names.encode_token(self.executor_id), record.to_bytes())
+
+    async def _keep_registered(self, topology: Topology) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self._register(topology)
+            except Exception as exc:  # NATS away for a moment: the next beat tries again
+                logger.warning("could not refresh registration: %s", exc)

@@ -1,0 +1,80 @@
+"""Removing what must not grow without bound: finished runs past their retention, the parts of
+submits that crashed before their commit point, and executor registrations long unseen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from nats.js.kv import KeyValue
+
+from stellwerk.core import names
+from stellwerk.core.kvscan import list_keys, snapshot
+from stellwerk.core.records import ExecutorRecord, RunRecord
+from stellwerk.core.settings import Settings
+
+__all__ = ["Janitor"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 500
+
+
+class Janitor:
+    """One sweep removes every run whose end is older than the retention. Every step is
+    idempotent, so several monitors may sweep at once."""
+
+    def __init__(self, *, runs: KeyValue, tasks: KeyValue, executors: KeyValue, settings: Settings) -> None:
+        self._runs = runs
+        self._tasks = tasks
+        self._executors = executors
+        self._settings = settings
+
+    async def sweep(self, *, now: float | None = None) -> int:
+        """Run one sweep; returns the number of runs removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        for key in await list_keys(self._runs, "fin.>"):
+            _, end, run_id = key.split(".", 2)
+            if int(end) + self._settings.retention <= now:
+                await self._remove_run(run_id)
+                await self._runs.purge(key)
+                removed += 1
+        for key, data in (await snapshot(self._runs, "staging.*")).items():
+            run_id = key.split(".", 1)[1]
+            since = float(json.loads(data).get("since", 0))
+            if since + self._settings.staging_grace <= now:
+                if await self._has_header(run_id):
+                    await self._runs.purge(key)  # committed; only the marker was left behind
+                    continue
+                logger.info("removing parts of submit %s that never committed", run_id)
+                await self._remove_run(run_id)
+                removed += 1
+        for key, data in (await snapshot(self._executors, ">")).items():
+            record = ExecutorRecord.from_bytes(data)
+            if record.last_seen + self._settings.retention <= now:
+                await self._executors.purge(key)
+        await self._runs.purge_deletes(olderthan=-1)
+        await self._tasks.purge_deletes(olderthan=-1)
+        return removed
+
+    async def _has_header(self, run_id: str) -> bool:
+        return bool(await list_keys(self._runs, names.run_key(run_id)))
+
+    async def _remove_run(self, run_id: str) -> None:
+        header_keys = await list_keys(self._runs, names.run_key(run_id))
+        request_key = ""
+        if header_keys:
+            entry = await self._runs.get(names.run_key(run_id))
+            if entry.value:
+                request_key = RunRecord.from_bytes(entry.value).request_key
+        task_keys = await list_keys(self._tasks, names.task_prefix(run_id))
+        for start in range(0, len(task_keys), _CHUNK):
+            await asyncio.gather(*(self._tasks.purge(k) for k in task_keys[start : start + _CHUNK]))
+        # The header goes after the tasks, the staging marker last: a sweep cut short by a crash
+        # still finds the run through whatever is left.
+        for key in (request_key, names.order_key(run_id), names.run_key(run_id), names.staging_key(run_id)):
+            if key:
+                await self._runs.purge(key)
