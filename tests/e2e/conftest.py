@@ -50,7 +50,9 @@ def stack(nats_server_module: NatsServer) -> Iterator[Stack]:
     url = nats_server_module.url
     resolver = ServiceProcess("resolver", url, env=HANDLER_ENV).start()
     executors = [
-        ServiceProcess("executor", url, env={**HANDLER_ENV, "STELLWERK_EXECUTOR_ID": f"exec-{i}"}).start()
+        ServiceProcess(
+            "executor", url, env={**HANDLER_ENV, "STELLWERK_EXECUTOR_ID": f"exec-{i}"}
+        ).start()
         for i in range(2)
     ]
     monitor = ServiceProcess("monitor", url).start()
@@ -65,23 +67,31 @@ def stack(nats_server_module: NatsServer) -> Iterator[Stack]:
 @pytest.fixture
 async def ready_stack(stack: Stack) -> Stack:
     for proc in [stack.resolver, *stack.executors, stack.monitor]:
-        await eventually(lambda p=proc: serving(p.address), timeout=60, message=f"{proc.service} SERVING")
+        await eventually(
+            lambda p=proc: serving(p.address), timeout=60, message=f"{proc.service} SERVING"
+        )
     return stack
 
 
 @pytest.fixture
-async def workflows(ready_stack: Stack) -> AsyncIterator[workflow_service_pb2_grpc.WorkflowServiceAsyncStub]:
+async def workflows(
+    ready_stack: Stack,
+) -> AsyncIterator[workflow_service_pb2_grpc.WorkflowServiceAsyncStub]:
     async with grpc.aio.insecure_channel(ready_stack.resolver.address) as channel:
         yield workflow_service_pb2_grpc.WorkflowServiceStub(channel)  # type: ignore[misc]
 
 
 @pytest.fixture
-async def executor_api(ready_stack: Stack) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceAsyncStub]:
+async def executor_api(
+    ready_stack: Stack,
+) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceAsyncStub]:
     async with grpc.aio.insecure_channel(ready_stack.executors[0].address) as channel:
         yield executor_service_pb2_grpc.ExecutorServiceStub(channel)  # type: ignore[misc]
 
 
 @pytest.fixture
-async def monitor_api(ready_stack: Stack) -> AsyncIterator[monitor_service_pb2_grpc.MonitorServiceAsyncStub]:
+async def monitor_api(
+    ready_stack: Stack,
+) -> AsyncIterator[monitor_service_pb2_grpc.MonitorServiceAsyncStub]:
     async with grpc.aio.insecure_channel(ready_stack.monitor.address) as channel:
         yield monitor_service_pb2_grpc.MonitorServiceStub(channel)  # type: ignore[misc]

@@ -13,7 +13,9 @@ TERMINAL = (pb.WORKFLOW_STATE_COMPLETED, pb.WORKFLOW_STATE_FAILED)
 
 
 async def submit(stub: Any, document: str, **kwargs: Any) -> pb.WorkflowRun:
-    reply = await stub.SubmitWorkflow(api.SubmitWorkflowRequest(document=document, **kwargs), timeout=30)
+    reply = await stub.SubmitWorkflow(
+        api.SubmitWorkflowRequest(document=document, **kwargs), timeout=30
+    )
     return reply.workflow
 
 

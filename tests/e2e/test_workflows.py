@@ -37,10 +37,21 @@ async def test_example_workflow_runs_with_gleitzeit_results(workflows: Any) -> N
     done = await wait_done(workflows, run.id)
     assert done.state == pb.WORKFLOW_STATE_COMPLETED, done
     tasks = tasks_by_id(done)
-    assert result(tasks["combine_results"])["response"] == "Hello from Simple MCP! | Sum was 100 | Product is 200"
-    assert result(tasks["calculate_sum"]) == {"response": "100", "result": 100, "calculation": "42 + 58 = 100"}
+    assert (
+        result(tasks["combine_results"])["response"]
+        == "Hello from Simple MCP! | Sum was 100 | Product is 200"
+    )
+    assert result(tasks["calculate_sum"]) == {
+        "response": "100",
+        "result": 100,
+        "calculation": "42 + 58 = 100",
+    }
     assert result(tasks["calculate_product"])["result"] == 200
-    assert result(tasks["echo_test"]) == {"response": "Hello from Simple MCP!", "echoed": True, "length": 22}
+    assert result(tasks["echo_test"]) == {
+        "response": "Hello from Simple MCP!",
+        "echoed": True,
+        "length": 22,
+    }
     assert all(t.attempts == 1 for t in done.tasks)
     assert {t.executor_id for t in done.tasks} <= {"exec-0", "exec-1"}
 
@@ -49,8 +60,12 @@ async def test_structured_submit_with_unicode_ids_and_exact_ints(workflows: Any)
     big = 2**70 + 1
     spec = pb.WorkflowSpec(name="unicode")
     spec.tasks.add(id="Größe berechnen", method="test/noop", params_json=json.dumps({"value": big}))
-    spec.tasks.add(id="日本 語", method="test/identity", dependencies=["Größe berechnen"],
-                   params_json=json.dumps({"n": "${Größe berechnen}", "s": "n=${Größe berechnen}"}))
+    spec.tasks.add(
+        id="日本 語",
+        method="test/identity",
+        dependencies=["Größe berechnen"],
+        params_json=json.dumps({"n": "${Größe berechnen}", "s": "n=${Größe berechnen}"}),
+    )
     reply = await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(workflow=spec), timeout=30)
     done = await wait_done(workflows, reply.workflow.id)
     assert done.state == pb.WORKFLOW_STATE_COMPLETED, done
@@ -106,7 +121,9 @@ tasks:
 
 
 async def test_handler_returning_non_json_fails_its_task(workflows: Any) -> None:
-    done = await wait_done(workflows, (await submit(workflows, "tasks: [{id: a, method: test/not-json}]")).id)
+    done = await wait_done(
+        workflows, (await submit(workflows, "tasks: [{id: a, method: test/not-json}]")).id
+    )
     assert done.state == pb.WORKFLOW_STATE_FAILED
     assert "JSON" in tasks_by_id(done)["a"].error
 
@@ -132,7 +149,13 @@ tasks:
 
 @pytest.mark.parametrize(
     "document",
-    ["tasks: [", "- just\n- a list\n", "tasks: {a: 1}", "name: empty\ntasks: []\n", "type: batch\ntasks: []"],
+    [
+        "tasks: [",
+        "- just\n- a list\n",
+        "tasks: {a: 1}",
+        "name: empty\ntasks: []\n",
+        "type: batch\ntasks: []",
+    ],
 )
 async def test_malformed_documents_are_invalid_argument(workflows: Any, document: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -146,7 +169,9 @@ async def test_request_without_source_is_invalid_argument(workflows: Any) -> Non
         await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(document="tasks: []", document_format="xml"), timeout=10)
+        await workflows.SubmitWorkflow(
+            api.SubmitWorkflowRequest(document="tasks: []", document_format="xml"), timeout=10
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     spec = pb.WorkflowSpec(name="x")
     spec.tasks.add(id="a", method="test/noop", params_json="{not json")
@@ -157,7 +182,14 @@ async def test_request_without_source_is_invalid_argument(workflows: Any) -> Non
 
 
 async def test_two_mib_parameter_is_refused_naming_the_limit(workflows: Any) -> None:
-    document = json.dumps({"name": "big", "tasks": [{"id": "a", "method": "test/noop", "params": {"value": "x" * (2 * 1024 * 1024)}}]})
+    document = json.dumps(
+        {
+            "name": "big",
+            "tasks": [
+                {"id": "a", "method": "test/noop", "params": {"value": "x" * (2 * 1024 * 1024)}}
+            ],
+        }
+    )
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await submit(workflows, document)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -183,10 +215,13 @@ async def test_unregistered_method_allowed_on_request_waits_for_a_worker(workflo
 
 
 async def test_validate_reports_problems_without_writing(workflows: Any) -> None:
-    reply = await workflows.ValidateWorkflow(api.ValidateWorkflowRequest(document=EXAMPLE), timeout=10)
+    reply = await workflows.ValidateWorkflow(
+        api.ValidateWorkflowRequest(document=EXAMPLE), timeout=10
+    )
     assert not reply.problems and reply.task_count == 4
     reply = await workflows.ValidateWorkflow(
-        api.ValidateWorkflowRequest(document="tasks: [{id: a, method: m/x, dependencies: [zz]}]"), timeout=10
+        api.ValidateWorkflowRequest(document="tasks: [{id: a, method: m/x, dependencies: [zz]}]"),
+        timeout=10,
     )
     fields = {(p.task, p.field) for p in reply.problems}
     assert ("a", "dependencies") in fields
@@ -208,7 +243,9 @@ async def test_list_pages_through_runs(workflows: Any) -> None:
     token = ""
     pages = 0
     while True:
-        reply = await workflows.ListWorkflows(api.ListWorkflowsRequest(page_size=2, page_token=token), timeout=10)
+        reply = await workflows.ListWorkflows(
+            api.ListWorkflowsRequest(page_size=2, page_token=token), timeout=10
+        )
         assert len(reply.workflows) <= 2
         found |= {w.id for w in reply.workflows}
         pages += 1
@@ -227,8 +264,12 @@ async def test_list_pages_through_runs(workflows: Any) -> None:
 async def test_chain_of_100_tasks(workflows: Any) -> None:
     tasks = [{"id": "t0", "method": "mcp/tool.add", "params": {"a": 0, "b": 1}}]
     tasks += [
-        {"id": f"t{i}", "method": "mcp/tool.add", "dependencies": [f"t{i-1}"],
-         "params": {"a": f"${{t{i-1}.result}}", "b": 1}}
+        {
+            "id": f"t{i}",
+            "method": "mcp/tool.add",
+            "dependencies": [f"t{i - 1}"],
+            "params": {"a": f"${{t{i - 1}.result}}", "b": 1},
+        }
         for i in range(1, 100)
     ]
     started = time.perf_counter()
@@ -242,8 +283,16 @@ async def test_chain_of_100_tasks(workflows: Any) -> None:
 
 async def test_ten_thousand_task_workflow_validates_and_runs(workflows: Any) -> None:
     tasks = [{"id": "root", "method": "test/noop", "params": {"value": 1}}]
-    tasks += [{"id": f"leaf {i}", "method": "test/noop", "dependencies": ["root"]} for i in range(9_998)]
-    tasks += [{"id": "join", "method": "test/noop", "dependencies": [f"leaf {i}" for i in range(0, 9_998, 7)]}]
+    tasks += [
+        {"id": f"leaf {i}", "method": "test/noop", "dependencies": ["root"]} for i in range(9_998)
+    ]
+    tasks += [
+        {
+            "id": "join",
+            "method": "test/noop",
+            "dependencies": [f"leaf {i}" for i in range(0, 9_998, 7)],
+        }
+    ]
     run = await submit(workflows, json.dumps({"name": "ten-k", "tasks": tasks}))
     assert run.task_count == 10_000
     done = await wait_done(workflows, run.id, timeout=300)

@@ -11,7 +11,10 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, interval: float = 0.05,
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
     message: str = "condition",
 ) -> T:
     """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
@@ -25,8 +28,13 @@ async def eventually(
     raise AssertionError(f"{message} not reached within {timeout} s (last: {last!r})")
 
 
-def eventually_sync(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.05,
-                    message: str = "condition") -> T:
+def eventually_sync(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Blocking variant of :func:`eventually`."""
     deadline = time.monotonic() + timeout
     last: T | None = None

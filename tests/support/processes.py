@@ -35,8 +35,16 @@ class ServiceProcess:
         """Start and wait for the 'listening on' line (not for health: tests poll that)."""
         env = {**os.environ, "STELLWERK_LOG_LEVEL": "INFO", **self.env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"stellwerk.{self.service}", "--nats-url", self.nats_url,
-             "--listen", self.listen, *self.args],
+            [
+                sys.executable,
+                "-m",
+                f"stellwerk.{self.service}",
+                "--nats-url",
+                self.nats_url,
+                "--listen",
+                self.listen,
+                *self.args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

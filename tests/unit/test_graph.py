@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from stellwerk.core.errors import NotFoundError, WorkflowInvalidError
 from stellwerk.core.model import TaskSpec, WorkflowGraph, WorkflowSpec
 

@@ -333,7 +333,7 @@ async def test_async_handler_exception_and_missing_param_key() -> None:
     async def async_raises(params: dict[str, Any]) -> None:
         params["absent"]
 
-    with pytest.raises(TaskError, match="^KeyError: 'absent'$"):
+    with pytest.raises(TaskError, match=r"^KeyError: 'absent'$"):
         await _invoke(build_method_table(), "demo/async_raises", {})
 
 
@@ -352,7 +352,7 @@ async def test_sys_exit_in_handler_fails_the_task_not_the_executor() -> None:
     def exits(params: dict[str, Any]) -> None:
         sys.exit(4)
 
-    with pytest.raises(TaskError, match="^SystemExit: 4$"):
+    with pytest.raises(TaskError, match=r"^SystemExit: 4$"):
         await _invoke(build_method_table(), "demo/exits", {})
 
 
@@ -372,7 +372,7 @@ async def test_timeout_error_raised_by_the_handler_is_not_the_deadline() -> None
     async def own_timeout(params: dict[str, Any]) -> None:
         raise TimeoutError("upstream took too long")
 
-    with pytest.raises(TaskError, match="^TimeoutError: upstream took too long$"):
+    with pytest.raises(TaskError, match=r"^TimeoutError: upstream took too long$"):
         await _invoke(build_method_table(), "demo/own_timeout", {}, timeout=30)
 
 
@@ -385,7 +385,7 @@ async def test_sync_handler_timeout_does_not_wait_for_the_thread() -> None:
         return "late"
 
     try:
-        with pytest.raises(TaskError, match="timed out after 0.2 s"):
+        with pytest.raises(TaskError, match=r"timed out after 0\.2 s"):
             await _invoke(build_method_table(), "demo/stuck", {}, timeout=0.2)
     finally:
         release.set()
@@ -453,7 +453,7 @@ def test_empty_handler_module_name_is_refused(module: Any) -> None:
 
 @pytest.mark.usefixtures("fixture_modules")
 def test_handler_may_not_take_a_builtin_name() -> None:
-    with pytest.raises(AlreadyExistsError, match="'mcp/tool.add' uses the name of a built-in"):
+    with pytest.raises(AlreadyExistsError, match=r"'mcp/tool\.add' uses the name of a built-in"):
         build_method_table(handler_modules=["handlers_clash"])
 
 

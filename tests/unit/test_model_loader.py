@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from stellwerk.core.errors import NotFoundError, Problem, WorkflowInvalidError
 from stellwerk.core.model import (
     MAX_DOCUMENT_BYTES,

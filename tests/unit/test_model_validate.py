@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from stellwerk.core.errors import NotFoundError, Problem, WorkflowInvalidError
 from stellwerk.core.model import (
     Priority,

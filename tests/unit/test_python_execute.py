@@ -19,8 +19,7 @@ import yaml
 
 from stellwerk.core.errors import InvalidArgumentError, TaskError
 from stellwerk.core.handlers import TaskContext, _isolated_registry
-from stellwerk.executor.methods import MethodKind, MethodTable, build_method_table
-from stellwerk.executor.methods import _python_script
+from stellwerk.executor.methods import MethodKind, MethodTable, _python_script, build_method_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "fixtures" / "scripts"
@@ -170,7 +169,9 @@ async def test_timeout_kills_the_script(table: MethodTable, tmp_path: Path) -> N
 
 async def test_params_timeout_applies_when_the_task_has_none(table: MethodTable) -> None:
     with pytest.raises(TaskError, match=r"timed out after 0\.5 s"):
-        await execute(table, {"file": "sleeper.py", "context": {"pid_file": "/dev/null"}, "timeout": 0.5})
+        await execute(
+            table, {"file": "sleeper.py", "context": {"pid_file": "/dev/null"}, "timeout": 0.5}
+        )
 
 
 async def test_task_timeout_bounds_params_timeout(table: MethodTable) -> None:
@@ -272,7 +273,7 @@ async def test_bad_arguments(table: MethodTable, params: Any, match: str) -> Non
 
 
 async def test_missing_file_is_a_task_error(table: MethodTable) -> None:
-    with pytest.raises(TaskError, match="script 'no_such_script.py' not found"):
+    with pytest.raises(TaskError, match=r"script 'no_such_script\.py' not found"):
         await execute(table, {"file": "no_such_script.py"})
 
 
@@ -335,18 +336,16 @@ async def test_relative_paths_use_the_first_dir_absolute_may_use_any(
     jail_table: MethodTable, jail: dict[str, Path]
 ) -> None:
     assert (await execute(jail_table, {"file": "inside.py"}))["result"] == "inside"
-    with pytest.raises(TaskError, match="'second.py' not found"):
+    with pytest.raises(TaskError, match=r"'second\.py' not found"):
         await execute(jail_table, {"file": "second.py"})
     absolute = str(jail["second"] / "second.py")
     assert (await execute(jail_table, {"file": absolute}))["result"] == "second"
 
 
-async def test_symlink_loop_is_a_task_error(
-    jail_table: MethodTable, jail: dict[str, Path]
-) -> None:
+async def test_symlink_loop_is_a_task_error(jail_table: MethodTable, jail: dict[str, Path]) -> None:
     (jail["allowed"] / "a.py").symlink_to(jail["allowed"] / "b.py")
     (jail["allowed"] / "b.py").symlink_to(jail["allowed"] / "a.py")
-    with pytest.raises(TaskError, match="a.py"):
+    with pytest.raises(TaskError, match=r"a\.py"):
         await execute(jail_table, {"file": "a.py"})
 
 
@@ -358,6 +357,17 @@ async def test_directory_and_fifo_are_not_scripts(
     for file in (".", "pkg", "pipe.py"):
         with pytest.raises(TaskError, match="is not a regular file"):
             await execute(jail_table, {"file": file}, timeout=5)
+
+
+async def test_script_dir_given_through_a_symlink_works(
+    jail: dict[str, Path], tmp_path: Path
+) -> None:
+    alias = tmp_path / "alias"
+    alias.symlink_to(jail["allowed"], target_is_directory=True)
+    table = build_method_table(script_dirs=[alias])
+    assert (await execute(table, {"file": "inside.py"}))["result"] == "inside"
+    assert (await execute(table, {"file": str(alias / "inside.py")}))["result"] == "inside"
+    await expect_outside(table, "../outside.py", jail["trace"])
 
 
 @pytest.mark.parametrize("make", ["missing", "file"])

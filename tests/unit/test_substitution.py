@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from stellwerk.core.errors import ReferenceResolutionError, WorkflowInvalidError
 from stellwerk.core.model import Reference, find_references, substitute
 

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
+
 from stellwerk.core.grpc_errors import error_from_rpc
 from stellwerk.core.settings import Settings
 

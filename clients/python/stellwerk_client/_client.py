@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
+
 from stellwerk.core.errors import InvalidArgumentError, Problem, UnavailableError
 from stellwerk.core.grpc_errors import error_from_rpc
 from stellwerk.workflow.v1 import workflow_pb2 as pb

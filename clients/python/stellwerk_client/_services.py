@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from stellwerk.execution.v1 import executor_service_pb2 as exe
 from stellwerk.execution.v1 import executor_service_pb2_grpc as exe_grpc
 from stellwerk.monitoring.v1 import monitor_service_pb2 as mon

@@ -123,8 +123,9 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
     if message.description:
         doc["description"] = message.description
     if message.metadata_json:
-        doc["metadata"] = _parse_json(message.metadata_json, task=None, field="metadata_json",
-                                      problems=problems)
+        doc["metadata"] = _parse_json(
+            message.metadata_json, task=None, field="metadata_json", problems=problems
+        )
     tasks: list[dict[str, Any]] = []
     for position, task in enumerate(message.tasks):
         label = task.id or task.name or f"#{position}"
@@ -132,14 +133,20 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
         for key in ("id", "name", "method", "protocol"):
             if getattr(task, key):
                 item[key] = getattr(task, key)
-        item["params"] = _parse_json(task.params_json, task=label, field="params_json",
-                                     problems=problems)
+        item["params"] = _parse_json(
+            task.params_json, task=label, field="params_json", problems=problems
+        )
         if task.dependencies:
             item["dependencies"] = list(task.dependencies)
         if task.priority != pb.PRIORITY_UNSPECIFIED:
             if task.priority not in _PRIORITY_FROM_PB:
-                problems.append(Problem(task=label, field="priority",
-                                        message=f"unknown priority value {task.priority}"))
+                problems.append(
+                    Problem(
+                        task=label,
+                        field="priority",
+                        message=f"unknown priority value {task.priority}",
+                    )
+                )
             else:
                 item["priority"] = _PRIORITY_FROM_PB[task.priority]
         if task.HasField("timeout"):
@@ -150,8 +157,13 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
                 retry["max_attempts"] = task.retry.max_attempts
             if task.retry.backoff != pb.BACKOFF_UNSPECIFIED:
                 if task.retry.backoff not in _BACKOFF_FROM_PB:
-                    problems.append(Problem(task=label, field="retry.backoff",
-                                            message=f"unknown backoff value {task.retry.backoff}"))
+                    problems.append(
+                        Problem(
+                            task=label,
+                            field="retry.backoff",
+                            message=f"unknown backoff value {task.retry.backoff}",
+                        )
+                    )
                 else:
                     retry["backoff"] = _BACKOFF_FROM_PB[task.retry.backoff]
             if task.retry.HasField("base_delay"):
@@ -162,8 +174,9 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
                 retry["jitter"] = task.retry.jitter
             item["retry"] = retry
         if task.metadata_json:
-            item["metadata"] = _parse_json(task.metadata_json, task=label, field="metadata_json",
-                                           problems=problems)
+            item["metadata"] = _parse_json(
+                task.metadata_json, task=label, field="metadata_json", problems=problems
+            )
         tasks.append(item)
     doc["tasks"] = tasks
     if problems:

@@ -39,7 +39,9 @@ def main(
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("listen", "log_level")}
+    overrides = {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("listen", "log_level")
+    }
     overrides = {("nats_url" if k == "nats_url" else k): v for k, v in overrides.items()}
     try:
         settings = Settings(**overrides)

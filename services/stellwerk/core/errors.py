@@ -7,7 +7,7 @@ Every error a service, the client or the CLI raises on purpose is one of these::
     │   └── WorkflowInvalidError  a workflow document failed validation
     ├── NotFoundError             no such workflow run, task or executor (NOT_FOUND)
     ├── AlreadyExistsError        a create collided with an existing resource (ALREADY_EXISTS)
-    ├── WrongStateError           the resource is in a state that forbids the call (FAILED_PRECONDITION)
+    ├── WrongStateError           the resource's state forbids the call (FAILED_PRECONDITION)
     ├── ConflictError             lost a compare-and-set race; retry at a higher level (ABORTED)
     ├── UnavailableError          NATS (or a peer) cannot be reached right now (UNAVAILABLE)
     └── TaskError                 a task failed while running; its message is recorded on the task

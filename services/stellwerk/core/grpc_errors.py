@@ -62,7 +62,9 @@ def status_for(exc: StellwerkError) -> tuple[grpc.StatusCode, status_pb2.Status]
     if isinstance(exc, InvalidArgumentError) and exc.problems:
         bad = error_details_pb2.BadRequest()
         for problem in exc.problems:
-            field = problem.field if problem.task is None else f"tasks[{problem.task}].{problem.field}"
+            field = (
+                problem.field if problem.task is None else f"tasks[{problem.task}].{problem.field}"
+            )
             bad.field_violations.add(field=field, description=problem.message)
         packed = any_pb2.Any()
         packed.Pack(bad)
@@ -93,7 +95,9 @@ def _wrap_unary(
 def _wrap_stream(
     behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def wrapped(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         try:
             async for item in behaviour(request, context):
                 yield item
@@ -103,14 +107,14 @@ def _wrap_stream(
     return wrapped
 
 
-class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Maps ``StellwerkError`` to status codes for every unary and server-streaming RPC."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -151,14 +155,18 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> StellwerkError:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
-                problems.extend(_problem_from_field(v.field, v.description) for v in bad.field_violations)
+                problems.extend(
+                    _problem_from_field(v.field, v.description) for v in bad.field_violations
+                )
             elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason = info.reason
                 metadata = dict(info.metadata)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        kind = WorkflowInvalidError if reason == WorkflowInvalidError.reason else InvalidArgumentError
+        kind = (
+            WorkflowInvalidError if reason == WorkflowInvalidError.reason else InvalidArgumentError
+        )
         return kind(message, problems=problems, metadata=metadata)
     for error_type, error_code in _CODES:
         if code == error_code:
@@ -173,5 +181,3 @@ def _problem_from_field(field: str, description: str) -> Problem:
         task, _, rest = field[len("tasks[") :].partition("].")
         return Problem(task=task, field=rest, message=description)
     return Problem(task=None, field=field, message=description)
-
-

@@ -59,9 +59,9 @@ async def connect(
         retry=retry_if_exception_type(_CONNECT_ERRORS),
         wait=wait_exponential_jitter(initial=0.2, max=5.0),
         before_sleep=lambda state: logger.warning(
-            "NATS at %s unreachable (%s); retrying", ",".join(servers), state.outcome.exception()
-            if state.outcome
-            else "?",
+            "NATS at %s unreachable (%s); retrying",
+            ",".join(servers),
+            state.outcome.exception() if state.outcome else "?",
         ),
     ):
         with attempt:
@@ -183,7 +183,7 @@ async def ensure_dispatch_consumer(js: JetStreamContext, method: str, settings: 
         names.DISPATCH_STREAM,
         ConsumerConfig(
             durable_name=durable,
-            filter_subject=names.dispatch_subject(method),
+            filter_subject=names.dispatch_filter(method),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.task_lease,

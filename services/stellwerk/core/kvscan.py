@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import nats.errors
 from nats.js.kv import KeyValue
 
 __all__ = ["list_keys", "snapshot"]
@@ -20,7 +19,7 @@ async def list_keys(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) ->
         while True:
             try:
                 entry = await watcher.updates(timeout=idle_timeout)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 break
             if entry is None:
                 break
@@ -40,7 +39,7 @@ async def snapshot(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) -> 
         while True:
             try:
                 entry = await watcher.updates(timeout=idle_timeout)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 break
             if entry is None:
                 break

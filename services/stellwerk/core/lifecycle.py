@@ -57,6 +57,7 @@ class Service(ABC):
 
     async def stop_work(self) -> None:
         """Stop background loops, draining what is in flight (bounded by the drain timeout)."""
+        return
 
     # -- public --------------------------------------------------------------------------
     @property
@@ -80,7 +81,7 @@ class Service(ABC):
     async def run(self) -> None:
         """Serve until :meth:`shutdown`; returns after a clean drain."""
         # Created here, not in __init__: grpc.aio binds to the loop that is running.
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
             interceptors=[DomainErrorInterceptor()],
             options=[
@@ -121,19 +122,19 @@ class Service(ABC):
         self._stopping.set()
 
     async def __aenter__(self) -> Self:
-        self._runner = asyncio.create_task(self.run(), name=f"{self.name}-run")
+        self._run_task = asyncio.create_task(self.run(), name=f"{self.name}-run")
         waiter = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({self._runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if self._runner in done:
+        done, _ = await asyncio.wait({self._run_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if self._run_task in done:
             waiter.cancel()
-            self._runner.result()
+            self._run_task.result()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.shutdown()
-        await self._runner
+        await self._run_task
 
     # -- internals -----------------------------------------------------------------------
     async def _connect(self, service_names: list[str]) -> bool:
@@ -177,9 +178,18 @@ class Service(ABC):
             await self._health.set(service, status)
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log every asyncio task's stack (to see where a live process waits)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames)) or "-"
+        logger.warning("task %s: %s", task.get_name(), where)
+
+
 async def run_until_signalled(service: Service) -> None:
     """Run ``service`` until SIGTERM or SIGINT, then drain it."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await service.run()

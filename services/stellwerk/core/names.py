@@ -18,6 +18,7 @@ __all__ = [
     "TASKS_BUCKET",
     "decode_token",
     "dispatch_consumer",
+    "dispatch_filter",
     "dispatch_msg_id",
     "dispatch_subject",
     "encode_token",
@@ -28,13 +29,14 @@ __all__ = [
     "order_key",
     "request_key",
     "run_key",
+    "run_of_event_subject",
     "staging_key",
     "task_key",
     "task_prefix",
 ]
 
 DISPATCH_STREAM = "STELLWERK_DISPATCH"
-"""Work queue of task attempts to run; one subject per method so executors get only what they run."""
+"""Work queue of task attempts; subjects by method, so executors get only what they run."""
 DISPATCH_SUBJECTS = "stellwerk.dispatch.>"
 EVENTS_STREAM = "STELLWERK_EVENTS"
 """Work queue of task outcomes for the resolvers."""
@@ -60,9 +62,15 @@ def decode_token(token: str) -> str:
     return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
 
 
-def dispatch_subject(method: str) -> str:
-    """Subject a dispatch of ``method`` is published on."""
-    return f"stellwerk.dispatch.{encode_token(method)}"
+def dispatch_subject(method: str, run_id: str, task_id: str) -> str:
+    """Subject of a dispatch: by method (so executors get only what they run), then by task (so
+    the reconciler can ask JetStream whether one task's dispatch is still waiting)."""
+    return f"stellwerk.dispatch.{encode_token(method)}.{run_id}.{encode_token(task_id)}"
+
+
+def dispatch_filter(method: str) -> str:
+    """Filter of the consumer that carries every dispatch of ``method``."""
+    return f"stellwerk.dispatch.{encode_token(method)}.>"
 
 
 def dispatch_consumer(method: str) -> str:
@@ -71,9 +79,14 @@ def dispatch_consumer(method: str) -> str:
     return f"dispatch-{encode_token(method)}"
 
 
-def event_subject(run_id: str) -> str:
-    """Subject a task outcome of run ``run_id`` is published on."""
-    return f"stellwerk.events.{run_id}"
+def event_subject(run_id: str, task_id: str) -> str:
+    """Subject of a task outcome (per task, so the reconciler can look one up)."""
+    return f"stellwerk.events.{run_id}.{encode_token(task_id)}"
+
+
+def run_of_event_subject(subject: str) -> str:
+    """The run id inside an event subject."""
+    return subject.split(".", 3)[2]
 
 
 def _attempt_id(kind: str, run_id: str, task_id: str, attempt: int, generation: int) -> str:

@@ -83,8 +83,14 @@ class NatsServer:
     """Whether the server gets SIGTERM when the process that started it dies (Linux)."""
 
     @classmethod
-    def start_new(cls, store_dir: Path | None = None, *, sync_always: bool = False,
-                  timeout: float = 20.0, pdeathsig: bool = False) -> NatsServer:
+    def start_new(
+        cls,
+        store_dir: Path | None = None,
+        *,
+        sync_always: bool = False,
+        timeout: float = 20.0,
+        pdeathsig: bool = False,
+    ) -> NatsServer:
         """Start a server; a temporary store dir (removed by :meth:`stop`) unless one is given.
 
         ``pdeathsig=True`` ties the server's life to the calling thread's (see
@@ -127,9 +133,14 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.store_dir}/nats.log")
+                raise RuntimeError(
+                    f"nats-server exited with {self.process.returncode}; "
+                    f"see {self.store_dir}/nats.log"
+                )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.http_port}/healthz", timeout=1
+                ) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):

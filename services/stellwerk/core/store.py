@@ -24,7 +24,7 @@ __all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
 
 T = TypeVar("T")
 
-_UNAVAILABLE = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError)
+_UNAVAILABLE = (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,13 +75,15 @@ class TaskRunner:
 
     @property
     def running(self) -> int:
-        """Attempts running right now."""
-        return len(self._running)
+        """Attempts whose handler is running right now (not those queued for a slot)."""
+        return self.slots.in_use
 
     def start(self, consumers: list[str]) -> None:
         """Start one fetch loop per durable consumer."""
         for durable in consumers:
-            self._loops.append(asyncio.create_task(self._fetch_loop(durable), name=f"fetch-{durable}"))
+            self._loops.append(
+                asyncio.create_task(self._fetch_loop(durable), name=f"fetch-{durable}")
+            )
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop fetching; let running attempts finish for up to ``drain_timeout`` seconds, then
@@ -89,9 +91,8 @@ class TaskRunner:
         self._stopping.set()
         for loop in self._loops:
             loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        # nats-py turns a cancelled fetch into TimeoutError; whatever a loop ends with, it ended.
+        await asyncio.gather(*self._loops, return_exceptions=True)
         if self._running:
             await asyncio.wait(list(self._running), timeout=drain_timeout)
         for task, msg in list(self._running.items()):
@@ -105,17 +106,15 @@ class TaskRunner:
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
             while not self._stopping.is_set():
-                share = max(1, self.slots.total // max(1, len(self._loops)))
-                taken = await self.slots.take(min(share, _MAX_FETCH))
+                free = await self.slots.wait_free()
                 try:
-                    msgs = await sub.fetch(batch=taken, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    msgs = []
-                except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+                    msgs = await sub.fetch(batch=min(free, _MAX_FETCH), timeout=1.0)
+                except TimeoutError:  # nats-py raises both its own and asyncio's; both mean "none"
+                    continue
+                except Exception as exc:  # a dead fetch loop would silently stop a method
                     logger.warning("dispatch fetch on %s failed (%s); retrying", durable, exc)
-                    msgs = []
                     await asyncio.sleep(0.5)
-                self.slots.give(taken - len(msgs))
+                    continue
                 for msg in msgs:
                     task = asyncio.create_task(self._attempt(msg))
                     self._running[task] = msg
@@ -126,7 +125,6 @@ class TaskRunner:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
-        self.slots.give(1)
         if not task.cancelled() and task.exception() is not None:
             logger.error("attempt crashed the runner", exc_info=task.exception())
 
@@ -143,21 +141,35 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
-        if msg.metadata.num_delivered and msg.metadata.num_delivered > 1 and await self._already_done(dispatch):
+        if (
+            msg.metadata.num_delivered
+            and msg.metadata.num_delivered > 1
+            and await self._already_done(dispatch)
+        ):
             await msg.ack()
             return
         heartbeat = asyncio.create_task(self._heartbeat(msg))
-        started = _now_ts()
         try:
-            event = await self._invoke(dispatch, params)
+            # The delivery is ours (heartbeats flow) while we queue for a slot; the slot bounds
+            # how many handlers run at once.
+            await self.slots.acquire()
+            try:
+                started = _now_ts()
+                event = await self._invoke(dispatch, params)
+            finally:
+                self.slots.release()
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
         event.start_time.CopyFrom(started)
-        if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:  # noqa: S311
-            logger.warning("fault injection: dropping the outcome of %s/%s attempt %d",
-                           dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
+        if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
+            logger.warning(
+                "fault injection: dropping the outcome of %s/%s attempt %d",
+                dispatch.workflow_id,
+                dispatch.task_id,
+                dispatch.attempt,
+            )
             return  # as if we crashed here: no event, delivery left unacknowledged
         await self._report(dispatch, event)
         await msg.ack()
@@ -165,13 +177,19 @@ class TaskRunner:
     async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool:
         """On redelivery only (off the hot path): is this attempt over already?"""
         try:
-            found = await self._tasks.get(names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True)
+            found = await self._tasks.get(
+                names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
+            )
         except StellwerkError:
             return False
         if found is None:
             return True  # the run is gone (retention or abandoned submit)
         task = found.value
-        return task.state.settled or task.attempt != dispatch.attempt or task.generation > dispatch.generation
+        return (
+            task.state.settled
+            or task.attempt != dispatch.attempt
+            or task.generation > dispatch.generation
+        )
 
     async def _heartbeat(self, msg: Msg) -> None:
         interval = max(0.2, self._settings.task_lease / 3)
@@ -180,7 +198,9 @@ class TaskRunner:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _invoke(self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]) -> events_pb2.TaskEvent:
+    async def _invoke(
+        self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]
+    ) -> events_pb2.TaskEvent:
         ctx = TaskContext(
             workflow_id=dispatch.workflow_id,
             task_id=dispatch.task_id,
@@ -220,17 +240,25 @@ class TaskRunner:
 
     async def _report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
         """Publish the outcome, retrying with the same id until JetStream has it."""
-        msg_id = names.event_msg_id(dispatch.workflow_id, dispatch.task_id, dispatch.attempt, dispatch.generation)
+        msg_id = names.event_msg_id(
+            dispatch.workflow_id, dispatch.task_id, dispatch.attempt, dispatch.generation
+        )
         data = event.SerializeToString()
         delay = 0.1
         while True:
             try:
                 await self._js.publish(
-                    names.event_subject(dispatch.workflow_id), data, headers={"Nats-Msg-Id": msg_id}
+                    names.event_subject(dispatch.workflow_id, dispatch.task_id),
+                    data,
+                    headers={"Nats-Msg-Id": msg_id},
                 )
                 break
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                    nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            except (
+                TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.OutboundBufferLimitError,
+            ) as exc:
                 logger.warning("could not report %s (%s); retrying", msg_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from nats.aio.client import Client as NatsClient
@@ -66,6 +67,12 @@ class Executor(Service):
         return self._runner.running, self._runner.completed, self._runner.failed
 
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
+        # Sync handlers run in threads; one per slot, so a slot never waits for a thread.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(
+                max_workers=self.settings.executor_concurrency, thread_name_prefix="handler"
+            )
+        )
         consumers = [
             await ensure_dispatch_consumer(topology.js, method, self.settings)
             for method in self.table.names()
@@ -80,7 +87,9 @@ class Executor(Service):
             max_payload=nc.max_payload,
         )
         self._runner.start(consumers)
-        self._registration = asyncio.create_task(self._keep_registered(topology), name="registration")
+        self._registration = asyncio.create_task(
+            self._keep_registered(topology), name="registration"
+        )
 
     async def stop_work(self) -> None:
         if self._registration is not None:

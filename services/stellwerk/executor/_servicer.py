@@ -46,25 +46,36 @@ class ExecutorServicer(api_grpc.ExecutorServiceServicer):
         self._started_at = started_at
         self._counters = counters
 
-    async def ListMethods(self, request: api.ListMethodsRequest, context: Context) -> api.ListMethodsResponse:  # noqa: N802
+    async def ListMethods(
+        self, request: api.ListMethodsRequest, context: Context
+    ) -> api.ListMethodsResponse:
         if request.page_size < 0:
-            raise InvalidArgumentError(problems=[Problem(None, "page_size", "must not be negative")])
+            raise InvalidArgumentError(
+                problems=[Problem(None, "page_size", "must not be negative")]
+            )
         size = min(request.page_size or _DEFAULT_PAGE, _MAX_PAGE)
         infos = self._table.infos()
         start = 0
         if request.page_token:
             names = [i.name for i in infos]
             if request.page_token not in names:
-                raise InvalidArgumentError(problems=[Problem(None, "page_token", "is not a token this server issued")])
+                raise InvalidArgumentError(
+                    problems=[Problem(None, "page_token", "is not a token this server issued")]
+                )
             start = names.index(request.page_token) + 1
         page = infos[start : start + size]
         more = start + size < len(infos)
         return api.ListMethodsResponse(
-            methods=[api.Method(name=i.name, kind=_KINDS[i.kind], description=i.description) for i in page],
+            methods=[
+                api.Method(name=i.name, kind=_KINDS[i.kind], description=i.description)
+                for i in page
+            ],
             next_page_token=page[-1].name if more and page else "",
         )
 
-    async def GetExecutor(self, request: api.GetExecutorRequest, context: Context) -> api.GetExecutorResponse:  # noqa: N802
+    async def GetExecutor(
+        self, request: api.GetExecutorRequest, context: Context
+    ) -> api.GetExecutorResponse:
         running, completed, failed = self._counters()
         uptime = Duration()
         uptime.FromNanoseconds(int((time.time() - self._started_at) * 1e9))

@@ -1,4 +1,4 @@
-"""A counter of free execution slots that fetch loops take from in batches."""
+"""Bounding how many attempts run at once, without starving any fetch loop."""
 
 from __future__ import annotations
 
@@ -8,35 +8,43 @@ __all__ = ["Slots"]
 
 
 class Slots:
-    """``concurrency`` slots shared by every fetch loop of one executor.
+    """``total`` execution slots shared by every fetch loop of one executor.
 
-    Unlike a semaphore, :meth:`take` grabs several slots at once (to fetch a batch) but never
-    more than asked, so one idle loop cannot hold every slot while it waits for work; and
-    :meth:`give` is synchronous, so a task's done-callback can return its slot.
+    Fetch loops never *hold* a slot while they wait for work (an idle method must not block a
+    busy one); they only wait until some slot is free, then fetch at most that many messages.
+    Each attempt takes its slot in FIFO order before its handler starts.
     """
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self._free = total
-        self._available = asyncio.Event()
-        self._available.set()
+        self._semaphore = asyncio.Semaphore(total)
+        self._in_use = 0
+        self._released = asyncio.Event()
 
     @property
     def in_use(self) -> int:
         """Slots currently taken."""
-        return self.total - self._free
+        return self._in_use
 
-    async def take(self, most: int) -> int:
-        """Wait for at least one free slot; take up to ``most`` of them."""
-        while self._free <= 0:
-            self._available.clear()
-            await self._available.wait()
-        taken = max(1, min(most, self._free))
-        self._free -= taken
-        return taken
+    @property
+    def free(self) -> int:
+        """Slots free right now."""
+        return self.total - self._in_use
 
-    def give(self, count: int = 1) -> None:
-        """Return ``count`` slots."""
-        if count > 0:
-            self._free = min(self.total, self._free + count)
-            self._available.set()
+    async def wait_free(self) -> int:
+        """Return once at least one slot is free; returns how many are."""
+        while self.free <= 0:
+            self._released.clear()
+            await self._released.wait()
+        return self.free
+
+    async def acquire(self) -> None:
+        """Take one slot (FIFO among waiters)."""
+        await self._semaphore.acquire()
+        self._in_use += 1
+
+    def release(self) -> None:
+        """Return one slot."""
+        self._in_use -= 1
+        self._semaphore.release()
+        self._released.set()

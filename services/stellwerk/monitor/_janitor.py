@@ -26,7 +26,9 @@ class Janitor:
     """One sweep removes every run whose end is older than the retention. Every step is
     idempotent, so several monitors may sweep at once."""
 
-    def __init__(self, *, runs: KeyValue, tasks: KeyValue, executors: KeyValue, settings: Settings) -> None:
+    def __init__(
+        self, *, runs: KeyValue, tasks: KeyValue, executors: KeyValue, settings: Settings
+    ) -> None:
         self._runs = runs
         self._tasks = tasks
         self._executors = executors
@@ -75,6 +77,11 @@ class Janitor:
             await asyncio.gather(*(self._tasks.purge(k) for k in task_keys[start : start + _CHUNK]))
         # The header goes after the tasks, the staging marker last: a sweep cut short by a crash
         # still finds the run through whatever is left.
-        for key in (request_key, names.order_key(run_id), names.run_key(run_id), names.staging_key(run_id)):
+        for key in (
+            request_key,
+            names.order_key(run_id),
+            names.run_key(run_id),
+            names.staging_key(run_id),
+        ):
             if key:
                 await self._runs.purge(key)

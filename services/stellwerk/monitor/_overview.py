@@ -16,7 +16,9 @@ from stellwerk.workflow.v1 import workflow_pb2 as pb
 __all__ = ["build_overview"]
 
 
-async def build_overview(*, runs: KeyValue, tasks: KeyValue, executors: KeyValue) -> api.GetOverviewResponse:
+async def build_overview(
+    *, runs: KeyValue, tasks: KeyValue, executors: KeyValue
+) -> api.GetOverviewResponse:
     """One pass over the buckets (a snapshot watch each, not a request per key)."""
     now = time.time()
     run_states: Counter[str] = Counter()
@@ -27,12 +29,16 @@ async def build_overview(*, runs: KeyValue, tasks: KeyValue, executors: KeyValue
         task_states[TaskRecord.from_bytes(data).state.value] += 1
     response = api.GetOverviewResponse()
     for state, count in sorted(run_states.items()):
-        response.workflow_counts.add(state=pb.WorkflowState.Value(f"WORKFLOW_STATE_{state}"), count=count)
+        response.workflow_counts.add(
+            state=pb.WorkflowState.Value(f"WORKFLOW_STATE_{state}"), count=count
+        )
     for state, count in sorted(task_states.items()):
         response.task_counts.add(state=pb.TaskState.Value(f"TASK_STATE_{state}"), count=count)
     records = [ExecutorRecord.from_bytes(d) for d in (await snapshot(executors, ">")).values()]
     for record in sorted(records, key=lambda r: r.id):
-        item = response.executors.add(id=record.id, methods=sorted(record.methods), alive=record.alive(now))
+        item = response.executors.add(
+            id=record.id, methods=sorted(record.methods), alive=record.alive(now)
+        )
         seen = timestamp(record.last_seen)
         assert seen is not None
         item.last_seen_time.CopyFrom(seen)

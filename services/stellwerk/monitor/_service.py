@@ -27,9 +27,13 @@ class _MonitorServicer(api_grpc.MonitorServiceServicer):
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
-    async def GetOverview(self, request: api.GetOverviewRequest, context: grpc.aio.ServicerContext[Any, Any]) -> api.GetOverviewResponse:  # noqa: N802
+    async def GetOverview(
+        self, request: api.GetOverviewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> api.GetOverviewResponse:
         topology = self._monitor.topology
-        return await build_overview(runs=topology.runs, tasks=topology.tasks, executors=topology.executors)
+        return await build_overview(
+            runs=topology.runs, tasks=topology.tasks, executors=topology.executors
+        )
 
 
 class Monitor(Service):
@@ -46,8 +50,12 @@ class Monitor(Service):
         return [api.DESCRIPTOR.services_by_name["MonitorService"].full_name]
 
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
-        janitor = Janitor(runs=topology.runs, tasks=topology.tasks, executors=topology.executors,
-                          settings=self.settings)
+        janitor = Janitor(
+            runs=topology.runs,
+            tasks=topology.tasks,
+            executors=topology.executors,
+            settings=self.settings,
+        )
         self._sweeper = asyncio.create_task(self._sweep_forever(janitor), name="janitor")
 
     async def stop_work(self) -> None:

@@ -65,8 +65,9 @@ class Dispatcher:
             dispatch_time=Timestamp(seconds=int(time.time())),
         )
         if task.timeout is not None:
-            message.timeout.CopyFrom(Duration(seconds=int(task.timeout),
-                                              nanos=int((task.timeout % 1) * 1e9)))
+            message.timeout.CopyFrom(
+                Duration(seconds=int(task.timeout), nanos=int((task.timeout % 1) * 1e9))
+            )
         data = message.SerializeToString()
         if len(data) > self.max_payload - 1024:
             raise StellwerkError(
@@ -79,7 +80,7 @@ class Dispatcher:
         """Publish one dispatch; a repeat within the dedup window is dropped by JetStream."""
         try:
             await self._js.publish(
-                names.dispatch_subject(task.method),
+                names.dispatch_subject(task.method, task.run_id, task.id),
                 data,
                 headers={
                     "Nats-Msg-Id": names.dispatch_msg_id(
@@ -87,8 +88,11 @@ class Dispatcher:
                     )
                 },
             )
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
-                nats.errors.ConnectionClosedError) as exc:
+        except (
+            TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionClosedError,
+        ) as exc:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
 
     async def publish_many(self, items: Iterable[tuple[TaskRecord, bytes]]) -> None:

@@ -100,7 +100,9 @@ class Progress:
         while True:
             current = await self._tasks.get(key, fresh=fresh)
             if current is None:
-                logger.info("outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id)
+                logger.info(
+                    "outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id
+                )
                 return
             task = current.value
             if task.attempt != outcome.attempt:
@@ -163,12 +165,18 @@ class Progress:
                 new = task.evolve(settled_deps=bits, dep_failed=failed, error=error)
             elif failed:
                 new = task.evolve(
-                    settled_deps=bits, dep_failed=True, state=TaskState.BLOCKED, error=error,
+                    settled_deps=bits,
+                    dep_failed=True,
+                    state=TaskState.BLOCKED,
+                    error=error,
                     ended_at=time.time(),
                 )
             else:
                 new = task.evolve(
-                    settled_deps=bits, state=TaskState.DISPATCHED, attempt=1, dispatched_at=time.time()
+                    settled_deps=bits,
+                    state=TaskState.DISPATCHED,
+                    attempt=1,
+                    dispatched_at=time.time(),
                 )
                 try:
                     dispatch = self._dispatcher.encode(new, await self._params(new))
@@ -191,7 +199,9 @@ class Progress:
         if not may_republish:
             return None
         if task.state is TaskState.DISPATCHED and task.generation == 0 and task.attempt == 1:
-            await self._dispatcher.publish(task, self._dispatcher.encode(task, await self._params(task)))
+            await self._dispatcher.publish(
+                task, self._dispatcher.encode(task, await self._params(task))
+            )
             return None
         if task.state in (TaskState.BLOCKED, TaskState.FAILED):
             return task
@@ -203,7 +213,8 @@ class Progress:
             *(self._tasks.get(names.task_key(task.run_id, t)) for t in targets)
         )
         outputs = {
-            t: (doc.value.result if doc is not None else None) for t, doc in zip(targets, found, strict=True)
+            t: (doc.value.result if doc is not None else None)
+            for t, doc in zip(targets, found, strict=True)
         }
         return resolve_params(task, outputs.__getitem__)
 

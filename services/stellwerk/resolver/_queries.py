@@ -8,7 +8,6 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
-import nats.errors
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
@@ -44,7 +43,9 @@ def _decode_token(token: str, state: str) -> str:
         doc = json.loads(base64.urlsafe_b64decode(token.encode()))
         after, token_state = doc["after"], doc["state"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidArgumentError(problems=[Problem(None, "page_token", "is not a token this server issued")]) from None
+        raise InvalidArgumentError(
+            problems=[Problem(None, "page_token", "is not a token this server issued")]
+        ) from None
     if not isinstance(after, str) or token_state != state:
         raise InvalidArgumentError(
             problems=[Problem(None, "page_token", "belongs to a different query (filter changed)")]
@@ -55,8 +56,14 @@ def _decode_token(token: str, state: str) -> str:
 class RunReader:
     """Read access to runs; always fresh reads (clients must see the truth, not our cache)."""
 
-    def __init__(self, *, runs_kv: KeyValue, tasks_kv: KeyValue,
-                 runs: DocumentStore[RunRecord], tasks: DocumentStore[TaskRecord]) -> None:
+    def __init__(
+        self,
+        *,
+        runs_kv: KeyValue,
+        tasks_kv: KeyValue,
+        runs: DocumentStore[RunRecord],
+        tasks: DocumentStore[TaskRecord],
+    ) -> None:
         self._runs_kv = runs_kv
         self._tasks_kv = tasks_kv
         self._runs = runs
@@ -84,20 +91,28 @@ class RunReader:
             records.extend(d.value for d in found if d is not None)
         return records
 
-    async def list(self, *, page_size: int, page_token: str, state: str) -> tuple[list[RunRecord], str]:
+    async def list(
+        self, *, page_size: int, page_token: str, state: str
+    ) -> tuple[list[RunRecord], str]:
         """One page of runs, newest first, optionally filtered by state."""
         if page_size < 0:
-            raise InvalidArgumentError(problems=[Problem(None, "page_size", "must not be negative")])
+            raise InvalidArgumentError(
+                problems=[Problem(None, "page_size", "must not be negative")]
+            )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_token(page_token, state) if page_token else None
-        ids = sorted((k[len("run."):] for k in await list_keys(self._runs_kv, "run.*")), reverse=True)
+        ids = sorted(
+            (k[len("run.") :] for k in await list_keys(self._runs_kv, "run.*")), reverse=True
+        )
         if after is not None:
             ids = [i for i in ids if i < after]
         page: list[RunRecord] = []
         last = ""
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
-            found = await asyncio.gather(*(self._runs.get(names.run_key(i), fresh=True) for i in chunk))
+            found = await asyncio.gather(
+                *(self._runs.get(names.run_key(i), fresh=True) for i in chunk)
+            )
             for run_id, doc in zip(chunk, found, strict=True):
                 last = run_id
                 if doc is None or (state and doc.value.state.value != state):
@@ -123,14 +138,16 @@ class RunReader:
             while True:
                 try:
                     entry = await watcher.updates(timeout=30)  # type: ignore[attr-defined]
-                except nats.errors.TimeoutError:
+                except TimeoutError:
                     queue.put_nowait(("tick", None))
                     continue
                 if entry is not None and entry.value:
                     queue.put_nowait((kind, entry.value))
 
-        pumps = [asyncio.create_task(pump(task_watch, "task")),
-                 asyncio.create_task(pump(run_watch, "run"))]
+        pumps = [
+            asyncio.create_task(pump(task_watch, "task")),
+            asyncio.create_task(pump(run_watch, "run")),
+        ]
         try:
             while True:
                 kind, value = await queue.get()

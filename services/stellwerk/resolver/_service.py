@@ -10,7 +10,6 @@ import time
 from collections import defaultdict
 
 import grpc
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -97,14 +96,20 @@ class Resolver(Service):
             tasks=tasks, runs=runs, finished_index=self._index_finished, dispatcher=dispatcher
         )
         self._submitter = Submitter(
-            runs_kv=topology.runs, executors_kv=topology.executors, tasks=tasks, runs=runs,
-            dispatcher=dispatcher, settings=self.settings,
+            runs_kv=topology.runs,
+            executors_kv=topology.executors,
+            tasks=tasks,
+            runs=runs,
+            dispatcher=dispatcher,
+            settings=self.settings,
         )
         # Readers get their own stores: their reads are fresh anyway, and they must not evict
         # the event loop's working set.
         self._reader = RunReader(
-            runs_kv=topology.runs, tasks_kv=topology.tasks,
-            runs=run_store(topology.runs, cache_size=1), tasks=task_store(topology.tasks, cache_size=1),
+            runs_kv=topology.runs,
+            tasks_kv=topology.tasks,
+            runs=run_store(topology.runs, cache_size=1),
+            tasks=task_store(topology.tasks, cache_size=1),
         )
         await ensure_resolver_consumer(topology.js, self.settings)
         self._loop_task = asyncio.create_task(self._consume(topology), name="resolver-events")
@@ -120,20 +125,22 @@ class Resolver(Service):
         await self.topology.runs.put(names.finished_key(int(run.ended_at), run.id), b"")
 
     async def _consume(self, topology: Topology) -> None:
-        sub = await topology.js.pull_subscribe_bind(names.RESOLVER_CONSUMER, stream=names.EVENTS_STREAM)
+        sub = await topology.js.pull_subscribe_bind(
+            names.RESOLVER_CONSUMER, stream=names.EVENTS_STREAM
+        )
         try:
             while True:
                 try:
                     msgs = await sub.fetch(batch=_FETCH_BATCH, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises both its own and asyncio's; both mean "none"
                     continue
-                except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+                except Exception as exc:  # the loop must outlive any hiccup of NATS
                     logger.warning("event fetch failed (%s); retrying", exc)
                     await asyncio.sleep(0.5)
                     continue
                 by_run: dict[str, list[Msg]] = defaultdict(list)
                 for msg in msgs:
-                    by_run[msg.subject].append(msg)
+                    by_run[names.run_of_event_subject(msg.subject)].append(msg)
                 await asyncio.gather(*(self._handle_run(batch) for batch in by_run.values()))
         finally:
             with contextlib.suppress(Exception):
@@ -150,11 +157,17 @@ class Resolver(Service):
                 logger.error("dropping unreadable task event on %s: %s", msg.subject, exc)
                 await msg.term()
                 continue
-            age = time.time() - msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0.0
+            age = (
+                time.time() - msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0.0
+            )
             try:
-                await self._progress.apply(outcome, may_republish=age < self.settings.dedup_window / 2)
+                await self._progress.apply(
+                    outcome, may_republish=age < self.settings.dedup_window / 2
+                )
             except StellwerkError as exc:
-                logger.warning("event for %s/%s not applied yet: %s", outcome.run_id, outcome.task_id, exc)
+                logger.warning(
+                    "event for %s/%s not applied yet: %s", outcome.run_id, outcome.task_id, exc
+                )
                 await msg.nak(delay=1.0)
                 continue
             await msg.ack()

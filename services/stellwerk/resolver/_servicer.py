@@ -35,7 +35,9 @@ def _source(request: Any) -> tuple[str | dict[str, Any], str | None]:
     fmt = request.document_format.lower()
     if fmt not in _FORMATS:
         raise InvalidArgumentError(
-            problems=[Problem(None, "document_format", f"must be 'yaml', 'json' or empty, not {fmt!r}")]
+            problems=[
+                Problem(None, "document_format", f"must be 'yaml', 'json' or empty, not {fmt!r}")
+            ]
         )
     if which == "document":
         if not request.document.strip():
@@ -51,16 +53,22 @@ def _source(request: Any) -> tuple[str | dict[str, Any], str | None]:
 class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     """Submit, read and watch workflow runs."""
 
-    def __init__(self, *, submitter: Callable[[], Submitter], reader: Callable[[], RunReader]) -> None:
+    def __init__(
+        self, *, submitter: Callable[[], Submitter], reader: Callable[[], RunReader]
+    ) -> None:
         # Callables, because the parts exist only once NATS is connected; before that they raise
         # UnavailableError, which the interceptor maps to UNAVAILABLE.
         self._submitter = submitter
         self._reader = reader
 
-    async def SubmitWorkflow(self, request: api.SubmitWorkflowRequest, context: Context) -> api.SubmitWorkflowResponse:  # noqa: N802
+    async def SubmitWorkflow(
+        self, request: api.SubmitWorkflowRequest, context: Context
+    ) -> api.SubmitWorkflowResponse:
         if len(request.request_id) > _MAX_REQUEST_ID:
             raise InvalidArgumentError(
-                problems=[Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")]
+                problems=[
+                    Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")
+                ]
             )
         source, fmt = _source(request)
         submitter = self._submitter()
@@ -70,7 +78,9 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         run = await submitter.submit(spec, request_id=request.request_id)
         return api.SubmitWorkflowResponse(workflow=run_to_proto(run))
 
-    async def ValidateWorkflow(self, request: api.ValidateWorkflowRequest, context: Context) -> api.ValidateWorkflowResponse:  # noqa: N802
+    async def ValidateWorkflow(
+        self, request: api.ValidateWorkflowRequest, context: Context
+    ) -> api.ValidateWorkflowResponse:
         source, fmt = _source(request)
         try:
             spec = await self._submitter().validate(
@@ -78,32 +88,42 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
             )
         except WorkflowInvalidError as exc:
             return api.ValidateWorkflowResponse(
-                problems=[pb.ValidationProblem(task=p.task or "", field=p.field, message=p.message)
-                          for p in exc.problems]
+                problems=[
+                    pb.ValidationProblem(task=p.task or "", field=p.field, message=p.message)
+                    for p in exc.problems
+                ]
             )
         return api.ValidateWorkflowResponse(task_count=len(spec.tasks))
 
-    async def GetWorkflow(self, request: api.GetWorkflowRequest, context: Context) -> api.GetWorkflowResponse:  # noqa: N802
+    async def GetWorkflow(
+        self, request: api.GetWorkflowRequest, context: Context
+    ) -> api.GetWorkflowResponse:
         reader = self._reader()
         run = await reader.header(request.id)
         full = request.view != pb.WORKFLOW_VIEW_BASIC
         tasks = await reader.tasks(run.id) if full else None
         return api.GetWorkflowResponse(workflow=run_to_proto(run, tasks))
 
-    async def ListWorkflows(self, request: api.ListWorkflowsRequest, context: Context) -> api.ListWorkflowsResponse:  # noqa: N802
+    async def ListWorkflows(
+        self, request: api.ListWorkflowsRequest, context: Context
+    ) -> api.ListWorkflowsResponse:
         state = _STATE_FILTER.get(request.state)
         if state is None:
-            raise InvalidArgumentError(problems=[Problem(None, "state", f"unknown state {request.state}")])
+            raise InvalidArgumentError(
+                problems=[Problem(None, "state", f"unknown state {request.state}")]
+            )
         runs, token = await self._reader().list(
             page_size=request.page_size, page_token=request.page_token, state=state
         )
-        return api.ListWorkflowsResponse(workflows=[run_to_proto(r) for r in runs], next_page_token=token)
+        return api.ListWorkflowsResponse(
+            workflows=[run_to_proto(r) for r in runs], next_page_token=token
+        )
 
-    async def WatchWorkflow(self, request: api.WatchWorkflowRequest, context: Context) -> AsyncIterator[api.WatchWorkflowResponse]:  # noqa: N802
+    async def WatchWorkflow(
+        self, request: api.WatchWorkflowRequest, context: Context
+    ) -> AsyncIterator[api.WatchWorkflowResponse]:
         async for change in self._reader().watch(request.id):
             response = api.WatchWorkflowResponse(workflow=run_to_proto(change.run))
             if change.task is not None:
                 response.task.CopyFrom(task_to_proto(change.task))
             yield response
-
-

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import nats.js.errors as jserr
 from nats.js.kv import KeyValue
@@ -41,9 +41,12 @@ def method_problems(tasks: list[tuple[str, Any]], known: set[str]) -> list[Probl
     """A problem per task whose method no executor registered, listing the known ones."""
     listing = ", ".join(sorted(known)) or "none (no executor has registered yet)"
     return [
-        Problem(label, "method",
-                f"unknown method {method!r}: no executor registered it; known methods: {listing} "
-                "(submit with allow_unregistered_methods for workers that start later)")
+        Problem(
+            label,
+            "method",
+            f"unknown method {method!r}: no executor registered it; known methods: {listing} "
+            "(submit with allow_unregistered_methods for workers that start later)",
+        )
         for label, method in tasks
         if isinstance(method, str) and method and method not in known
     ]
@@ -54,7 +57,7 @@ def raw_tasks(source: str | Mapping[str, Any], fmt: str | None) -> list[tuple[st
     refusal can list unknown methods beside the structural problems."""
     doc: Any = source
     if isinstance(source, str):
-        doc = parse_document(source, fmt, [])
+        doc = parse_document(source, cast(Any, fmt), [])
         if doc is FAILED:
             return []
     if not isinstance(doc, Mapping) or not isinstance(doc.get("tasks"), list):
@@ -127,9 +130,12 @@ class Submitter:
             size = len(json.dumps(task.params, ensure_ascii=False).encode())
             if size > limit:
                 problems.append(
-                    Problem(task=task.id, field="params",
-                            message=f"params are {size} bytes; the NATS message limit of this "
-                                    f"deployment allows {limit} bytes per task")
+                    Problem(
+                        task=task.id,
+                        field="params",
+                        message=f"params are {size} bytes; the NATS message limit of this "
+                        f"deployment allows {limit} bytes per task",
+                    )
                 )
         if problems:
             raise WorkflowInvalidError(problems=problems)
@@ -147,8 +153,9 @@ class Submitter:
                 if header is not None:
                     await self._redispatch_roots(header.value)
                     return header.value
-        docs = build_run_documents(spec, run_id=run_id, request_id=request_id,
-                                   request_key=request_key)
+        docs = build_run_documents(
+            spec, run_id=run_id, request_id=request_id, request_key=request_key
+        )
         try:
             await self._runs_kv.put(names.staging_key(run_id), dumps({"since": time.time()}))
             for start in range(0, len(docs.tasks), _CHUNK):
@@ -200,8 +207,14 @@ class Submitter:
         order_entry = await self._runs_kv.get(names.order_key(run.id))
         order = json.loads(order_entry.value or b"[]")
         found = await asyncio.gather(*(self._tasks.get(names.task_key(run.id, t)) for t in order))
-        roots = [d.value for d in found if d is not None and not d.value.dependencies
-                 and d.value.state is TaskState.DISPATCHED and d.value.generation == 0]
+        roots = [
+            d.value
+            for d in found
+            if d is not None
+            and not d.value.dependencies
+            and d.value.state is TaskState.DISPATCHED
+            and d.value.generation == 0
+        ]
         await self._dispatch_roots(roots)
 
     async def _abandon(self, run_id: str, order: list[str]) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 
 __all__ = [

@@ -161,7 +161,7 @@ def check_json_value(
                 for key, child in item.items():
                     if not isinstance(key, str):
                         report(
-                            f"{format_path(root, path)}: key {key!r} is {describe(key)}; "
+                            f"{format_path(root, path)}: key {repr(key)[:40]} is {describe(key)}; "
                             "JSON object keys are strings"
                         )
                         continue

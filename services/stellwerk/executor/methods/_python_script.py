@@ -253,7 +253,7 @@ async def _run(
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,  # its own process group, so one killpg reaches its children
-            preexec_fn=None,
+            preexec_fn=_death_signal_hook(),
             env=env,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -292,7 +292,7 @@ async def _run(
             raise
     finally:
         # Also on success: whatever the script left running in its group goes with it.
-        pass  # MUTANT
+        _kill_group(process.pid)
         if process.returncode is None:
             await process.wait()
         if transport is not None:
