@@ -1,0 +1,47 @@
+# Stellwerk — the two commands are `make run` and `make test` (see README.md).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+include mk/proto.mk
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+
+.PHONY: run
+run: install ## Start the embedded stack, run examples/simple_mcp_workflow.yaml, print results, stop
+	scripts/run_example.sh examples/simple_mcp_workflow.yaml
+
+.PHONY: lint
+lint: install ## ruff (lint + format check) and buf lint via the proto check
+	$(BIN)/ruff check services clients tests scripts
+	$(BIN)/ruff format --check services clients tests scripts
+
+.PHONY: typecheck
+typecheck: install ## mypy --strict
+	$(BIN)/mypy
+
+.PHONY: test
+test: install lint typecheck proto-check ## Everything CI runs: lint, types, stale stubs, the whole suite
+	$(BIN)/pytest
+
+.PHONY: clean
+clean: ## Remove caches (keeps .venv)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
