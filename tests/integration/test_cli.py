@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stellwerk.core.natsd import free_port
+from stellwerk.core.natsd import NatsServer, free_port
 from tests.support.polling import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,11 +155,20 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         stack.stop()
 
 
-def _run_json(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+def _run_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.stdout.strip(), result.stderr
     document = json.loads(result.stdout)
     assert isinstance(document, dict)
     return document
+
+
+def _all_gone(pids: list[int], timeout: float) -> None:
+    for pid in pids:
+        eventually_sync(_gone(pid), timeout=timeout, message=f"pid {pid} ({_cmdline(pid)}) gone")
+
+
+def _gone(pid: int) -> Callable[[], bool]:
+    return lambda: not _alive(pid)
 
 
 def test_ready_line_names_every_part(dev: Dev) -> None:
@@ -217,7 +227,7 @@ def test_unregistered_methods(dev: Dev, tmp_path: Path) -> None:
     path.write_text(UNREGISTERED)
     refused = dev.cli("run", str(path), "--json")
     assert refused.returncode == 2
-    (error,) = _run_json(refused)["errors"]  # type: ignore[misc]
+    (error,) = _run_json(refused)["errors"]
     assert error["task"] == "lonely" and error["field"] == "method"
     assert "task lonely: method:" in refused.stderr
 
@@ -253,16 +263,40 @@ def test_python_only_example_completes(dev: Dev) -> None:
     assert _run_json(result)["state"] == "COMPLETED"
 
 
-def test_sigterm_stops_everything(tmp_path: Path) -> None:
+def test_sigterm_stops_everything_and_data_dir_keeps_runs(tmp_path: Path) -> None:
     dev = _start_dev(tmp_path / "data", "--sync-always")
+    finished = dev.cli("run", str(SIMPLE), "--json")
+    assert finished.returncode == 0, finished.stderr
+    run_id = _run_json(finished)["id"]
     pids = dev.service_pids()
     dev.process.send_signal(signal.SIGTERM)
     assert dev.process.wait(timeout=60) == 0, "".join(dev.stderr)
-    for pid in pids:
-        eventually_sync(lambda pid=pid: not _alive(pid), timeout=10, message=f"pid {pid} gone")
+    _all_gone(pids, timeout=10)
     store = tmp_path / "data" / "nats"
-    assert store.is_dir()  # --data-dir keeps the store
     assert "sync_interval: always" in (store / "nats.conf").read_text()
+
+    again = _start_dev(tmp_path / "data")
+    try:
+        status = again.cli("status", run_id, "--json")
+        assert status.returncode == 0, status.stderr
+        assert _run_json(status)["state"] == "COMPLETED"
+    finally:
+        again.stop()
+
+
+def test_dev_with_an_outside_nats_leaves_it_running(tmp_path: Path) -> None:
+    nats = NatsServer.start_new(tmp_path / "outside")
+    try:
+        dev = _start_dev(tmp_path / "unused", "--nats-url", nats.url)
+        assert dev.ready_line.endswith(f"nats {nats.url}")
+        assert len(_children(dev.process.pid)) == 3  # no nats-server of its own
+        finished = dev.cli("run", str(SIMPLE))
+        assert finished.returncode == 0, finished.stderr
+        dev.process.send_signal(signal.SIGTERM)
+        assert dev.process.wait(timeout=60) == 0
+        assert nats.process is not None and nats.process.poll() is None
+    finally:
+        nats.stop()
 
 
 def test_a_dying_service_stops_dev(tmp_path: Path) -> None:
@@ -276,8 +310,7 @@ def test_a_dying_service_stops_dev(tmp_path: Path) -> None:
         timeout=10,
         message="dev names the dead executor",
     )
-    for pid in pids:
-        eventually_sync(lambda pid=pid: not _alive(pid), timeout=10, message=f"pid {pid} gone")
+    _all_gone(pids, timeout=10)
 
 
 def test_children_die_with_a_sigkilled_dev(tmp_path: Path) -> None:
@@ -285,5 +318,4 @@ def test_children_die_with_a_sigkilled_dev(tmp_path: Path) -> None:
     pids = dev.service_pids()
     dev.process.kill()
     dev.process.wait(timeout=10)
-    for pid in pids:
-        eventually_sync(lambda pid=pid: not _alive(pid), timeout=30, message=f"pid {pid} gone")
+    _all_gone(pids, timeout=30)

@@ -256,6 +256,15 @@ def test_default_address_comes_from_the_environment(
     assert address in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["status", "x"], ["dev"]], ids=["status", "dev"])
+def test_malformed_settings_in_the_environment_exit_2(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STELLWERK_EXECUTOR_CONCURRENCY", "lots")
+    assert main(argv) == 2
+    assert "STELLWERK_EXECUTOR_CONCURRENCY" in capsys.readouterr().err
+
+
 def test_run_validates_offline_before_contacting_the_resolver(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -497,6 +506,17 @@ class FakeResolver(api_grpc.WorkflowServiceServicer):
         self.runs[run.id] = run
         return api.SubmitWorkflowResponse(workflow=run)
 
+    def ValidateWorkflow(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if "unknown/method" in request.document and not request.allow_unregistered_methods:
+            return api.ValidateWorkflowResponse(
+                problems=[
+                    pb.ValidationProblem(task="a", field="method", message="unknown method"),
+                    pb.ValidationProblem(field="name", message="too long"),
+                ],
+                task_count=1,
+            )
+        return api.ValidateWorkflowResponse(task_count=1)
+
     def GetWorkflow(self, request: Any, context: Any) -> Any:  # noqa: N802
         if request.id not in self.runs:
             _abort(context, NotFoundError(f"no workflow run {request.id!r}"))
@@ -699,9 +719,20 @@ async def test_client_errors_are_domain_errors(fake: tuple[FakeResolver, str]) -
             await client.get("x")
 
 
+async def test_validate_returns_every_problem(fake: tuple[FakeResolver, str]) -> None:
+    _, address = fake
+    document = "tasks: [{id: a, method: unknown/method}]"
+    async with await WorkflowClient.connect(address) as client:
+        assert await client.validate(document) == [
+            Problem("a", "method", "unknown method"),
+            Problem(None, "name", "too long"),
+        ]
+        assert await client.validate(document, allow_unregistered=True) == []
+
+
 async def test_connect_refuses_a_nonsense_timeout() -> None:
     for bad in (0, -1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="timeout"):
+        with pytest.raises(InvalidArgumentError, match="timeout"):
             await WorkflowClient.connect(_dead_address(), timeout=bad)
 
 

@@ -8,11 +8,20 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
+from pydantic import ValidationError
 
+from stellwerk.core.errors import InvalidArgumentError, Problem
 from stellwerk.core.grpc_errors import error_from_rpc
 from stellwerk.core.settings import Settings
 
-__all__ = ["DEFAULT_TIMEOUT", "BaseClient", "call", "check_timeout", "open_channel"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BaseClient",
+    "call",
+    "check_timeout",
+    "load_settings",
+    "open_channel",
+]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take unless the client was connected with another ``timeout``."""
@@ -43,10 +52,23 @@ async def call(awaitable: Awaitable[_T]) -> _T:
 
 
 def check_timeout(timeout: float) -> float:
-    """``timeout`` if it is a usable deadline in seconds, else a ``ValueError``."""
+    """``timeout`` if it is a usable deadline in seconds, else ``InvalidArgumentError``."""
     if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        message = f"must be a positive number of seconds, got {timeout!r}"
+        raise InvalidArgumentError(problems=[Problem(None, "timeout", message)])
     return float(timeout)
+
+
+def load_settings() -> Settings:
+    """The ``STELLWERK_*`` settings; ``InvalidArgumentError`` naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [
+            Problem(None, "STELLWERK_" + "_".join(str(p) for p in e["loc"]).upper(), e["msg"])
+            for e in error.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidArgumentError(problems=problems) from None
 
 
 class BaseClient:
@@ -60,10 +82,6 @@ class BaseClient:
         """Deadline of each unary call, in seconds."""
 
     @classmethod
-    def _default_address(cls) -> str:
-        return Settings().address
-
-    @classmethod
     async def connect(
         cls,
         address: str | None = None,
@@ -75,7 +93,7 @@ class BaseClient:
         Connecting is lazy, as in gRPC: an unreachable server shows up as ``UnavailableError``
         on the first call, at once, rather than here.
         """
-        target = address or cls._default_address()
+        target = address or load_settings().address
         channel = open_channel(target)
         # Start the TCP/HTTP2 handshake now so that the first call does not pay for all of it.
         channel.get_state(try_to_connect=True)

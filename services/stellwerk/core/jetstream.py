@@ -187,7 +187,9 @@ async def ensure_dispatch_consumer(js: JetStreamContext, method: str, settings: 
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.task_lease,
-            max_deliver=settings.max_deliveries,
+            # Unlimited here: the executor fails an attempt delivered more than
+            # STELLWERK_MAX_DELIVERIES times itself, so it never sits undelivered in the stream.
+            max_deliver=-1,
             max_ack_pending=20_000,
             inactive_threshold=None,
         ),

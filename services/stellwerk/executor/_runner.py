@@ -21,6 +21,7 @@ from typing import Any
 
 import nats.errors
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -47,12 +48,23 @@ def _now_ts() -> Timestamp:
     return ts
 
 
+class _Claim:
+    """The state of one delivery's claim while its attempt runs."""
+
+    __slots__ = ("lost", "work")
+
+    def __init__(self) -> None:
+        self.work: asyncio.Task[events_pb2.TaskEvent] | None = None
+        self.lost = False
+
+
 class TaskRunner:
     """Fetch loops (one per method consumer) feeding a bounded pool of running attempts."""
 
     def __init__(
         self,
         *,
+        nc: NatsClient,
         js: JetStreamContext,
         table: MethodTable,
         tasks: DocumentStore[TaskRecord],
@@ -60,6 +72,7 @@ class TaskRunner:
         executor_id: str,
         max_payload: int,
     ) -> None:
+        self._nc = nc
         self._js = js
         self._table = table
         self._tasks = tasks
@@ -141,21 +154,38 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
-        if (
-            msg.metadata.num_delivered
-            and msg.metadata.num_delivered > 1
-            and await self._already_done(dispatch)
-        ):
+        delivered = msg.metadata.num_delivered or 1
+        if delivered > 1 and await self._already_done(dispatch):
             await msg.ack()
             return
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        if delivered > self._settings.max_deliveries:
+            await self._report(dispatch, self._poisoned(dispatch, delivered))
+            await msg.ack()
+            return
+        claim = _Claim()
+        heartbeat = asyncio.create_task(self._heartbeat(msg, claim))
         try:
             # The delivery is ours (heartbeats flow) while we queue for a slot; the slot bounds
             # how many handlers run at once.
             await self.slots.acquire()
             try:
+                if claim.lost:  # NATS vanished while we queued for a slot
+                    return
                 started = _now_ts()
-                event = await self._invoke(dispatch, params)
+                claim.work = asyncio.create_task(self._invoke(dispatch, params))
+                try:
+                    event = await claim.work
+                except asyncio.CancelledError:
+                    if not claim.lost:
+                        raise
+                    logger.warning(
+                        "lost the claim on %s/%s attempt %d (NATS unreachable longer than the "
+                        "lease); abandoned it to the executor that gets the redelivery",
+                        dispatch.workflow_id,
+                        dispatch.task_id,
+                        dispatch.attempt,
+                    )
+                    return
             finally:
                 self.slots.release()
         finally:
@@ -174,6 +204,25 @@ class TaskRunner:
         await self._report(dispatch, event)
         await msg.ack()
 
+    def _poisoned(self, dispatch: events_pb2.TaskDispatch, delivered: int) -> events_pb2.TaskEvent:
+        """The outcome of an attempt that keeps killing its executors: failed, not run again."""
+        event = events_pb2.TaskEvent(
+            format_version=1,
+            workflow_id=dispatch.workflow_id,
+            task_id=dispatch.task_id,
+            attempt=dispatch.attempt,
+            generation=dispatch.generation,
+            executor_id=self.executor_id,
+            outcome=events_pb2.TASK_OUTCOME_FAILED,
+            error=(
+                f"attempt {dispatch.attempt} was delivered {delivered} times and never finished: "
+                "every executor that took it died or lost its claim (poison task; limit "
+                f"STELLWERK_MAX_DELIVERIES={self._settings.max_deliveries})"
+            ),
+        )
+        event.end_time.CopyFrom(_now_ts())
+        return event
+
     async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool:
         """On redelivery only (off the hot path): is this attempt over already?"""
         try:
@@ -191,12 +240,23 @@ class TaskRunner:
             or task.generation > dispatch.generation
         )
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        interval = max(0.2, self._settings.task_lease / 3)
+    async def _heartbeat(self, msg: Msg, claim: _Claim) -> None:
+        """Keep the delivery ours; if NATS has been unreachable for most of the lease, the claim
+        may already be someone else's: cancel the handler rather than run it twice at once."""
+        lease = self._settings.task_lease
+        interval = max(0.2, lease / 3)
+        last_sent = time.monotonic()
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            if self._nc.is_connected:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+                    last_sent = time.monotonic()
+            if time.monotonic() - last_sent > 0.8 * lease:
+                claim.lost = True
+                if claim.work is not None:
+                    claim.work.cancel()
+                return
 
     async def _invoke(
         self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]

@@ -79,6 +79,7 @@ class Executor(Service):
         ]
         await self._register(topology)
         self._runner = TaskRunner(
+            nc=nc,
             js=topology.js,
             table=self.table,
             tasks=task_store(topology.tasks, cache_size=1),

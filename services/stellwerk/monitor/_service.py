@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -12,9 +12,12 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.jetstream import Topology
 from stellwerk.core.lifecycle import Service
+from stellwerk.core.progress import Dispatcher, Progress
 from stellwerk.core.settings import Settings
+from stellwerk.core.store import run_store, task_store
 from stellwerk.monitor._janitor import Janitor
 from stellwerk.monitor._overview import build_overview
+from stellwerk.monitor._reconciler import Reconciler
 from stellwerk.monitoring.v1 import monitor_service_pb2 as api
 from stellwerk.monitoring.v1 import monitor_service_pb2_grpc as api_grpc
 
@@ -43,7 +46,7 @@ class Monitor(Service):
 
     def __init__(self, settings: Settings, *, listen: str | None = None) -> None:
         super().__init__(settings, listen=listen or settings.monitor_listen)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_MonitorServiceServicer_to_server(_MonitorServicer(self), server)
@@ -56,20 +59,41 @@ class Monitor(Service):
             executors=topology.executors,
             settings=self.settings,
         )
-        self._sweeper = asyncio.create_task(self._sweep_forever(janitor), name="janitor")
+        runs = run_store(topology.runs, cache_size=1)
+        progress = Progress(
+            tasks=task_store(topology.tasks, cache_size=1),
+            runs=runs,
+            dispatcher=Dispatcher(topology.js, max_payload=nc.max_payload),
+        )
+        reconciler = Reconciler(
+            js=topology.js,
+            runs=topology.runs,
+            tasks=topology.tasks,
+            progress=progress,
+            settings=self.settings,
+        )
+        self._loops = [
+            asyncio.create_task(
+                _every(self.settings.janitor_interval, "janitor", janitor.sweep), name="janitor"
+            ),
+            asyncio.create_task(
+                _every(self.settings.reconcile_interval, "reconciler", reconciler.sweep),
+                name="reconciler",
+            ),
+        ]
 
     async def stop_work(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
 
-    async def _sweep_forever(self, janitor: Janitor) -> None:
-        while True:
-            await asyncio.sleep(self.settings.janitor_interval)
-            try:
-                removed = await janitor.sweep()
-                if removed:
-                    logger.info("janitor removed %d runs", removed)
-            except Exception:
-                logger.exception("janitor sweep failed; next interval tries again")
+
+async def _every(interval: float, what: str, sweep: Callable[[], Awaitable[object]]) -> None:
+    """Run ``sweep`` every ``interval`` seconds; a failed sweep is logged and retried next time."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            outcome = await sweep()
+            logger.debug("%s sweep: %s", what, outcome)
+        except Exception:
+            logger.exception("%s sweep failed; the next interval tries again", what)

@@ -17,12 +17,10 @@ from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
-from stellwerk.core.records import RunRecord
+from stellwerk.core.progress import Dispatcher, Outcome, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.events.v1 import events_pb2
-from stellwerk.resolver._dispatch import Dispatcher
-from stellwerk.resolver._progress import Outcome, Progress
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
@@ -92,9 +90,7 @@ class Resolver(Service):
         tasks = task_store(topology.tasks)
         runs = run_store(topology.runs)
         dispatcher = Dispatcher(topology.js, max_payload=nc.max_payload)
-        self._progress = Progress(
-            tasks=tasks, runs=runs, finished_index=self._index_finished, dispatcher=dispatcher
-        )
+        self._progress = Progress(tasks=tasks, runs=runs, dispatcher=dispatcher)
         self._submitter = Submitter(
             runs_kv=topology.runs,
             executors_kv=topology.executors,
@@ -119,10 +115,6 @@ class Resolver(Service):
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-
-    async def _index_finished(self, run: RunRecord) -> None:
-        assert run.ended_at is not None
-        await self.topology.runs.put(names.finished_key(int(run.ended_at), run.id), b"")
 
     async def _consume(self, topology: Topology) -> None:
         sub = await topology.js.pull_subscribe_bind(

@@ -24,10 +24,10 @@ from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, Wor
 from stellwerk.core.kvscan import snapshot
 from stellwerk.core.model import WorkflowSpec, load_workflow
 from stellwerk.core.model._parse import FAILED, parse_document
+from stellwerk.core.progress import Dispatcher, resolve_params
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
-from stellwerk.resolver._dispatch import Dispatcher, resolve_params
 from stellwerk.resolver._records import build_run_documents, new_run_id
 
 __all__ = ["Submitter"]

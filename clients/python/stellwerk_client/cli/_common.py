@@ -17,7 +17,8 @@ from stellwerk.core.errors import (
     WorkflowInvalidError,
 )
 from stellwerk.core.model import WorkflowSpec, load_workflow_file
-from stellwerk.core.settings import Settings
+
+from .._channel import load_settings
 
 __all__ = [
     "EXIT_FAILED",
@@ -47,8 +48,11 @@ EXIT_TIMEOUT = 4
 
 
 def default_address() -> str:
-    """The resolver address from ``STELLWERK_ADDRESS`` (default ``127.0.0.1:50051``)."""
-    return Settings().address
+    """The resolver address from ``STELLWERK_ADDRESS`` (default ``127.0.0.1:50051``).
+
+    Raises ``InvalidArgumentError`` when a ``STELLWERK_*`` variable is malformed.
+    """
+    return load_settings().address
 
 
 def emit_json(document: Any, out: TextIO | None = None) -> None:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from stellwerk.core.errors import InvalidArgumentError
 from stellwerk.core.natsd import NatsServer
 from stellwerk.core.settings import Settings
 
+from .._channel import load_settings
 from .._health import HealthProbe
 from ._children import Child, exit_description, stop_all
-from ._common import EXIT_FAILED, EXIT_OK
+from ._common import EXIT_FAILED, EXIT_OK, report_problems
 
 __all__ = ["cmd_dev", "dev_environment"]
 
@@ -111,14 +113,23 @@ async def _supervise(
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Run nats-server (unless ``--nats-url``) and the three services until a signal or a death."""
+    try:
+        settings = load_settings()
+    except InvalidArgumentError as exc:
+        return report_problems(exc.problems, as_json=False)
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    settings = Settings()
     nats: NatsServer | None = None
     children: list[Child] = []
     try:
         if args.nats_url:
             nats_url = args.nats_url
+            if args.data_dir or args.sync_always:
+                print(
+                    "stellwerk dev: --data-dir and --sync-always apply only to the embedded "
+                    "nats-server; ignored with --nats-url",
+                    file=sys.stderr,
+                )
         else:
             try:
                 nats = _start_nats(args)

@@ -81,8 +81,9 @@ def _print_run(run: pb.WorkflowRun, *, as_json: bool) -> None:
 
 
 async def _with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
-    address = args.address or default_address()
+    address = args.address or ""
     try:
+        address = address or default_address()
         async with await WorkflowClient.connect(address) as client:
             return await body(client)
     except StellwerkError as exc:

@@ -24,6 +24,7 @@ from typing import Any
 
 from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError, TaskError
+from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.records import (
     RunRecord,
     RunState,
@@ -34,7 +35,6 @@ from stellwerk.core.records import (
     bitmap_test,
 )
 from stellwerk.core.store import DocumentStore
-from stellwerk.resolver._dispatch import Dispatcher, resolve_params
 
 __all__ = ["Outcome", "Progress"]
 
@@ -81,12 +81,10 @@ class Progress:
         *,
         tasks: DocumentStore[TaskRecord],
         runs: DocumentStore[RunRecord],
-        finished_index: Any,
         dispatcher: Dispatcher,
     ) -> None:
         self._tasks = tasks
         self._runs = runs
-        self._finished_index = finished_index
         self._dispatcher = dispatcher
 
     async def apply(self, outcome: Outcome, *, may_republish: bool) -> None:
@@ -199,13 +197,65 @@ class Progress:
         if not may_republish:
             return None
         if task.state is TaskState.DISPATCHED and task.generation == 0 and task.attempt == 1:
-            await self._dispatcher.publish(
-                task, self._dispatcher.encode(task, await self._params(task))
-            )
+            # Re-read: if recovery re-dispatched it meanwhile, our generation-0 copy is stale.
+            fresh = await self._tasks.get(names.task_key(task.run_id, task.id), fresh=True)
+            if (
+                fresh is None
+                or fresh.value.generation != 0
+                or fresh.value.state is not TaskState.DISPATCHED
+            ):
+                return None
+            data = self._dispatcher.encode(fresh.value, await self._params(fresh.value))
+            await self._dispatcher.publish(fresh.value, data)
             return None
         if task.state in (TaskState.BLOCKED, TaskState.FAILED):
             return task
         return None
+
+    async def redispatch(self, observed: TaskRecord) -> bool:
+        """Recovery: re-send a dispatch that was lost, under a new generation so JetStream's dedup
+        window cannot drop it. Only one caller wins the compare-and-set; returns whether we did."""
+        key = names.task_key(observed.run_id, observed.id)
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if (
+                task.state is not TaskState.DISPATCHED
+                or task.attempt != observed.attempt
+                or task.generation != observed.generation
+            ):
+                return None
+            return task.evolve(generation=task.generation + 1, dispatched_at=time.time())
+
+        try:
+            current, wrote = await self._tasks.mutate(key, change)
+        except StellwerkError:
+            return False
+        if not wrote:
+            return False
+        task = current.value
+        try:
+            data = self._dispatcher.encode(task, await self._params(task))
+        except StellwerkError as exc:
+            await self.apply(
+                Outcome(
+                    run_id=task.run_id,
+                    task_id=task.id,
+                    attempt=task.attempt,
+                    succeeded=False,
+                    error=str(exc),
+                ),
+                may_republish=False,
+            )
+            return True
+        await self._dispatcher.publish(task, data)
+        logger.info(
+            "re-dispatched %s/%s attempt %d as generation %d",
+            task.run_id,
+            task.id,
+            task.attempt,
+            task.generation,
+        )
+        return True
 
     async def _params(self, task: TaskRecord) -> dict[str, Any]:
         targets = sorted(set(task.refs.values()))
@@ -246,4 +296,5 @@ class Progress:
             return
         run = current.value
         if run.state is not RunState.RUNNING and run.ended_at is not None:
-            await self._finished_index(run)
+            # Index the end for the retention janitor (idempotent: the key is derived from the run).
+            await self._runs.kv.put(names.finished_key(int(run.ended_at), run.id), b"")

@@ -1,0 +1,122 @@
+"""Finding runs that a crash left between two writes, and moving them on.
+
+A sweep looks at every RUNNING run and, for each task, asks whether something is still on its way
+to move it: a dispatch waiting or held in ``STELLWERK_DISPATCH``, or an outcome waiting in
+``STELLWERK_EVENTS`` (both are looked up by the task's own subject). Two gaps need action:
+
+- DISPATCHED, but neither a dispatch nor an outcome exists: the dispatch was lost (a crash between
+  the state write and the publish, or its message vanished). Re-dispatch it under the next
+  generation, so JetStream's dedup window cannot drop the re-send.
+- settled, but a dependent lacks its bit (or the header lacks its sink bit) and no outcome is
+  waiting: the propagation was cut short. Propagate again (idempotent).
+
+Both act only on tasks older than ``stale_after``: half the dedup window plus a margin. The
+resolver re-sends a cut-short dispatch only while its event is younger than half the window, so the
+two never re-send the same attempt at once. Every action is a compare-and-set or idempotent, so
+several monitors may sweep concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import nats.js.errors as jserr
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from stellwerk.core import names
+from stellwerk.core.kvscan import snapshot
+from stellwerk.core.progress import Progress
+from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
+from stellwerk.core.settings import Settings
+
+__all__ = ["Reconciler", "SweepReport"]
+
+logger = logging.getLogger(__name__)
+
+_MARGIN = 1.0
+
+
+@dataclass
+class SweepReport:
+    """What one sweep saw and did."""
+
+    runs: int = 0
+    redispatched: int = 0
+    repropagated: int = 0
+
+
+class Reconciler:
+    """Re-drives stuck runs; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        runs: KeyValue,
+        tasks: KeyValue,
+        progress: Progress,
+        settings: Settings,
+    ) -> None:
+        self._js = js
+        self._runs = runs
+        self._tasks = tasks
+        self._progress = progress
+        self.stale_after = settings.dedup_window / 2 + _MARGIN
+
+    async def sweep(self, *, now: float | None = None) -> SweepReport:
+        """One pass over the running runs."""
+        now = time.time() if now is None else now
+        report = SweepReport()
+        for data in (await snapshot(self._runs, "run.*")).values():
+            run = RunRecord.from_bytes(data)
+            if run.state is not RunState.RUNNING:
+                continue
+            report.runs += 1
+            await self._reconcile_run(run, now, report)
+        return report
+
+    async def _reconcile_run(self, run: RunRecord, now: float, report: SweepReport) -> None:
+        raw = await snapshot(self._tasks, names.task_prefix(run.id))
+        tasks = {t.id: t for t in (TaskRecord.from_bytes(v) for v in raw.values())}
+        for task in tasks.values():
+            if task.state is TaskState.DISPATCHED:
+                if (task.dispatched_at or 0) + self.stale_after > now:
+                    continue
+                if await self._dispatch_waiting(task) or await self._outcome_waiting(task):
+                    continue
+                if await self._progress.redispatch(task):
+                    report.redispatched += 1
+            elif task.state.settled and self._unpropagated(task, tasks, run):
+                if (task.ended_at or 0) + self.stale_after > now or await self._outcome_waiting(
+                    task
+                ):
+                    continue
+                logger.info("re-propagating %s/%s", run.id, task.id)
+                await self._progress.propagate(task, may_republish=False)
+                report.repropagated += 1
+
+    @staticmethod
+    def _unpropagated(task: TaskRecord, tasks: dict[str, TaskRecord], run: RunRecord) -> bool:
+        for dependent, index in task.dependents:
+            other = tasks.get(dependent)
+            if other is not None and not bitmap_test(other.settled_deps, index):
+                return True
+        return task.sink_index is not None and not bitmap_test(run.settled_sinks, task.sink_index)
+
+    async def _message_waiting(self, stream: str, subject: str) -> bool:
+        try:
+            await self._js.get_last_msg(stream, subject)
+        except jserr.NotFoundError:
+            return False
+        return True
+
+    async def _dispatch_waiting(self, task: TaskRecord) -> bool:
+        subject = names.dispatch_subject(task.method, task.run_id, task.id)
+        return await self._message_waiting(names.DISPATCH_STREAM, subject)
+
+    async def _outcome_waiting(self, task: TaskRecord) -> bool:
+        subject = names.event_subject(task.run_id, task.id)
+        return await self._message_waiting(names.EVENTS_STREAM, subject)
