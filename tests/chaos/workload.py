@@ -32,7 +32,7 @@ class TaskPlan:
 class Expected:
     """What a task must end as: its state and (when COMPLETED) its result."""
 
-    state: int
+    state: pb.TaskState.ValueType
     result: int | None
 
 
@@ -65,7 +65,7 @@ class WorkflowPlan:
         return json.dumps({"name": self.name, "tasks": tasks})
 
     @property
-    def expected_state(self) -> int:
+    def expected_state(self) -> pb.WorkflowState.ValueType:
         """FAILED when some task is told to fail, else COMPLETED."""
         failing = any(t.fail for t in self.tasks)
         return pb.WORKFLOW_STATE_FAILED if failing else pb.WORKFLOW_STATE_COMPLETED
@@ -90,8 +90,8 @@ def random_workflow(
 ) -> WorkflowPlan:
     """A random DAG of ``size`` tasks with fan-out and fan-in.
 
-    Task 0 and 1 are roots; task ``i`` depends on 1–3 earlier tasks, with the first root always
-    fanning out to tasks 2–4 and the last task joining at least three others. With ``failing``,
+    Task 0 and 1 are roots; task ``i`` depends on 1-3 earlier tasks, with the first root always
+    fanning out to tasks 2-4 and the last task joining at least three others. With ``failing``,
     one task that has descendants is told to fail.
     """
     if size < 5:

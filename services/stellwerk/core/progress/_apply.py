@@ -34,7 +34,7 @@ from stellwerk.core.records import (
     bitmap_set,
     bitmap_test,
 )
-from stellwerk.core.store import DocumentStore
+from stellwerk.core.store import DocumentStore, Versioned
 
 __all__ = ["Outcome", "Progress"]
 
@@ -103,6 +103,14 @@ class Progress:
                 )
                 return
             task = current.value
+            decisive = task.state.settled or (
+                task.state is TaskState.DISPATCHED and task.attempt == outcome.attempt
+            )
+            if not decisive and not fresh:
+                # Our cached copy may predate another resolver's writes: never ignore an
+                # outcome on the word of the cache.
+                fresh = True
+                continue
             if task.attempt != outcome.attempt:
                 return  # a late result of an attempt that is no longer current
             if task.state.settled:
@@ -259,14 +267,20 @@ class Progress:
 
     async def _params(self, task: TaskRecord) -> dict[str, Any]:
         targets = sorted(set(task.refs.values()))
-        found = await asyncio.gather(
-            *(self._tasks.get(names.task_key(task.run_id, t)) for t in targets)
-        )
+        found = await asyncio.gather(*(self._completed(task.run_id, t) for t in targets))
         outputs = {
             t: (doc.value.result if doc is not None else None)
             for t, doc in zip(targets, found, strict=True)
         }
         return resolve_params(task, outputs.__getitem__)
+
+    async def _completed(self, run_id: str, task_id: str) -> Versioned[TaskRecord] | None:
+        """A dependency's document with its result: the cache only if it already holds it."""
+        key = names.task_key(run_id, task_id)
+        cached = await self._tasks.get(key)
+        if cached is not None and cached.value.state is TaskState.COMPLETED:
+            return cached
+        return await self._tasks.get(key, fresh=True)
 
     async def _settle_sink(self, task: TaskRecord) -> None:
         key = names.run_key(task.run_id)
