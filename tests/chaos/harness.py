@@ -22,7 +22,7 @@ from stellwerk.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.checks import check_outcome
 from tests.chaos.client import Resolvers
 from tests.chaos.cluster import NATS, Cluster
-from tests.chaos.consistency import classify, stream_leftovers, summary
+from tests.chaos.consistency import RECONCILER_NEEDED, classify, stream_leftovers, summary
 from tests.chaos.report import Report
 from tests.chaos.scenarios import Scenario
 from tests.chaos.workload import WorkflowPlan, fan_in_workflow, random_workflow
@@ -176,6 +176,8 @@ async def _snapshot(run: _Run, when: str) -> None:
     run.report.snapshot = summary(findings)
     run.report.snapshot_at = when
     run.log(f"state consistency {when}: {dict(run.report.snapshot) or 'nothing open'}")
+    for f in [f for f in findings if f.path == RECONCILER_NEEDED][:5]:
+        run.log(f"  only the reconciler can move {f.run}/{f.task or '(header)'} ({f.state})")
 
 
 async def _wait_finished(run: _Run) -> None:

@@ -5,8 +5,9 @@ Rules (guarantee 2 of issue 3), per attempt of a task, executions ordered by sta
 * an execution after the first is *explained* only when the one before it was lost:
   - its executor pid was SIGKILLed while the handler ran (a start line without an end, the kill
     at or after the start) — ``killed``;
-  - its executor pid was SIGKILLed after the handler returned but before the next execution
-    started, i.e. before the outcome could be committed — ``killed_after_handler``;
+  - its executor pid was SIGKILLed after the handler returned, while it could still be reporting
+    (within ``REPORT_WINDOW``), i.e. before the outcome could be committed —
+    ``killed_after_handler``;
   - its executor logged dropping the outcome of exactly this (run, task, attempt) — ``dropped``;
   - its executor cancelled it because its claim lapsed (NATS unreachable for most of the lease;
     a ``cancelled`` line, and the executor logged losing the claim on this attempt) —
@@ -37,6 +38,9 @@ __all__ = [
 
 COMMIT_MARGIN = 0.5
 """Seconds after the resolver's commit stamp in which a start still counts as racing the write."""
+REPORT_WINDOW = 1.0
+"""Seconds after a handler returned within which its executor may still be publishing the
+outcome; a kill later than that cannot explain why the outcome went missing."""
 
 AttemptKey = tuple[str, str, int]
 
@@ -209,7 +213,9 @@ def _why_lost(
             claims_left[key] -= 1
             return "claim_lost"
         return None
-    if killed_at is not None and before.end <= killed_at <= after.start:
+    if killed_at is not None and before.end <= killed_at <= min(
+        after.start, before.end + REPORT_WINDOW
+    ):
         return "killed_after_handler"
     if drops_left.get(key, 0) > 0:
         drops_left[key] -= 1
