@@ -22,8 +22,7 @@ from nats.js.kv import KeyValue
 from stellwerk.core import names
 from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, WorkflowInvalidError
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.model import WorkflowSpec, load_workflow
-from stellwerk.core.model._parse import FAILED, parse_document
+from stellwerk.core.model import WorkflowSpec, load_workflow, read_document
 from stellwerk.core.progress import Dispatcher, resolve_params
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
@@ -57,8 +56,9 @@ def raw_tasks(source: str | Mapping[str, Any], fmt: str | None) -> list[tuple[st
     refusal can list unknown methods beside the structural problems."""
     doc: Any = source
     if isinstance(source, str):
-        doc = parse_document(source, cast(Any, fmt), [])
-        if doc is FAILED:
+        try:
+            doc = read_document(source, cast(Any, fmt))
+        except WorkflowInvalidError:
             return []
     if not isinstance(doc, Mapping) or not isinstance(doc.get("tasks"), list):
         return []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ._graph import WorkflowGraph
 from ._loader import load_workflow, load_workflow_file
-from ._parse import MAX_DOCUMENT_BYTES
+from ._parse import MAX_DOCUMENT_BYTES, read_document
 from ._references import Reference, find_references, substitute
 from ._spec import Backoff, Priority, RetryPolicy, TaskSpec, WorkflowSpec
 from ._validate import check_workflow, validate_workflow
@@ -27,6 +27,7 @@ __all__ = [
     "find_references",
     "load_workflow",
     "load_workflow_file",
+    "read_document",
     "substitute",
     "validate_workflow",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from stellwerk.core.errors import Problem
+from stellwerk.core.errors import Problem, WorkflowInvalidError
 
 from ._values import describe
 
@@ -176,3 +176,14 @@ def parse_document(source: object, format: Format | None, problems: list[Problem
         # Python's 4,300-digit conversion limit.
         problems.append(_problem(f"cannot read the {format.upper()} document: {error}"))
     return FAILED
+
+
+def read_document(source: object, format: Format | None = None) -> Any:
+    """The raw data of a workflow document, defended like :func:`load_workflow` does (size,
+    encoding, aliases, duplicate keys) but not yet checked as a workflow; raises
+    ``WorkflowInvalidError`` when the text cannot even be read."""
+    problems: list[Problem] = []
+    data = parse_document(source, format, problems)
+    if data is FAILED:
+        raise WorkflowInvalidError(problems=problems)
+    return data

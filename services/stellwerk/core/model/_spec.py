@@ -311,3 +311,18 @@ class WorkflowSpec(BaseModel):
     def tasks_named(self, name: str) -> tuple[str, ...]:
         """The ids of every task called ``name`` (several when the name is ambiguous)."""
         return tuple(self._by_name.get(name, ()))
+
+    def to_proto(self) -> Any:
+        """This workflow as a ``stellwerk.workflow.v1.WorkflowSpec`` message."""
+        from stellwerk.core.convert import spec_to_proto  # the contracts load only when used
+
+        return spec_to_proto(self)
+
+    @classmethod
+    def from_proto(cls, message: Any) -> WorkflowSpec:
+        """Load and validate a ``stellwerk.workflow.v1.WorkflowSpec`` message, exactly as a file
+        with the same content; raises ``WorkflowInvalidError`` listing every problem."""
+        from stellwerk.core.convert import spec_mapping_from_proto
+        from stellwerk.core.model._loader import load_workflow
+
+        return load_workflow(spec_mapping_from_proto(message))
