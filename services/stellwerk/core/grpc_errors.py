@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 DOMAIN = "stellwerk.dev"
 _DETAILS_KEY = "grpc-status-details-bin"
+
+# Failures of the messaging layer under a handler: the call may succeed if retried.
+_TRANSPORT = (nats.errors.Error, TimeoutError, ConnectionError)
 
 _CODES: list[tuple[type[StellwerkError], grpc.StatusCode]] = [
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -88,6 +92,9 @@ def _wrap_unary(
         except StellwerkError as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+        except _TRANSPORT as exc:
+            await _abort(context, UnavailableError(f"NATS is unavailable: {exc}"))
+            raise
 
     return wrapped
 
@@ -103,6 +110,8 @@ def _wrap_stream(
                 yield item
         except StellwerkError as exc:
             await _abort(context, exc)
+        except _TRANSPORT as exc:
+            await _abort(context, UnavailableError(f"NATS is unavailable: {exc}"))
 
     return wrapped
 

@@ -120,6 +120,8 @@ class TaskRecord:
     dep_failed: bool = False
     attempt: int = 0
     generation: int = 0
+    reruns: int = 0
+    """Runs of the current attempt after a redelivery (counted toward the poison limit)."""
     result: Any = None
     has_result: bool = False
     error: str | None = None

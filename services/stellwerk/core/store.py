@@ -24,7 +24,9 @@ __all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
 
 T = TypeVar("T")
 
-_UNAVAILABLE = (TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError)
+# Whatever else NATS raises (timeouts, 503 during a leader election or a server restart,
+# a closed or reconnecting connection) means "not now": callers retry later.
+_UNAVAILABLE = (TimeoutError, OSError, nats.errors.Error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ import random
 import time
 from typing import Any
 
-import nats.errors
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -83,6 +82,7 @@ class TaskRunner:
         self._running: dict[asyncio.Task[None], Msg] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._suspects = asyncio.Lock()
         self.completed = 0
         self.failed = 0
 
@@ -158,41 +158,28 @@ class TaskRunner:
         if delivered > 1 and await self._already_done(dispatch):
             await msg.ack()
             return
-        if delivered > self._settings.max_deliveries:
-            await self._report(dispatch, self._poisoned(dispatch, delivered))
-            await msg.ack()
-            return
         claim = _Claim()
         heartbeat = asyncio.create_task(self._heartbeat(msg, claim))
         try:
-            # The delivery is ours (heartbeats flow) while we queue for a slot; the slot bounds
-            # how many handlers run at once.
-            await self.slots.acquire()
-            try:
-                if claim.lost:  # NATS vanished while we queued for a slot
-                    return
-                started = _now_ts()
-                claim.work = asyncio.create_task(self._invoke(dispatch, params))
-                try:
-                    event = await claim.work
-                except asyncio.CancelledError:
-                    if not claim.lost:
-                        raise
-                    logger.warning(
-                        "lost the claim on %s/%s attempt %d (NATS unreachable longer than the "
-                        "lease); abandoned it to the executor that gets the redelivery",
-                        dispatch.workflow_id,
-                        dispatch.task_id,
-                        dispatch.attempt,
-                    )
-                    return
-            finally:
-                self.slots.release()
+            # A redelivered attempt may be the one that killed our predecessor: run such
+            # suspects one at a time, so a poison task cannot take innocent ones down with it.
+            async with self._suspects if delivered > 1 else contextlib.nullcontext():
+                if delivered > 1:
+                    runs = await self._count_run(dispatch)
+                    if runs is None:  # committed meanwhile
+                        await msg.ack()
+                        return
+                    if runs > self._settings.max_deliveries:
+                        await self._report(dispatch, self._poisoned(dispatch, runs - 1))
+                        await msg.ack()
+                        return
+                event = await self._run_claimed(dispatch, params, claim)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
-        event.start_time.CopyFrom(started)
+        if event is None:
+            return  # the claim was lost; the redelivery belongs to someone else
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
                 "fault injection: dropping the outcome of %s/%s attempt %d",
@@ -204,7 +191,50 @@ class TaskRunner:
         await self._report(dispatch, event)
         await msg.ack()
 
-    def _poisoned(self, dispatch: events_pb2.TaskDispatch, delivered: int) -> events_pb2.TaskEvent:
+    async def _run_claimed(
+        self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any], claim: _Claim
+    ) -> events_pb2.TaskEvent | None:
+        """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile."""
+        await self.slots.acquire()
+        try:
+            if claim.lost:  # NATS vanished while we queued for a slot
+                return None
+            started = _now_ts()
+            claim.work = asyncio.create_task(self._invoke(dispatch, params))
+            try:
+                event = await claim.work
+            except asyncio.CancelledError:
+                if not claim.lost:
+                    raise
+                logger.warning(
+                    "lost the claim on %s/%s attempt %d (NATS unreachable longer than the "
+                    "lease); abandoned it to the executor that gets the redelivery",
+                    dispatch.workflow_id,
+                    dispatch.task_id,
+                    dispatch.attempt,
+                )
+                return None
+        finally:
+            self.slots.release()
+        event.start_time.CopyFrom(started)
+        return event
+
+    async def _count_run(self, dispatch: events_pb2.TaskDispatch) -> int | None:
+        """Record in KV that a redelivered attempt is about to run again; returns how many runs
+        that makes (the first delivery counts as one), or ``None`` if the attempt is over. Only
+        runs that really start are counted, so a delivery that waited in our queue while a
+        poison task killed us is not blamed."""
+        key = names.task_key(dispatch.workflow_id, dispatch.task_id)
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.state.settled or task.attempt != dispatch.attempt:
+                return None
+            return task.evolve(reruns=task.reruns + 1)
+
+        current, wrote = await self._tasks.mutate(key, change)
+        return 1 + current.value.reruns if wrote else None
+
+    def _poisoned(self, dispatch: events_pb2.TaskDispatch, runs: int) -> events_pb2.TaskEvent:
         """The outcome of an attempt that keeps killing its executors: failed, not run again."""
         event = events_pb2.TaskEvent(
             format_version=1,
@@ -215,8 +245,8 @@ class TaskRunner:
             executor_id=self.executor_id,
             outcome=events_pb2.TASK_OUTCOME_FAILED,
             error=(
-                f"attempt {dispatch.attempt} was delivered {delivered} times and never finished: "
-                "every executor that took it died or lost its claim (poison task; limit "
+                f"attempt {dispatch.attempt} ran {runs} times and never finished: every "
+                "executor that ran it died or lost its claim (poison task; limit "
                 f"STELLWERK_MAX_DELIVERIES={self._settings.max_deliveries})"
             ),
         )
@@ -313,12 +343,7 @@ class TaskRunner:
                     headers={"Nats-Msg-Id": msg_id},
                 )
                 break
-            except (
-                TimeoutError,
-                nats.errors.NoRespondersError,
-                nats.errors.ConnectionClosedError,
-                nats.errors.OutboundBufferLimitError,
-            ) as exc:
+            except Exception as exc:  # NATS away or restarting: same id, so retrying is safe
                 logger.warning("could not report %s (%s); retrying", msg_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

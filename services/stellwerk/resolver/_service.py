@@ -14,7 +14,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from stellwerk.core import names
-from stellwerk.core.errors import StellwerkError
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
 from stellwerk.core.progress import Dispatcher, Outcome, Progress
@@ -133,7 +132,9 @@ class Resolver(Service):
                 by_run: dict[str, list[Msg]] = defaultdict(list)
                 for msg in msgs:
                     by_run[names.run_of_event_subject(msg.subject)].append(msg)
-                await asyncio.gather(*(self._handle_run(batch) for batch in by_run.values()))
+                await asyncio.gather(
+                    *(self._handle_run(batch) for batch in by_run.values()), return_exceptions=True
+                )
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -156,10 +157,15 @@ class Resolver(Service):
                 await self._progress.apply(
                     outcome, may_republish=age < self.settings.dedup_window / 2
                 )
-            except StellwerkError as exc:
+            except Exception as exc:  # NATS away, a lost race run out of retries, a bug
                 logger.warning(
-                    "event for %s/%s not applied yet: %s", outcome.run_id, outcome.task_id, exc
+                    "event for %s/%s not applied yet (%s); it will be redelivered",
+                    outcome.run_id,
+                    outcome.task_id,
+                    exc,
                 )
-                await msg.nak(delay=1.0)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
                 continue
-            await msg.ack()
+            with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
+                await msg.ack()

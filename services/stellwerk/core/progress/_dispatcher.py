@@ -88,11 +88,7 @@ class Dispatcher:
                     )
                 },
             )
-        except (
-            TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.errors.ConnectionClosedError,
-        ) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
 
     async def publish_many(self, items: Iterable[tuple[TaskRecord, bytes]]) -> None:
