@@ -1,0 +1,69 @@
+"""Per-hop latency of a chain of no-op tasks, with 1 or 2 resolvers (services as processes).
+
+    .venv/bin/python -m bench.hops --tasks 200 --resolvers 1 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+import grpc
+
+from stellwerk.core.natsd import NatsServer
+from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from tests.e2e.conftest import HANDLER_ENV, serving
+from tests.support.polling import eventually
+from tests.support.processes import ServiceProcess
+
+
+def chain(n: int) -> str:
+    tasks = [{"id": "t0", "method": "test/noop", "params": {"value": 0}}]
+    tasks += [
+        {"id": f"t{i}", "method": "test/noop", "dependencies": [f"t{i - 1}"]} for i in range(1, n)
+    ]
+    return json.dumps({"name": "chain", "tasks": tasks})
+
+
+async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int) -> float:
+    started = time.perf_counter()
+    run = (await stub.SubmitWorkflow(api.SubmitWorkflowRequest(document=chain(n)), timeout=60)).workflow
+    async for change in stub.WatchWorkflow(api.WatchWorkflowRequest(id=run.id), timeout=300):
+        if change.workflow.state != pb.WORKFLOW_STATE_RUNNING:
+            break
+    return (time.perf_counter() - started) / n * 1000
+
+
+async def main(n: int, resolvers: int, runs: int) -> None:
+    server = NatsServer.start_new()
+    procs = [ServiceProcess("resolver", server.url, env=HANDLER_ENV).start() for _ in range(resolvers)]
+    procs.append(ServiceProcess("executor", server.url, env=HANDLER_ENV).start())
+    try:
+        for proc in procs:
+            await eventually(lambda p=proc: serving(p.address), timeout=60)
+        async with grpc.aio.insecure_channel(procs[0].address) as channel:
+            stub = wf_grpc.WorkflowServiceStub(channel)
+            await one_run(stub, 10)  # warm up
+            hops = [await one_run(stub, n) for _ in range(runs)]
+        print(
+            f"chain of {n}, {resolvers} resolver(s): ms per hop median {statistics.median(hops):.2f} "
+            f"(min {min(hops):.2f}, max {max(hops):.2f}, {runs} runs)"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--resolvers", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.tasks, args.resolvers, args.runs))
