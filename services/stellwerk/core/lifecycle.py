@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from abc import ABC, abstractmethod
@@ -110,6 +111,9 @@ class Service(ABC):
             await self._health.enter_graceful_shutdown()
             await self.stop_work()
             await self._server.stop(grace=2.0)
+            # Drop the server while the loop still runs: its finaliser schedules work on it.
+            del self._server
+            gc.collect()
             if self._nc is not None and not self._nc.is_closed:
                 await self._nc.close()
 
@@ -139,6 +143,8 @@ class Service(ABC):
     # -- internals -----------------------------------------------------------------------
     async def _connect(self, service_names: list[str]) -> bool:
         async def on_disconnect() -> None:
+            if self._stopping.is_set():
+                return  # our own close on shutdown
             logger.warning("%s lost NATS; health NOT_SERVING until it is back", self.name)
             await self._set_health(service_names, serving=False)
 
