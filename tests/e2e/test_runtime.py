@@ -255,3 +255,34 @@ async def tasks_keys(kv: Any, run_or_pattern: str) -> list[str]:
 
     pattern = run_or_pattern if run_or_pattern == ">" else names.task_prefix(run_or_pattern)
     return await list_keys(kv, pattern)
+
+
+async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer) -> None:
+    import urllib.request
+
+    resolver = ServiceProcess("resolver", nats_server.url, args=["--metrics-listen", "127.0.0.1:0"])
+    resolver.start()
+    executor = ServiceProcess("executor", nats_server.url).start()
+    try:
+        for proc in (resolver, executor):
+            await eventually(lambda p=proc: serving(p.address), timeout=60)
+        line = next(x for x in resolver.output if "metrics on" in x)
+        address = line.rsplit(" ", 1)[1].strip()
+        async with grpc.aio.insecure_channel(resolver.address) as channel:
+            stub = wf_grpc.WorkflowServiceStub(channel)
+            await wait_done(
+                stub,
+                (
+                    await submit(stub, (ROOT / "examples" / "simple_mcp_workflow.yaml").read_text())
+                ).id,
+            )
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        counts = [
+            x for x in text.splitlines() if x.startswith("stellwerk_resolution_seconds_count")
+        ]
+        assert counts and float(counts[0].split()[1]) == 4  # one per task event
+        assert 'stellwerk_resolution_seconds_bucket{le="+Inf"} 4' in text
+    finally:
+        resolver.terminate()
+        executor.terminate()

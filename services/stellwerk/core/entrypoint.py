@@ -30,6 +30,9 @@ def main(
     parser = argparse.ArgumentParser(prog=f"stellwerk serve {name}")
     parser.add_argument("--nats-url", help="NATS URL(s), comma-separated (env STELLWERK_NATS_URL)")
     parser.add_argument("--listen", help="HOST:PORT to serve gRPC on; port 0 picks a free one")
+    parser.add_argument(
+        "--metrics-listen", help="HOST:PORT for /metrics (env STELLWERK_METRICS_LISTEN)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("STELLWERK_LOG_LEVEL", "INFO"))
     if extra is not None:
         extra(parser)

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from stellwerk.core.errors import UnavailableError
 from stellwerk.core.grpc_errors import DomainErrorInterceptor
 from stellwerk.core.jetstream import Topology, connect, ensure_topology
+from stellwerk.core.metrics import MetricsServer, Registry
 from stellwerk.core.settings import Settings, parse_listen
 
 __all__ = ["Service", "run_until_signalled"]
@@ -45,6 +46,8 @@ class Service(ABC):
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
         self._nc: NatsClient | None = None
+        self.metrics = Registry()
+        self._metrics_server = MetricsServer(self.metrics)
         self._topology: Topology | None = None
 
     # -- hooks ---------------------------------------------------------------------------
@@ -100,6 +103,10 @@ class Service(ABC):
         await self._server.start()
         await self._set_health(service_names, serving=False)
         print(f"stellwerk {self.name} listening on {host}:{self.bound_port}", flush=True)  # noqa: T201
+        if self.settings.metrics_listen:
+            m_host, m_port = parse_listen(self.settings.metrics_listen)
+            bound = await self._metrics_server.start(m_host, m_port)
+            print(f"stellwerk {self.name} metrics on {m_host}:{bound}", flush=True)  # noqa: T201
         try:
             connected = await self._connect(service_names)
             if connected:
@@ -108,6 +115,7 @@ class Service(ABC):
                 logger.info("%s ready", self.name)
                 await self._stopping.wait()
         finally:
+            await self._metrics_server.stop()
             await self._health.enter_graceful_shutdown()
             await self.stop_work()
             await self._server.stop(grace=2.0)

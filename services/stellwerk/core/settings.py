@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     resolver_listen: str = DEFAULT_RESOLVER_LISTEN
     executor_listen: str = DEFAULT_EXECUTOR_LISTEN
     monitor_listen: str = DEFAULT_MONITOR_LISTEN
+    metrics_listen: str = ""
+    """HOST:PORT for a Prometheus ``/metrics`` endpoint of this process (empty = off)."""
     address: str = DEFAULT_RESOLVER_LISTEN
     """Where clients and the CLI find the resolver."""
 

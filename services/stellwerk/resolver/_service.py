@@ -66,6 +66,14 @@ class Resolver(Service):
         self._reader: RunReader | None = None
         self._progress: Progress | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._resolution = self.metrics.histogram(
+            "stellwerk_resolution_seconds",
+            "Per task event: from its receipt to the acknowledged dispatch of the dependents it "
+            "made ready (dependency-resolution latency)",
+        )
+        self._events = self.metrics.counter(
+            "stellwerk_events_applied_total", "Task events applied to their runs"
+        )
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_WorkflowServiceServicer_to_server(
@@ -130,16 +138,18 @@ class Resolver(Service):
                     await asyncio.sleep(0.5)
                     continue
                 by_run: dict[str, list[Msg]] = defaultdict(list)
+                received = time.perf_counter()
                 for msg in msgs:
                     by_run[names.run_of_event_subject(msg.subject)].append(msg)
                 await asyncio.gather(
-                    *(self._handle_run(batch) for batch in by_run.values()), return_exceptions=True
+                    *(self._handle_run(batch, received) for batch in by_run.values()),
+                    return_exceptions=True,
                 )
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _handle_run(self, msgs: list[Msg]) -> None:
+    async def _handle_run(self, msgs: list[Msg], received: float) -> None:
         # One run's events in order, one at a time: they touch the same documents, so running
         # them concurrently would only buy compare-and-set conflicts.
         assert self._progress is not None
@@ -167,5 +177,7 @@ class Resolver(Service):
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1.0)
                 continue
+            self._resolution.observe(time.perf_counter() - received)
+            self._events.inc()
             with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
                 await msg.ack()
