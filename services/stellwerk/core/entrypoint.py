@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
+import uvloop
 from pydantic import ValidationError
 
 from stellwerk.core.errors import StellwerkError
@@ -54,5 +55,7 @@ def main(
     except (ValidationError, ValueError, StellwerkError) as exc:
         print(f"stellwerk serve {name}: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    asyncio.run(run_until_signalled(service))
+    # uvloop: 10-20 % less time per hop on this hot path (measured in hop-latency.md).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_until_signalled(service))
     return 0

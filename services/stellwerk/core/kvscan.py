@@ -1,50 +1,61 @@
-"""Reading many KV entries at once (listing, overviews, cleanup) — never on the hot path."""
+"""Reading many KV entries at once (listing, overviews, sweeps) — never on the hot path.
+
+Not ``KeyValue.keys(filters=...)``: it walks every key of the bucket and matches the filters as
+substrings. Not a ``KeyValue.watch`` either: nats-py may signal "end of initial values" before
+delivering them (it counts pending messages after the push consumer already took them). A pull
+consumer is exact: its pending count at creation is the number of entries to read.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 __all__ = ["list_keys", "snapshot"]
 
+_BATCH = 1000
+_OPERATION = "KV-Operation"
 
-async def list_keys(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) -> list[str]:
-    """Keys matching the subject-style ``pattern`` (empty list when none).
 
-    Not ``KeyValue.keys(filters=...)``: that one walks every key of the bucket and matches the
-    filters as substrings; a filtered watch lets the server do the selecting.
-    """
-    keys: list[str] = []
-    watcher = await kv.watch(pattern, meta_only=True, ignore_deletes=True)
+async def _scan(kv: KeyValue, pattern: str, *, values: bool) -> dict[str, bytes]:
+    # KeyValue keeps its JetStream context and bucket name private; the bucket's stream and
+    # subject prefix follow the KV naming convention (KV_<bucket>, $KV.<bucket>.<key>).
+    js: Any = kv._js
+    bucket: str = kv._name
+    prefix = f"$KV.{bucket}."
+    sub = await js.pull_subscribe(
+        prefix + pattern,
+        stream=f"KV_{bucket}",
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            headers_only=not values,
+            mem_storage=True,
+            inactive_threshold=30.0,
+        ),
+    )
+    found: dict[str, bytes] = {}
     try:
-        while True:
-            try:
-                entry = await watcher.updates(timeout=idle_timeout)
-            except TimeoutError:
-                break
-            if entry is None:
-                break
-            if entry.operation is None:
-                keys.append(entry.key)
+        remaining = (await sub.consumer_info()).num_pending
+        while remaining > 0:
+            msgs = await sub.fetch(batch=min(remaining, _BATCH), timeout=10)
+            remaining -= len(msgs)
+            for msg in msgs:
+                if (msg.headers or {}).get(_OPERATION) in ("DEL", "PURGE"):
+                    continue
+                found[msg.subject[len(prefix) :]] = msg.data
     finally:
-        await watcher.stop()
-    return keys
+        await sub.unsubscribe()
+    return found
 
 
-async def snapshot(kv: KeyValue, pattern: str, *, idle_timeout: float = 5.0) -> dict[str, bytes]:
-    """Current value of every key matching ``pattern``, read in one ordered pass (a watch that
-    stops at the end of its initial snapshot) instead of one request per key."""
-    values: dict[str, bytes] = {}
-    watcher = await kv.watch(pattern, include_history=False, ignore_deletes=True)
-    try:
-        while True:
-            try:
-                entry = await watcher.updates(timeout=idle_timeout)
-            except TimeoutError:
-                break
-            if entry is None:
-                break
-            if entry.value is not None and entry.operation is None:
-                values[entry.key] = entry.value
-    finally:
-        await watcher.stop()
-    return values
+async def list_keys(kv: KeyValue, pattern: str) -> list[str]:
+    """Keys matching the subject-style ``pattern`` (``run.*``, ``<run>.>``), deleted ones out."""
+    return list(await _scan(kv, pattern, values=False))
+
+
+async def snapshot(kv: KeyValue, pattern: str) -> dict[str, bytes]:
+    """Current value of every key matching ``pattern``."""
+    return await _scan(kv, pattern, values=True)

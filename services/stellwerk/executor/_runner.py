@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
+from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
@@ -118,7 +119,7 @@ class TaskRunner:
     async def _fetch_loop(self, durable: str) -> None:
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and not cancel_requested():
                 free = await self.slots.wait_free()
                 try:
                     msgs = await sub.fetch(batch=min(free, _MAX_FETCH), timeout=1.0)
@@ -336,6 +337,8 @@ class TaskRunner:
         data = event.SerializeToString()
         delay = 0.1
         while True:
+            if cancel_requested():
+                raise asyncio.CancelledError
             try:
                 await self._js.publish(
                     names.event_subject(dispatch.workflow_id, dispatch.task_id),

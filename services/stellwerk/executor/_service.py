@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core import names
 from stellwerk.core.jetstream import Topology, ensure_dispatch_consumer
-from stellwerk.core.lifecycle import Service
+from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
@@ -113,7 +113,7 @@ class Executor(Service):
         await topology.executors.put(names.encode_token(self.executor_id), record.to_bytes())
 
     async def _keep_registered(self, topology: Topology) -> None:
-        while True:
+        while not cancel_requested():
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
                 await self._register(topology)

@@ -11,7 +11,7 @@ import grpc
 from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.jetstream import Topology
-from stellwerk.core.lifecycle import Service
+from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.progress import Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
@@ -90,7 +90,7 @@ class Monitor(Service):
 
 async def _every(interval: float, what: str, sweep: Callable[[], Awaitable[object]]) -> None:
     """Run ``sweep`` every ``interval`` seconds; a failed sweep is logged and retried next time."""
-    while True:
+    while not cancel_requested():
         await asyncio.sleep(interval)
         try:
             outcome = await sweep()

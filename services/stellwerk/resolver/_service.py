@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from stellwerk.core import names
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
-from stellwerk.core.lifecycle import Service
+from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.progress import Dispatcher, Outcome, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
@@ -128,7 +128,7 @@ class Resolver(Service):
             names.RESOLVER_CONSUMER, stream=names.EVENTS_STREAM
         )
         try:
-            while True:
+            while not cancel_requested():
                 try:
                     msgs = await sub.fetch(batch=_FETCH_BATCH, timeout=1.0)
                 except TimeoutError:  # nats-py raises both its own and asyncio's; both mean "none"
