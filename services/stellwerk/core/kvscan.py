@@ -13,7 +13,7 @@ from typing import Any
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-__all__ = ["list_keys", "snapshot"]
+__all__ = ["list_keys", "remove", "snapshot"]
 
 _BATCH = 1000
 _OPERATION = "KV-Operation"
@@ -59,3 +59,15 @@ async def list_keys(kv: KeyValue, pattern: str) -> list[str]:
 async def snapshot(kv: KeyValue, pattern: str) -> dict[str, bytes]:
     """Current value of every key matching ``pattern``."""
     return await _scan(kv, pattern, values=True)
+
+
+async def remove(kv: KeyValue, pattern: str) -> None:
+    """Remove every key matching ``pattern`` *and its history*, leaving no delete marker.
+
+    ``KeyValue.purge`` leaves one marker message per key, which would then need sweeping;
+    purging the bucket's stream by subject removes the messages outright (one request for a
+    whole run's tasks with ``<run>.>``).
+    """
+    js: Any = kv._js
+    bucket: str = kv._name
+    await js.purge_stream(f"KV_{bucket}", subject=f"$KV.{bucket}.{pattern}")

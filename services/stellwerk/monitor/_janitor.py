@@ -3,7 +3,6 @@ submits that crashed before their commit point, and executor registrations long 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -11,15 +10,13 @@ import time
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
-from stellwerk.core.kvscan import list_keys, snapshot
+from stellwerk.core.kvscan import list_keys, remove, snapshot
 from stellwerk.core.records import ExecutorRecord, RunRecord
 from stellwerk.core.settings import Settings
 
 __all__ = ["Janitor"]
 
 logger = logging.getLogger(__name__)
-
-_CHUNK = 500
 
 
 class Janitor:
@@ -42,14 +39,14 @@ class Janitor:
             _, end, run_id = key.split(".", 2)
             if int(end) + self._settings.retention <= now:
                 await self._remove_run(run_id)
-                await self._runs.purge(key)
+                await remove(self._runs, key)
                 removed += 1
         for key, data in (await snapshot(self._runs, "staging.*")).items():
             run_id = key.split(".", 1)[1]
             since = float(json.loads(data).get("since", 0))
             if since + self._settings.staging_grace <= now:
                 if await self._has_header(run_id):
-                    await self._runs.purge(key)  # committed; only the marker was left behind
+                    await remove(self._runs, key)  # committed; only the marker was left behind
                     continue
                 logger.info("removing parts of submit %s that never committed", run_id)
                 await self._remove_run(run_id)
@@ -57,9 +54,7 @@ class Janitor:
         for key, data in (await snapshot(self._executors, ">")).items():
             record = ExecutorRecord.from_bytes(data)
             if record.last_seen + self._settings.retention <= now:
-                await self._executors.purge(key)
-        await self._runs.purge_deletes(olderthan=-1)
-        await self._tasks.purge_deletes(olderthan=-1)
+                await remove(self._executors, key)
         return removed
 
     async def _has_header(self, run_id: str) -> bool:
@@ -72,9 +67,7 @@ class Janitor:
             entry = await self._runs.get(names.run_key(run_id))
             if entry.value:
                 request_key = RunRecord.from_bytes(entry.value).request_key
-        task_keys = await list_keys(self._tasks, names.task_prefix(run_id))
-        for start in range(0, len(task_keys), _CHUNK):
-            await asyncio.gather(*(self._tasks.purge(k) for k in task_keys[start : start + _CHUNK]))
+        await remove(self._tasks, names.task_prefix(run_id))
         # The header goes after the tasks, the staging marker last: a sweep cut short by a crash
         # still finds the run through whatever is left.
         for key in (
@@ -84,4 +77,4 @@ class Janitor:
             names.staging_key(run_id),
         ):
             if key:
-                await self._runs.purge(key)
+                await remove(self._runs, key)

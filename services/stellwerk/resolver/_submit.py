@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, WorkflowInvalidError
-from stellwerk.core.kvscan import snapshot
+from stellwerk.core.kvscan import remove, snapshot
 from stellwerk.core.model import WorkflowSpec, load_workflow, read_document
 from stellwerk.core.progress import Dispatcher, resolve_params
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
@@ -175,7 +175,7 @@ class Submitter:
             assert header is not None
             return header.value
         try:
-            await self._runs_kv.purge(names.staging_key(run_id))
+            await remove(self._runs_kv, names.staging_key(run_id))
         except Exception:  # the janitor only purges runs without a header, so this is cosmetic
             logger.debug("could not remove staging marker of %s", run_id)
         await self._dispatch_roots(docs.tasks)
@@ -220,13 +220,8 @@ class Submitter:
     async def _abandon(self, run_id: str, order: list[str]) -> None:
         """Best-effort removal of a run that failed before its commit point."""
         try:
-            for start in range(0, len(order), _CHUNK):
-                chunk = order[start : start + _CHUNK]
-                await asyncio.gather(
-                    *(self._tasks.delete(names.task_key(run_id, t)) for t in chunk),
-                    return_exceptions=True,
-                )
-            await self._runs_kv.purge(names.order_key(run_id))
-            await self._runs_kv.purge(names.staging_key(run_id))
+            await remove(self._tasks.kv, names.task_prefix(run_id))
+            await remove(self._runs_kv, names.order_key(run_id))
+            await remove(self._runs_kv, names.staging_key(run_id))
         except Exception:  # the janitor finishes the job from the staging marker
             logger.warning("could not clean up abandoned run %s; the janitor will", run_id)
