@@ -12,7 +12,7 @@ header one bit per sink task. Setting a bit twice is a no-op, unlike incrementin
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Self
 
@@ -91,6 +91,12 @@ def bitmap_count(bitmap: str) -> int:
     return int.from_bytes(bytes.fromhex(bitmap), "little").bit_count()
 
 
+def _shallow(record: Any) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies params and results on every write; JSON encoding only
+    # needs to read them.
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
 def _check_version(doc: dict[str, Any], kind: str) -> None:
     if doc.get("v") != FORMAT_VERSION:
         raise StellwerkError(f"{kind} document has unknown format version {doc.get('v')!r}")
@@ -140,9 +146,8 @@ class TaskRecord:
 
     def to_bytes(self) -> bytes:
         """Serialise for KV."""
-        doc = asdict(self)
+        doc = _shallow(self)
         doc["v"] = FORMAT_VERSION
-        doc["dependents"] = [list(d) for d in self.dependents]
         return dumps(doc)
 
     @classmethod
@@ -182,7 +187,7 @@ class RunRecord:
 
     def to_bytes(self) -> bytes:
         """Serialise for KV."""
-        doc = asdict(self)
+        doc = _shallow(self)
         doc["v"] = FORMAT_VERSION
         return dumps(doc)
 
@@ -214,7 +219,7 @@ class ExecutorRecord:
 
     def to_bytes(self) -> bytes:
         """Serialise for KV."""
-        doc = asdict(self)
+        doc = _shallow(self)
         doc["v"] = FORMAT_VERSION
         return dumps(doc)
 
