@@ -41,6 +41,14 @@ typecheck: install ## mypy --strict
 test: install lint typecheck proto-check ## Everything CI runs: lint, types, stale stubs, the whole suite
 	$(BIN)/pytest
 
+.PHONY: chaos
+chaos: install ## Long chaos run (several minutes)
+	$(BIN)/python -m tests.chaos --long
+
+.PHONY: bench
+bench: install ## Benchmark vs Gleitzeit and Celery, peers installed in bench/.peers (QUICK=1: one short run)
+	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
 .PHONY: clean
 clean: ## Remove caches (keeps .venv)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,6 +1,6 @@
 """Per-hop latency of a chain of no-op tasks, with 1 or 2 resolvers (services as processes).
 
-    .venv/bin/python -m bench.hops --tasks 200 --resolvers 1 --runs 3
+.venv/bin/python -m bench.hops --tasks 200 --resolvers 1 --runs 3
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import statistics
 import time
 
 import grpc
+from tests.e2e.conftest import HANDLER_ENV, serving
+from tests.support.polling import eventually
+from tests.support.processes import ServiceProcess
 
 from stellwerk.core.natsd import NatsServer
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 from stellwerk.workflow.v1 import workflow_service_pb2 as api
 from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
-from tests.e2e.conftest import HANDLER_ENV, serving
-from tests.support.polling import eventually
-from tests.support.processes import ServiceProcess
 
 
 def chain(n: int) -> str:
@@ -32,7 +32,9 @@ def chain(n: int) -> str:
 
 async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int) -> float:
     started = time.perf_counter()
-    run = (await stub.SubmitWorkflow(api.SubmitWorkflowRequest(document=chain(n)), timeout=60)).workflow
+    run = (
+        await stub.SubmitWorkflow(api.SubmitWorkflowRequest(document=chain(n)), timeout=60)
+    ).workflow
     async for change in stub.WatchWorkflow(api.WatchWorkflowRequest(id=run.id), timeout=300):
         if change.workflow.state != pb.WORKFLOW_STATE_RUNNING:
             break
@@ -41,7 +43,9 @@ async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int) -> float:
 
 async def main(n: int, resolvers: int, runs: int) -> None:
     server = NatsServer.start_new()
-    procs = [ServiceProcess("resolver", server.url, env=HANDLER_ENV).start() for _ in range(resolvers)]
+    procs = [
+        ServiceProcess("resolver", server.url, env=HANDLER_ENV).start() for _ in range(resolvers)
+    ]
     procs.append(ServiceProcess("executor", server.url, env=HANDLER_ENV).start())
     try:
         for proc in procs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -284,5 +285,30 @@ async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer)
         assert counts and float(counts[0].split()[1]) == 4  # one per task event
         assert 'stellwerk_resolution_seconds_bucket{le="+Inf"} 4' in text
     finally:
+        resolver.terminate()
+        executor.terminate()
+
+
+async def test_submits_leave_no_consumers_behind(nats_server: NatsServer) -> None:
+    resolver = ServiceProcess("resolver", nats_server.url).start()
+    executor = ServiceProcess("executor", nats_server.url).start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        for proc in (resolver, executor):
+            await eventually(lambda p=proc: serving(p.address), timeout=60)
+        async with grpc.aio.insecure_channel(resolver.address) as channel:
+            stub = wf_grpc.WorkflowServiceStub(channel)
+            for i in range(30):
+                method = "mcp/tool.echo" if i % 2 else "no/such"  # unknown methods force a re-read
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await submit(
+                        stub, f"tasks: [{{id: a, method: {method}, params: {{message: x}}}}]"
+                    )
+        js = nc.jetstream()
+        for bucket in (names.EXECUTORS_BUCKET, names.RUNS_BUCKET, names.TASKS_BUCKET):
+            info = await js.stream_info(f"KV_{bucket}")
+            assert info.state.consumer_count == 0, bucket
+    finally:
+        await nc.close()
         resolver.terminate()
         executor.terminate()

@@ -8,6 +8,7 @@ consumer is exact: its pending count at creation is the number of entries to rea
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -37,8 +38,9 @@ async def _scan(kv: KeyValue, pattern: str, *, values: bool) -> dict[str, bytes]
         ),
     )
     found: dict[str, bytes] = {}
+    info = await sub.consumer_info()
     try:
-        remaining = (await sub.consumer_info()).num_pending
+        remaining = info.num_pending
         while remaining > 0:
             msgs = await sub.fetch(batch=min(remaining, _BATCH), timeout=10)
             remaining -= len(msgs)
@@ -48,6 +50,10 @@ async def _scan(kv: KeyValue, pattern: str, *, values: bool) -> dict[str, bytes]
                 found[msg.subject[len(prefix) :]] = msg.data
     finally:
         await sub.unsubscribe()
+        # Unsubscribing leaves an ephemeral consumer behind until its inactive threshold; a busy
+        # caller would pile them up to the server's consumer limit. Delete it now.
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(f"KV_{bucket}", info.name)
     return found
 
 

@@ -34,6 +34,7 @@ __all__ = ["Submitter"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 500
+_METHODS_TTL = 2.0
 
 
 def method_problems(tasks: list[tuple[str, Any]], known: set[str]) -> list[Problem]:
@@ -89,15 +90,26 @@ class Submitter:
         self._runs = runs
         self._dispatcher = dispatcher
         self._settings = settings
+        self._methods: set[str] = set()
+        self._methods_read_at = -_METHODS_TTL
 
-    async def known_methods(self) -> set[str]:
-        """Every method some executor has registered."""
+    async def known_methods(self, *, wanted: set[str] | None = None) -> set[str]:
+        """Every method some executor has registered.
+
+        Read at most once per ``_METHODS_TTL`` (a scan per submit would cost a consumer each);
+        re-read at once when a wanted method is missing, so a just-started executor counts.
+        """
+        now = time.monotonic()
+        fresh = now - self._methods_read_at < _METHODS_TTL
+        if fresh and (wanted is None or wanted <= self._methods):
+            return self._methods
         methods: set[str] = set()
         for data in (await snapshot(self._executors_kv, ">")).values():
             try:
                 methods.update(ExecutorRecord.from_bytes(data).methods)
             except (StellwerkError, ValueError, TypeError, KeyError):
                 logger.warning("ignoring an unreadable executor registration")
+        self._methods, self._methods_read_at = methods, now
         return methods
 
     async def validate(
@@ -109,14 +121,15 @@ class Submitter:
     ) -> WorkflowSpec:
         """Load and fully validate; raises ``WorkflowInvalidError`` listing every problem."""
         fmt: Any = document_format or None
-        known = None if allow_unregistered else await self.known_methods()
         try:
             spec = load_workflow(source, format=fmt)
         except WorkflowInvalidError as exc:
             raw = raw_tasks(source, fmt)
+            known = None if allow_unregistered else await self.known_methods()
             extra = method_problems(raw, known) if known is not None else []
             raise WorkflowInvalidError(problems=[*exc.problems, *extra]) from None
-        if known is not None:
+        if not allow_unregistered:
+            known = await self.known_methods(wanted={t.method for t in spec.tasks})
             problems = method_problems([(t.id, t.method) for t in spec.tasks], known)
             if problems:
                 raise WorkflowInvalidError(problems=problems)
