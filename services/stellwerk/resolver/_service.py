@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from collections import defaultdict
 
 import grpc
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
-from stellwerk.core import names
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
-from stellwerk.core.lifecycle import Service, cancel_requested
-from stellwerk.core.progress import Dispatcher, Outcome, Progress
+from stellwerk.core.lifecycle import Service
+from stellwerk.core.progress import Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
-from stellwerk.events.v1 import events_pb2
+from stellwerk.resolver._events import EventConsumer
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
@@ -30,29 +25,6 @@ __all__ = ["Resolver"]
 
 logger = logging.getLogger(__name__)
 
-_FETCH_BATCH = 256
-
-
-def decode_outcome(data: bytes) -> Outcome:
-    """A ``TaskEvent`` as an ``Outcome``; raises ``ValueError`` on a message we cannot read."""
-    event = events_pb2.TaskEvent()
-    event.ParseFromString(data)
-    if event.format_version != 1:
-        raise ValueError(f"unknown event format version {event.format_version}")
-    if not event.workflow_id or not event.task_id or event.attempt < 1:
-        raise ValueError("event lacks workflow_id, task_id or attempt")
-    succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
-    if not succeeded and event.outcome != events_pb2.TASK_OUTCOME_FAILED:
-        raise ValueError(f"unknown outcome {event.outcome}")
-    return Outcome(
-        run_id=event.workflow_id,
-        task_id=event.task_id,
-        attempt=event.attempt,
-        succeeded=succeeded,
-        result=json.loads(event.result_json) if succeeded and event.result_json else None,
-        error=event.error or None,
-        executor_id=event.executor_id or None,
-    )
 
 
 class Resolver(Service):
@@ -115,69 +87,17 @@ class Resolver(Service):
             tasks=task_store(topology.tasks, cache_size=1),
         )
         await ensure_resolver_consumer(topology.js, self.settings)
-        self._loop_task = asyncio.create_task(self._consume(topology), name="resolver-events")
+        consumer = EventConsumer(
+            js=topology.js,
+            progress=self._progress,
+            dedup_window=self.settings.dedup_window,
+            resolution=self._resolution,
+            applied=self._events,
+        )
+        self._loop_task = asyncio.create_task(consumer.run(), name="resolver-events")
 
     async def stop_work(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-
-    async def _consume(self, topology: Topology) -> None:
-        sub = await topology.js.pull_subscribe_bind(
-            names.RESOLVER_CONSUMER, stream=names.EVENTS_STREAM
-        )
-        try:
-            while not cancel_requested():
-                try:
-                    msgs = await sub.fetch(batch=_FETCH_BATCH, timeout=1.0)
-                except TimeoutError:  # nats-py raises both its own and asyncio's; both mean "none"
-                    continue
-                except Exception as exc:  # the loop must outlive any hiccup of NATS
-                    logger.warning("event fetch failed (%s); retrying", exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                by_run: dict[str, list[Msg]] = defaultdict(list)
-                received = time.perf_counter()
-                for msg in msgs:
-                    by_run[names.run_of_event_subject(msg.subject)].append(msg)
-                await asyncio.gather(
-                    *(self._handle_run(batch, received) for batch in by_run.values()),
-                    return_exceptions=True,
-                )
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def _handle_run(self, msgs: list[Msg], received: float) -> None:
-        # One run's events in order, one at a time: they touch the same documents, so running
-        # them concurrently would only buy compare-and-set conflicts.
-        assert self._progress is not None
-        for msg in msgs:
-            try:
-                outcome = decode_outcome(msg.data)
-            except (ValueError, UnicodeDecodeError) as exc:
-                logger.error("dropping unreadable task event on %s: %s", msg.subject, exc)
-                await msg.term()
-                continue
-            age = (
-                time.time() - msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0.0
-            )
-            try:
-                await self._progress.apply(
-                    outcome, may_republish=age < self.settings.dedup_window / 2
-                )
-            except Exception as exc:  # NATS away, a lost race run out of retries, a bug
-                logger.warning(
-                    "event for %s/%s not applied yet (%s); it will be redelivered",
-                    outcome.run_id,
-                    outcome.task_id,
-                    exc,
-                )
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
-                continue
-            self._resolution.observe(time.perf_counter() - received)
-            self._events.inc()
-            with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
-                await msg.ack()
