@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors as jserr
 from nats.js.kv import KeyValue
 
-from stellwerk.core.errors import ConflictError, StellwerkError, UnavailableError
+from stellwerk.core.errors import ConflictError, NotFoundError, UnavailableError
 from stellwerk.core.records import RunRecord, TaskRecord
 
 __all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
@@ -123,13 +123,13 @@ class DocumentStore(Generic[T]):
         """Apply ``change`` with compare-and-set until it sticks.
 
         ``change`` returns the new document, or ``None`` for "nothing to do". Returns the current
-        document and whether this call wrote it. Raises ``StellwerkError`` if the key is absent.
+        document and whether this call wrote it. Raises ``NotFoundError`` if the key is absent.
         """
         fresh = False
         for _ in range(attempts):
             current = await self.get(key, fresh=fresh)
             if current is None:
-                raise StellwerkError(f"{key} does not exist")
+                raise NotFoundError(f"{key} does not exist")
             outcome = change(current.value)
             new = await outcome if asyncio.iscoroutine(outcome) else outcome
             if new is None:

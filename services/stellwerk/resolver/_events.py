@@ -1,9 +1,10 @@
-"""Consuming task events: fetch continuously, apply each run's events in arrival order.
+"""Consuming task events: fetch continuously, apply each run's events in batches.
 
-Events of different runs are applied concurrently (up to ``max_in_flight``); events of one run
-one at a time, in the order they arrived, because they touch the same documents and running them
-concurrently would only buy compare-and-set conflicts. The fetch loop does not wait for a batch
-to finish before fetching more, so one slow run does not delay the others.
+Events of different runs are applied concurrently (up to ``max_in_flight`` messages held);
+events of one run by one worker, which takes every event of that run that queued up while it
+was busy and applies them together (one compare-and-set per touched document, see
+``Progress.apply_many``). The fetch loop does not wait for any of it, so one slow run does not
+delay the others, and under load batches grow by themselves.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class EventConsumer:
         self._max_in_flight = max_in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
-        self._runs: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._queues: dict[str, list[tuple[Msg, float]]] = {}
+        self._held = 0
 
     async def run(self) -> None:
         """Consume until cancelled; in-flight events are then left to finish or be redelivered."""
@@ -82,7 +84,7 @@ class EventConsumer:
         )
         try:
             while not cancel_requested():
-                free = self._max_in_flight - len(self._in_flight)
+                free = self._max_in_flight - self._held
                 if free <= 0:
                     self._room.clear()
                     await self._room.wait()
@@ -96,10 +98,17 @@ class EventConsumer:
                     await asyncio.sleep(0.5)
                     continue
                 received = time.perf_counter()
+                self._held += len(msgs)
                 for msg in msgs:
-                    task = asyncio.create_task(self._handle(msg, received))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._done)
+                    run_id = names.run_of_event_subject(msg.subject)
+                    queue = self._queues.get(run_id)
+                    if queue is not None:  # that run's worker is busy: it takes this one next
+                        queue.append((msg, received))
+                        continue
+                    self._queues[run_id] = [(msg, received)]
+                    worker = asyncio.create_task(self._drain(run_id))
+                    self._in_flight.add(worker)
+                    worker.add_done_callback(self._done)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -110,45 +119,57 @@ class EventConsumer:
         self._in_flight.discard(task)
         self._room.set()
 
-    async def _handle(self, msg: Msg, received: float) -> None:
-        run_id = names.run_of_event_subject(msg.subject)
-        lock, users = self._runs.get(run_id, (asyncio.Lock(), 0))
-        self._runs[run_id] = (lock, users + 1)
+    async def _drain(self, run_id: str) -> None:
+        """Apply the run's queued events, batch after batch, until none are left."""
+        queue = self._queues[run_id]
         try:
-            async with lock:
-                await self._apply(msg, received)
+            while queue:
+                batch = queue[:]
+                queue.clear()
+                try:
+                    await self._apply(batch)
+                finally:
+                    self._held -= len(batch)
+                    self._room.set()
         finally:
-            lock, users = self._runs[run_id]
-            if users <= 1:
-                del self._runs[run_id]
-            else:
-                self._runs[run_id] = (lock, users - 1)
+            del self._queues[run_id]
 
-    async def _apply(self, msg: Msg, received: float) -> None:
-        try:
-            outcome = decode_outcome(msg.data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.error("dropping unreadable task event on %s: %s", msg.subject, exc)
-            with contextlib.suppress(Exception):
-                await msg.term()
+    async def _apply(self, batch: list[tuple[Msg, float]]) -> None:
+        readable: list[tuple[Msg, float, Outcome]] = []
+        for msg, received in batch:
+            try:
+                readable.append((msg, received, decode_outcome(msg.data)))
+            except (ValueError, UnicodeDecodeError) as exc:
+                logger.error("dropping unreadable task event on %s: %s", msg.subject, exc)
+                with contextlib.suppress(Exception):
+                    await msg.term()
+        if not readable:
             return
-        sent = msg.metadata.timestamp
-        age = time.time() - sent.timestamp() if sent else 0.0
+        oldest = min(
+            (m.metadata.timestamp.timestamp() for m, _, _ in readable if m.metadata.timestamp),
+            default=time.time(),
+        )
         try:
             # Re-sending a dispatch is only safe while the dedup window still covers the first
             # send (see core/progress and the reconciler).
-            await self._progress.apply(outcome, may_republish=age < self._dedup_window / 2)
+            await self._progress.apply_many(
+                [outcome for _, _, outcome in readable],
+                may_republish=time.time() - oldest < self._dedup_window / 2,
+            )
         except Exception as exc:  # NATS away, a lost race run out of retries, a bug
             logger.warning(
-                "event for %s/%s not applied yet (%s); it will be redelivered",
-                outcome.run_id,
-                outcome.task_id,
+                "%d event(s) of run %s not applied yet (%s); they will be redelivered",
+                len(readable),
+                readable[0][2].run_id,
                 exc,
             )
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+            for msg, _, _ in readable:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
             return
-        self._resolution.observe(time.perf_counter() - received)
-        self._applied.inc()
-        with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
-            await msg.ack()
+        now = time.perf_counter()
+        for msg, received, _ in readable:
+            self._resolution.observe(now - received)
+            self._applied.inc()
+            with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
+                await msg.ack()

@@ -26,7 +26,6 @@ __all__ = ["Resolver"]
 logger = logging.getLogger(__name__)
 
 
-
 class Resolver(Service):
     """Accepts workflows and moves them on as their tasks finish."""
 

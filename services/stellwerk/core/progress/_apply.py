@@ -20,10 +20,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from typing import Any
 
 from stellwerk.core import names
-from stellwerk.core.errors import StellwerkError, TaskError
+from stellwerk.core.errors import (
+    ConflictError,
+    NotFoundError,
+    StellwerkError,
+    TaskError,
+    UnavailableError,
+)
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.records import (
     RunRecord,
@@ -88,11 +95,35 @@ class Progress:
         self._dispatcher = dispatcher
 
     async def apply(self, outcome: Outcome, *, may_republish: bool) -> None:
-        """Record ``outcome`` and everything that follows from it.
+        """Record ``outcome`` and everything that follows from it (see :meth:`apply_many`)."""
+        await self.apply_many([outcome], may_republish=may_republish)
 
+    async def apply_many(self, outcomes: list[Outcome], *, may_republish: bool) -> None:
+        """Record several outcomes and everything that follows from them.
+
+        Grouped, so a batch costs one compare-and-set per touched document: twenty tasks of a
+        fan-in finishing together set their twenty bits on the join in one write.
         ``may_republish`` allows re-sending a dispatch found written but maybe not published;
         callers pass it only while JetStream's dedup window still covers the original publish.
         """
+        first: dict[tuple[str, str], Outcome] = {}
+        repeats: list[Outcome] = []
+        for outcome in outcomes:
+            key = (outcome.run_id, outcome.task_id)
+            if key in first:
+                repeats.append(outcome)
+            else:
+                first[key] = outcome
+        settled = await asyncio.gather(*(self._commit(o) for o in first.values()))
+        for outcome in repeats:  # duplicates within one batch: after the first, one by one
+            settled.append(await self._commit(outcome))
+        await self.propagate_many(
+            [t for t in settled if t is not None], may_republish=may_republish
+        )
+
+    async def _commit(self, outcome: Outcome) -> TaskRecord | None:
+        """Commit ``outcome`` on its task (first result per attempt wins); returns the settled
+        task whose consequences must follow, or ``None`` when there are none."""
         key = names.task_key(outcome.run_id, outcome.task_id)
         fresh = False
         while True:
@@ -101,7 +132,7 @@ class Progress:
                 logger.info(
                     "outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id
                 )
-                return
+                return None
             task = current.value
             decisive = task.state.settled or (
                 task.state is TaskState.DISPATCHED and task.attempt == outcome.attempt
@@ -112,11 +143,11 @@ class Progress:
                 fresh = True
                 continue
             if task.attempt != outcome.attempt:
-                return  # a late result of an attempt that is no longer current
+                return None  # a late result of an attempt that is no longer current
             if task.state.settled:
-                break  # committed before (maybe by us, before a crash): finish what follows
+                return task  # committed before (maybe by us, before a crash): finish what follows
             if task.state is not TaskState.DISPATCHED:
-                return
+                return None
             committed = task.evolve(
                 state=TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
                 result=outcome.result if outcome.succeeded else None,
@@ -126,46 +157,62 @@ class Progress:
                 ended_at=time.time(),
             )
             try:
-                current = await self._tasks.update(key, committed, current.revision)
-            except StellwerkError:
+                return (await self._tasks.update(key, committed, current.revision)).value
+            except ConflictError:
                 fresh = True
-                continue
-            break
-        await self.propagate(current.value, may_republish=may_republish)
 
     async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
         """Settle the dependents (and the run, for sinks) of a settled task."""
-        worklist = [settled]
+        await self.propagate_many([settled], may_republish=may_republish)
+
+    async def propagate_many(self, settled: list[TaskRecord], *, may_republish: bool) -> None:
+        """Settle the dependents and sinks of settled tasks, one write per touched document;
+        dependents this settles without running (BLOCKED, FAILED) propagate in the next round."""
+        worklist = settled
         while worklist:
-            task = worklist.pop()
+            groups: dict[tuple[str, str], list[tuple[TaskRecord, int]]] = defaultdict(list)
+            sinks: dict[str, list[TaskRecord]] = defaultdict(list)
+            for task in worklist:
+                for dependent, index in task.dependents:
+                    groups[(task.run_id, dependent)].append((task, index))
+                if task.sink_index is not None:
+                    sinks[task.run_id].append(task)
             results = await asyncio.gather(
                 *(
-                    self._settle_dependency(task, dependent, index, may_republish=may_republish)
-                    for dependent, index in task.dependents
+                    self._settle_dependency(run_id, task_id, items, may_republish=may_republish)
+                    for (run_id, task_id), items in groups.items()
                 )
             )
-            worklist.extend(r for r in results if r is not None)
-            if task.sink_index is not None:
-                await self._settle_sink(task)
+            await asyncio.gather(
+                *(self._settle_sinks(run_id, tasks) for run_id, tasks in sinks.items())
+            )
+            worklist = [r for r in results if r is not None]
 
     async def _settle_dependency(
-        self, dep: TaskRecord, task_id: str, index: int, *, may_republish: bool
+        self,
+        run_id: str,
+        task_id: str,
+        items: list[tuple[TaskRecord, int]],
+        *,
+        may_republish: bool,
     ) -> TaskRecord | None:
-        """Set ``dep``'s bit on ``task_id``; returns the dependent if this settled it without
-        running it (BLOCKED, or FAILED on an unresolvable reference), so it propagates too."""
-        key = names.task_key(dep.run_id, task_id)
+        """Set the bits of settled dependencies ``items`` on ``task_id``; returns the dependent if
+        this settled it without running it (BLOCKED, or FAILED on an unresolvable reference)."""
+        key = names.task_key(run_id, task_id)
         fresh = False
         while True:
             current = await self._tasks.get(key, fresh=fresh)
             if current is None:
                 return None
             task = current.value
-            if bitmap_test(task.settled_deps, index):
+            new_items = [(d, i) for d, i in items if not bitmap_test(task.settled_deps, i)]
+            if not new_items:
                 return await self._already_settled(task, may_republish=may_republish)
-            bits = bitmap_set(task.settled_deps, index)
-            dep_ok = dep.state is TaskState.COMPLETED
-            failed = task.dep_failed or not dep_ok
-            error = task.error if task.dep_failed or dep_ok else _blocked_reason(dep)
+            bits, failed, error = task.settled_deps, task.dep_failed, task.error
+            for dep, index in new_items:
+                bits = bitmap_set(bits, index)
+                if dep.state is not TaskState.COMPLETED and not failed:
+                    failed, error = True, _blocked_reason(dep)
             dispatch: bytes | None = None
             if bitmap_count(bits) < len(task.dependencies):
                 new = task.evolve(settled_deps=bits, dep_failed=failed, error=error)
@@ -187,11 +234,13 @@ class Progress:
                 try:
                     dispatch = self._dispatcher.encode(new, await self._params(new))
                 except (TaskError, StellwerkError) as exc:
+                    if isinstance(exc, UnavailableError):
+                        raise
                     new = new.evolve(state=TaskState.FAILED, error=str(exc), ended_at=time.time())
                     dispatch = None
             try:
                 await self._tasks.update(key, new, current.revision)
-            except StellwerkError:
+            except ConflictError:
                 fresh = True
                 continue
             if dispatch is not None:
@@ -236,14 +285,16 @@ class Progress:
 
         try:
             current, wrote = await self._tasks.mutate(key, change)
-        except StellwerkError:
+        except NotFoundError:
             return False
         if not wrote:
             return False
         task = current.value
         try:
             data = self._dispatcher.encode(task, await self._params(task))
-        except StellwerkError as exc:
+        except (TaskError, StellwerkError) as exc:
+            if isinstance(exc, UnavailableError):
+                raise
             await self.apply(
                 Outcome(
                     run_id=task.run_id,
@@ -282,20 +333,21 @@ class Progress:
             return cached
         return await self._tasks.get(key, fresh=True)
 
-    async def _settle_sink(self, task: TaskRecord) -> None:
-        key = names.run_key(task.run_id)
-        index = task.sink_index
-        assert index is not None
+    async def _settle_sinks(self, run_id: str, tasks: list[TaskRecord]) -> None:
+        key = names.run_key(run_id)
 
         def change(run: RunRecord) -> RunRecord | None:
-            if bitmap_test(run.settled_sinks, index):
+            fresh = [t for t in tasks if not bitmap_test(run.settled_sinks, t.sink_index or 0)]
+            if not fresh:
                 return None
-            bits = bitmap_set(run.settled_sinks, index)
-            ok = task.state is TaskState.COMPLETED
-            error = run.error
-            if not ok and error is None:
-                error = f"task {task.id!r} {task.state.lower()}: {task.error}"
-            new = run.evolve(settled_sinks=bits, failed=run.failed or not ok, error=error)
+            bits, failed, error = run.settled_sinks, run.failed, run.error
+            for task in fresh:
+                bits = bitmap_set(bits, task.sink_index or 0)
+                if task.state is not TaskState.COMPLETED:
+                    failed = True
+                    if error is None:
+                        error = f"task {task.id!r} {task.state.lower()}: {task.error}"
+            new = run.evolve(settled_sinks=bits, failed=failed, error=error)
             if bitmap_count(bits) == run.sink_count:
                 new = new.evolve(
                     state=RunState.FAILED if new.failed else RunState.COMPLETED,
@@ -305,8 +357,8 @@ class Progress:
 
         try:
             current, _ = await self._runs.mutate(key, change)
-        except StellwerkError:
-            logger.warning("run %s vanished while task %s settled", task.run_id, task.id)
+        except NotFoundError:
+            logger.warning("run %s vanished while its tasks settled", run_id)
             return
         run = current.value
         if run.state is not RunState.RUNNING and run.ended_at is not None:
