@@ -32,7 +32,13 @@ async def _main(args: argparse.Namespace) -> int:
     _log(f"chaos {'long' if args.long else 'short'} run, seed {seed}, workdir {root}")
     reports: list[Report] = []
     for offset, name in enumerate(names):
-        report = await run_scenario(table[name], seed=seed + offset, workdir=root / name, log=_log)
+        report = await run_scenario(
+            table[name],
+            seed=seed + offset,
+            workdir=root / name,
+            log=_log,
+            strict_nats=args.strict_nats,
+        )
         _log(report.render())
         reports.append(report)
     _log(combined(reports))
@@ -50,6 +56,11 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     parser.add_argument("--workdir", help="where ledgers, stores and logs go (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir even on success")
+    parser.add_argument(
+        "--strict-nats",
+        action="store_true",
+        help="also fail on executions overlapping across a nats-server crash",
+    )
     sys.exit(asyncio.run(_main(parser.parse_args())))
 
 

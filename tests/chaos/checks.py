@@ -89,15 +89,24 @@ def _check_ledger(
         drops=cluster.dropped_outcomes(),
         claims_lost=cluster.lost_claims(),
         commits=commits,
+        nats_outages=cluster.nats_outages,
     )
     report.executions = found.executions
     report.re_executions = found.re_executions
     report.unexplained_duplicates = found.unexplained
     report.overlaps = found.overlaps
+    report.nats_overlaps = found.nats_overlaps
+    report.notes.extend(found.notes)
     report.after_commit = found.after_commit
     report.raced_commit = found.raced_commit
     report.unfinished_executions = found.unfinished
     report.problems.extend(found.problems)
+    if found.drop_recovery:
+        report.extra["dropped outcome -> commit (recovery)"] = (
+            f"max {max(found.drop_recovery):.1f} s, mean "
+            f"{sum(found.drop_recovery) / len(found.drop_recovery):.1f} s over "
+            f"{len(found.drop_recovery)} drops"
+        )
     ours = {run.id for run in finals.values()}
     strangers = {e.run for e in executions} - ours
     if strangers:

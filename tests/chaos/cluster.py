@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -19,7 +21,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stellwerk.core.natsd import NatsServer, free_port
+from stellwerk.core.natsd import NatsServer
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, ServiceProcess
 
@@ -31,6 +33,30 @@ _DROP = re.compile(
     r"fault injection: dropping the outcome of (?P<run>[^/\s]+)/(?P<task>.+) attempt (?P<att>\d+)"
 )
 _CLAIM_LOST = re.compile(r"lost the claim on (?P<run>[^/\s]+)/(?P<task>.+) attempt (?P<att>\d+)")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def stable_port() -> int:
+    """A free port *below* the ephemeral range: a slot keeps its port across restarts, and a
+    port the kernel may hand to any outgoing connection meanwhile would block the restart."""
+    low = 20000
+    high = max(low + 1000, min(_ephemeral_range()[0], 65536))
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 async def serving(address: str) -> bool:
@@ -74,26 +100,34 @@ class Slot:
     @property
     def alive(self) -> bool:
         """Whether the latest process runs."""
+        if not self.incarnations:
+            return False
         proc = self.current.process
         return proc is not None and proc.poll() is None
 
-    def start(self, nats_url: str) -> ServiceProcess:
-        """Start a new incarnation (an executor gets an id naming slot and incarnation)."""
+    def start(self, nats_url: str, *, first: bool = False) -> ServiceProcess:
+        """Start a new incarnation (an executor gets an id naming slot and incarnation); the
+        ``first`` one may move to another port if its port was taken meanwhile."""
         env = dict(self.env)
         if self.service == "executor":
             env["STELLWERK_EXECUTOR_ID"] = f"chaos-{self.name}-{len(self.incarnations)}"
-        proc = ServiceProcess(self.service, nats_url, env=env, args=self.args, listen=self.listen)
-        self.incarnations.append(proc)
         last: Exception | None = None
         for _ in range(3):  # a port the dead incarnation held may need a moment
+            proc = ServiceProcess(
+                self.service, nats_url, env=env, args=self.args, listen=self.listen
+            )
             try:
-                return proc.start(timeout=60)
+                proc.start(timeout=60)
             except RuntimeError as exc:
                 last = exc
                 proc.kill()
+                if first and "already in use" in str(exc):
+                    self.listen = f"127.0.0.1:{stable_port()}"
                 time.sleep(0.5)
-                proc.output.clear()
-        raise RuntimeError(f"{self.name} would not start again") from last
+                continue
+            self.incarnations.append(proc)
+            return proc
+        raise RuntimeError(f"{self.name} would not start") from last
 
 
 def service_env(settings: Mapping[str, str], ledger: Path) -> dict[str, str]:
@@ -127,6 +161,8 @@ class Cluster:
         self.sync_always = sync_always
         self.nats: NatsServer | None = None
         self.nats_pids: list[int] = []
+        self.nats_outages: list[tuple[float, float]] = []
+        """(SIGKILL, healthy again) times of every nats-server outage."""
         self.kills: list[KillRecord] = []
         self._lock = threading.Lock()
         env = service_env(settings, self.ledger)
@@ -142,7 +178,7 @@ class Cluster:
         for service, count, slot_env, args in layout:
             for i in range(count):
                 name = f"{service}-{i}"
-                self.slots[name] = Slot(name, service, slot_env, args, f"127.0.0.1:{free_port()}")
+                self.slots[name] = Slot(name, service, slot_env, args, f"127.0.0.1:{stable_port()}")
 
     @property
     def nats_url(self) -> str:
@@ -158,11 +194,21 @@ class Cluster:
         """Start nats-server, then every slot (in parallel: interpreter start-up dominates)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ledger.touch()
-        self.nats = NatsServer.start_new(self.workdir / "nats", sync_always=self.sync_always)
+        store = self.workdir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        # Ports below the ephemeral range: the restarted server must get the same ones back.
+        self.nats = NatsServer(
+            store_dir=store,
+            sync_always=self.sync_always,
+            port=stable_port(),
+            http_port=stable_port(),
+        )
+        self.nats.start()
         assert self.nats.process is not None
         self.nats_pids.append(self.nats.process.pid)
         with ThreadPoolExecutor(max_workers=len(self.slots)) as pool:
-            for future in [pool.submit(s.start, self.nats_url) for s in self.slots.values()]:
+            slots = self.slots.values()
+            for future in [pool.submit(s.start, self.nats_url, first=True) for s in slots]:
                 future.result()
 
     async def wait_serving(self, timeout: float = 90.0) -> None:
@@ -205,6 +251,8 @@ class Cluster:
             assert self.nats is not None
             self.nats.start(timeout=60)
             assert self.nats.process is not None
+            crashed = max(k.time for k in self.kills if k.service == NATS)
+            self.nats_outages.append((crashed, time.time()))
             self.nats_pids.append(self.nats.process.pid)
             return self.nats.process.pid
         return self.slots[target].start(self.nats_url).pid
@@ -256,6 +304,7 @@ class Cluster:
     def stop(self) -> None:
         """Stop everything (SIGKILL: state must survive it anyway, and it is quick)."""
         for slot in self.slots.values():
-            slot.current.kill()
+            if slot.incarnations:
+                slot.current.kill()
         if self.nats is not None:
             self.nats.stop()

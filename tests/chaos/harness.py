@@ -55,6 +55,8 @@ class _Run:
         self.run_ids: dict[int, str] = {}
         self.captured: list[tuple[str, bytes]] = []
         self.resolvers: Resolvers | None = None
+        self.started_at: dict[str, float] = {}
+        """When each restarted victim came back (monotonic)."""
 
     def log(self, text: str) -> None:
         self._log(f"[{self.scenario.name} +{time.monotonic() - self.t0:6.1f}s] {text}")
@@ -65,9 +67,13 @@ class _Run:
         return self.resolvers
 
 
-async def run_scenario(scenario: Scenario, *, seed: int, workdir: Path, log: Log = print) -> Report:
-    """Run ``scenario`` in ``workdir`` (ledger, nats store and logs stay there) and report."""
+async def run_scenario(
+    scenario: Scenario, *, seed: int, workdir: Path, log: Log = print, strict_nats: bool = False
+) -> Report:
+    """Run ``scenario`` in ``workdir`` (ledger, nats store and logs stay there) and report;
+    ``strict_nats`` fails overlapping executions across a nats-server crash too."""
     run = _Run(scenario, seed, workdir, log)
+    run.report.strict_nats = strict_nats
     run.log(f"seed {seed}; starting nats-server and {len(run.cluster.slots)} services")
     try:
         await asyncio.to_thread(run.cluster.start)
@@ -87,7 +93,12 @@ async def run_scenario(scenario: Scenario, *, seed: int, workdir: Path, log: Log
 async def _drive(run: _Run) -> None:
     sc = run.scenario
     run.plans = [
-        random_workflow(run.rng, f"chaos-{i}", sleep=sc.sleep, failing=i < sc.failing)
+        random_workflow(
+            run.rng,
+            f"chaos-{i}",
+            sleep=sc.slow_sleep if sc.slow_every and i % sc.slow_every == 1 else sc.sleep,
+            failing=i < sc.failing,
+        )
         for i in range(sc.workflows)
     ]
     run.rng.shuffle(run.plans)
@@ -96,10 +107,13 @@ async def _drive(run: _Run) -> None:
         run.plans.append(fan_in_workflow(run.rng, "fan-in", width=sc.fan_in, at=time.time() + 6))
     run.report.workflows_total = len(run.plans)
     run.report.tasks_total = sum(len(p.tasks) for p in run.plans)
+    run.report.tasks_to_run = sum(
+        1 for p in run.plans for e in p.expected().values() if e.state != pb.TASK_STATE_BLOCKED
+    )
     capture = await _start_capture(run) if sc.replay else None
     try:
         submitting = asyncio.create_task(_submit_all(run))
-        await _chaos(run)
+        await _chaos(run, submitting)
         if sc.kills:
             await _snapshot(run, "right after the last kill")
         await submitting
@@ -129,27 +143,40 @@ async def _submit_all(run: _Run) -> None:
 
     pending = []
     for index, plan in enumerate(run.plans):
+        if index:
+            await asyncio.sleep(gap)
         pending.append(asyncio.create_task(one(index, plan)))
-        await asyncio.sleep(gap)
     await asyncio.gather(*pending)
     run.log(f"all {len(run.plans)} workflows submitted")
 
 
-async def _chaos(run: _Run) -> None:
-    """Kill ``kills`` random victims at random intervals; restart each after a random pause."""
+async def _chaos(run: _Run, submitting: asyncio.Task[None]) -> None:
+    """Kill ``kills`` random victims at random intervals while the workflows are submitted, the
+    last one just after the last submit (so "time to finish after the last kill" measures
+    recovery, not submission); restart each victim after a random pause."""
     sc = run.scenario
     restarts: list[asyncio.Task[None]] = []
     kinds = [k for k, _ in sc.kinds]
     weights = [w for _, w in sc.kinds]
-    await asyncio.sleep(1.0)
-    for _ in range(sc.kills):
-        await asyncio.sleep(run.rng.uniform(*sc.kill_gap()))
+    began = time.monotonic()
+    # Kill moments: one at random in each equal slice of the submission span (stratified, so
+    # they cannot all bunch up at one end); the last one follows the last submit.
+    slice_ = max(sc.submit_spread - 1.0, 0.0) / max(sc.kills - 1, 1)
+    planned = [1.0 + (i + run.rng.random()) * slice_ for i in range(sc.kills - 1)]
+    for number in range(sc.kills):
+        if number == sc.kills - 1:
+            await asyncio.wait([submitting])
+            await asyncio.sleep(run.rng.uniform(0.1, 0.5))
+        else:
+            await asyncio.sleep(max(0.0, began + planned[number] - time.monotonic()))
         kind = run.rng.choices(kinds, weights)[0]
         up = sorted(run.cluster.targets({kind}))
         if not up:  # every victim of that kind is still down
             await asyncio.gather(*restarts)
             up = sorted(run.cluster.targets({kind}))
         target = run.rng.choice(up)
+        uptime = time.monotonic() - run.started_at.get(target, float("-inf"))
+        await asyncio.sleep(max(0.0, sc.min_uptime - uptime))
         record = await run.cluster.kill_async(target)
         down = run.rng.uniform(*sc.down_time)
         run.log(f"SIGKILL {target} (pid {record.pid}); restart in {down:.1f} s")
@@ -163,6 +190,7 @@ async def _chaos(run: _Run) -> None:
 async def _restart_later(run: _Run, target: str, down: float) -> None:
     await asyncio.sleep(down)
     pid = await run.cluster.restart_async(target)
+    run.started_at[target] = time.monotonic()
     run.log(f"restarted {target} (pid {pid})")
 
 

@@ -12,8 +12,21 @@ Rules (guarantee 2 of issue 3), per attempt of a task, executions ordered by sta
   - its executor cancelled it because its claim lapsed (NATS unreachable for most of the lease;
     a ``cancelled`` line, and the executor logged losing the claim on this attempt) —
     ``claim_lost``;
+  - nats-server was down while it ran or reported (it started before the server was back, the
+    crash came before it could have reported, the next execution started after the crash; an
+    executor may start a delivery it fetched before the crash during the outage) —
+    ``nats_crash``, counted
+    separately. Two mechanisms, both seen: an outage longer than the lease lets the delivery's
+    ack wait expire, so the restarted server redelivers it at once while the first executor,
+    its handler already done, is still waiting to publish the outcome (the redelivery's KV check
+    finds nothing committed yet); and JetStream persists a consumer's delivery state lazily even
+    with ``sync_interval: always``, so what it handed out in the last few milliseconds before the
+    crash is delivered again as a *first* delivery after the restart;
   anything else is an *unexplained duplicate*;
-* no two executions overlap in time (an execution of a killed pid ends at the kill);
+* no two executions overlap in time (an execution of a killed pid ends at the kill) — except
+  across a nats-server crash (the earlier one in flight at the crash, the later one started
+  after it: the "delivery unsaved" mechanism above), counted as ``nats_overlaps`` with evidence
+  in ``notes``: the delivery-as-claim design cannot prevent it, only a KV claim could;
 * no execution starts after the task's result was committed (``TaskRun.end_time``, stamped by
   the resolver just before its compare-and-set; ``COMMIT_MARGIN`` absorbs that write's latency);
 * an execution without an end line belongs to a killed pid (else the ledger lies or a handler
@@ -107,12 +120,18 @@ class LedgerAnalysis:
     re_executions: Counter[str] = field(default_factory=Counter)
     unexplained: int = 0
     overlaps: int = 0
+    nats_overlaps: int = 0
+    """Overlaps where the earlier execution was in flight when nats-server crashed (see notes)."""
     after_commit: int = 0
     raced_commit: int = 0
     unfinished: int = 0
     key_mismatches: int = 0
+    drop_recovery: list[float] = field(default_factory=list)
+    """Per dropped outcome: seconds from the end of the dropped run to the task's commit."""
     per_task: Counter[tuple[str, str]] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Evidence of what is counted separately rather than failed (nats-server crash effects)."""
 
     def problem(self, text: str) -> None:
         """Record one violation (the first 200 are kept with their evidence)."""
@@ -134,11 +153,14 @@ def analyse(
     drops: Mapping[tuple[int, str, str, int], int],
     claims_lost: Mapping[tuple[int, str, str, int], int],
     commits: Mapping[tuple[str, str], float],
+    nats_outages: Iterable[tuple[float, float]] = (),
 ) -> LedgerAnalysis:
     """Check every attempt's executions (see the module docstring).
 
     ``kills``: executor pid -> time it was dead; ``drops``: (pid, run, task, attempt) -> dropped
-    outcomes logged; ``claims_lost``: the same for attempts given up on a lapsed claim; ``commits``: (run, task) -> commit time of tasks that are COMPLETED/FAILED.
+    outcomes logged; ``claims_lost``: the same for attempts given up on a lapsed claim;
+    ``commits``: (run, task) -> commit time of tasks that are COMPLETED/FAILED; ``nats_outages``:
+    (SIGKILL, back up) times of nats-server.
     """
     out = LedgerAnalysis()
     groups: dict[AttemptKey, list[Execution]] = defaultdict(list)
@@ -146,52 +168,87 @@ def analyse(
         groups[(e.run, e.task, e.attempt)].append(e)
         out.executions += 1
         out.per_task[(e.run, e.task)] += 1
-    drops_left = dict(drops)
-    claims_left = dict(claims_lost)
-    for (run, task, attempt), group in groups.items():
-        group.sort(key=lambda e: e.start)
-        if len({e.key for e in group}) > 1:
-            out.key_mismatches += 1
-            out.problem(f"{run}/{task} attempt {attempt}: idempotency key changed between runs")
-        latest_end = float("-inf")
-        previous: Execution | None = None
-        for e in group:
-            finish = e.end if e.end is not None else kills.get(e.pid, float("inf"))
-            if e.end is None and e.pid not in kills:
-                out.unfinished += 1
-                out.problem(
-                    f"{run}/{task} attempt {attempt}: execution never ended and its executor "
-                    f"was not killed {_describe(e, kills)}"
-                )
-            if e.start < latest_end:
-                out.overlaps += 1
-                out.problem(
-                    f"{run}/{task} attempt {attempt}: overlapping executions; "
-                    f"{_describe(e, kills)} started before an earlier one ended"
-                )
-            latest_end = max(latest_end, finish)
-            if previous is not None:
-                reason = _why_lost(previous, e, kills, drops_left, claims_left)
-                if reason is None:
-                    out.unexplained += 1
-                    out.problem(
-                        f"{run}/{task} attempt {attempt}: unexplained duplicate "
-                        f"{_describe(e, kills)} after {_describe(previous, kills)}"
-                    )
-                else:
-                    out.re_executions[reason] += 1
-            commit = commits.get((run, task))
-            if commit is not None and e.start > commit:
-                if e.start > commit + COMMIT_MARGIN:
-                    out.after_commit += 1
-                    out.problem(
-                        f"{run}/{task} attempt {attempt}: ran after its result was committed at "
-                        f"{commit:.3f} {_describe(e, kills)}"
-                    )
-                else:
-                    out.raced_commit += 1
-            previous = e
+    context = _Context(kills, dict(drops), dict(claims_lost), commits, sorted(nats_outages))
+    for key, group in groups.items():
+        _judge_attempt(out, key, sorted(group, key=lambda e: e.start), context)
     return out
+
+
+@dataclass
+class _Context:
+    kills: Mapping[int, float]
+    drops_left: dict[tuple[int, str, str, int], int]
+    claims_left: dict[tuple[int, str, str, int], int]
+    commits: Mapping[tuple[str, str], float]
+    outages: list[tuple[float, float]]
+
+
+def _judge_attempt(
+    out: LedgerAnalysis, key: AttemptKey, group: list[Execution], ctx: _Context
+) -> None:
+    """Apply the rules to the executions of one attempt, ordered by start."""
+    run, task, attempt = key
+    label = f"{run}/{task} attempt {attempt}"
+    if len({e.key for e in group}) > 1:
+        out.key_mismatches += 1
+        out.problem(f"{label}: idempotency key changed between runs")
+    commit = ctx.commits.get((run, task))
+    holder: Execution | None = None  # the execution that ends last so far
+    holder_end = float("-inf")
+    previous: Execution | None = None
+    for e in group:
+        finish = e.end if e.end is not None else ctx.kills.get(e.pid, float("inf"))
+        if e.end is None and e.pid not in ctx.kills:
+            out.unfinished += 1
+            out.problem(
+                f"{label}: execution never ended and its executor was not killed "
+                f"{_describe(e, ctx.kills)}"
+            )
+        if holder is not None and e.start < holder_end:
+            what = f"{_describe(e, ctx.kills)} started before {_describe(holder, ctx.kills)} ended"
+            if _nats_crash(holder, e, ctx.outages):
+                out.nats_overlaps += 1
+                out.notes.append(f"{label}: overlap across a nats-server crash; {what}")
+            else:
+                out.overlaps += 1
+                out.problem(f"{label}: overlapping executions; {what}")
+        if finish > holder_end:
+            holder, holder_end = e, finish
+        if previous is not None:
+            _judge_re_run(out, label, previous, e, commit, ctx)
+        if commit is not None and e.start > commit:
+            if e.start > commit + COMMIT_MARGIN:
+                out.after_commit += 1
+                out.problem(
+                    f"{label}: ran after its result was committed at {commit:.3f} "
+                    f"{_describe(e, ctx.kills)}"
+                )
+            else:
+                out.raced_commit += 1
+        previous = e
+
+
+def _judge_re_run(
+    out: LedgerAnalysis,
+    label: str,
+    previous: Execution,
+    e: Execution,
+    commit: float | None,
+    ctx: _Context,
+) -> None:
+    reason = _why_lost(previous, e, ctx.kills, ctx.drops_left, ctx.claims_left) or _nats_crash(
+        previous, e, ctx.outages
+    )
+    if reason is None:
+        out.unexplained += 1
+        out.problem(
+            f"{label}: unexplained duplicate {_describe(e, ctx.kills)} after "
+            f"{_describe(previous, ctx.kills)}"
+        )
+        return
+    out.re_executions[reason] += 1
+    if reason == "dropped" and commit is not None and previous.end is not None:
+        out.drop_recovery.append(commit - previous.end)
 
 
 def _why_lost(
@@ -220,4 +277,17 @@ def _why_lost(
     if drops_left.get(key, 0) > 0:
         drops_left[key] -= 1
         return "dropped"
+    return None
+
+
+def _nats_crash(
+    before: Execution, after: Execution, outages: list[tuple[float, float]]
+) -> str | None:
+    """Whether ``before`` was running or reporting during a nats-server outage (it started before
+    the server was back, and the crash came before it could have reported), and ``after`` started
+    after the crash."""
+    for crashed, back in outages:
+        reported_by = (before.end if before.end is not None else crashed) + REPORT_WINDOW
+        if before.start <= back and crashed <= reported_by and crashed <= after.start:
+            return "nats_crash"
     return None

@@ -69,6 +69,10 @@ class Service(ABC):
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
         """Start background loops once NATS is ready (must return promptly)."""
 
+    def on_reconnected(self) -> None:
+        """Called when NATS comes back after a disconnect (default: nothing)."""
+        return
+
     async def stop_work(self) -> None:
         """Stop background loops, draining what is in flight (bounded by the drain timeout)."""
         return
@@ -168,6 +172,7 @@ class Service(ABC):
 
         async def on_reconnect() -> None:
             logger.info("%s reconnected to NATS", self.name)
+            self.on_reconnected()
             await self._set_health(service_names, serving=True)
 
         async def establish() -> None:

@@ -84,6 +84,7 @@ class TaskRunner:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._suspects = asyncio.Lock()
+        self._claims: set[_Claim] = set()
         self.completed = 0
         self.failed = 0
 
@@ -156,10 +157,30 @@ class TaskRunner:
             await msg.term()
             return
         delivered = msg.metadata.num_delivered or 1
-        if delivered > 1 and await self._already_done(dispatch):
-            await msg.ack()
-            return
+        sent = msg.metadata.timestamp
+        # A delivery older than the lease may be a redelivery in disguise: a restarted
+        # nats-server can lose delivery counts (they are saved lazily) and hand it out as new.
+        suspicious = delivered > 1 or (
+            sent is not None and time.time() - sent.timestamp() > self._settings.task_lease
+        )
+        if suspicious:
+            try:
+                done = await self._already_done(dispatch)
+            except StellwerkError as exc:
+                logger.warning(
+                    "cannot check %s/%s (%s); retrying later",
+                    dispatch.workflow_id,
+                    dispatch.task_id,
+                    exc,
+                )
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+                return
+            if done:
+                await msg.ack()
+                return
         claim = _Claim()
+        self._claims.add(claim)
         heartbeat = asyncio.create_task(self._heartbeat(msg, claim))
         try:
             # A redelivered attempt may be the one that killed our predecessor: run such
@@ -176,10 +197,11 @@ class TaskRunner:
                         return
                 event = await self._run_claimed(dispatch, params, claim)
         finally:
+            self._claims.discard(claim)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
-        if event is None:
+        if event is None or claim.lost:
             return  # the claim was lost; the redelivery belongs to someone else
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
@@ -256,12 +278,9 @@ class TaskRunner:
 
     async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool:
         """On redelivery only (off the hot path): is this attempt over already?"""
-        try:
-            found = await self._tasks.get(
-                names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
-            )
-        except StellwerkError:
-            return False
+        found = await self._tasks.get(
+            names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
+        )
         if found is None:
             return True  # the run is gone (retention or abandoned submit)
         task = found.value
@@ -277,17 +296,29 @@ class TaskRunner:
         lease = self._settings.task_lease
         interval = max(0.2, lease / 3)
         last_sent = time.monotonic()
-        while True:
+        while not claim.lost:
             await asyncio.sleep(interval)
+            # Check the gap *before* heartbeating: a heartbeat after a long silence cannot
+            # bring back a claim that may have lapsed meanwhile.
+            if time.monotonic() - last_sent > 0.8 * lease:
+                self._lose(claim)
+                return
             if self._nc.is_connected:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     last_sent = time.monotonic()
-            if time.monotonic() - last_sent > 0.8 * lease:
-                claim.lost = True
-                if claim.work is not None:
-                    claim.work.cancel()
-                return
+
+    def _lose(self, claim: _Claim) -> None:
+        claim.lost = True
+        if claim.work is not None:
+            claim.work.cancel()
+
+    def drop_claims(self) -> None:
+        """NATS reconnected: a restarted server redelivers unacknowledged deliveries within about
+        a lease whatever heartbeats it had, so every claim held across the gap may be someone
+        else's now. Give them all up (their handlers are cancelled, nothing is reported)."""
+        for claim in list(self._claims):
+            self._lose(claim)
 
     async def _invoke(
         self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]

@@ -92,6 +92,10 @@ class Executor(Service):
             self._keep_registered(topology), name="registration"
         )
 
+    def on_reconnected(self) -> None:
+        if self._runner is not None:
+            self._runner.drop_claims()
+
     async def stop_work(self) -> None:
         if self._registration is not None:
             self._registration.cancel()
