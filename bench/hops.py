@@ -55,8 +55,8 @@ async def main(n: int, resolvers: int, runs: int) -> None:
             await one_run(stub, 10)  # warm up
             hops = [await one_run(stub, n) for _ in range(runs)]
         print(
-            f"chain of {n}, {resolvers} resolver(s): ms per hop median {statistics.median(hops):.2f} "
-            f"(min {min(hops):.2f}, max {max(hops):.2f}, {runs} runs)"
+            f"chain of {n}, {resolvers} resolver(s): ms per hop median "
+            f"{statistics.median(hops):.2f} (min {min(hops):.2f}, max {max(hops):.2f}, {runs} runs)"
         )
     finally:
         for proc in procs:
