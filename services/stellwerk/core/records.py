@@ -102,8 +102,32 @@ def _check_version(doc: dict[str, Any], kind: str) -> None:
         raise StellwerkError(f"{kind} document has unknown format version {doc.get('v')!r}")
 
 
+class _Document:
+    """JSON (de)serialisation shared by the KV documents; subclasses revive their enums."""
+
+    __slots__ = ()
+
+    def to_bytes(self) -> bytes:
+        """Serialise for KV."""
+        doc = _shallow(self)
+        doc["v"] = FORMAT_VERSION
+        return dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a KV value; refuses a format version it does not know."""
+        doc = loads(data)
+        _check_version(doc, cls.__name__)
+        doc.pop("v")
+        return cls(**cls._revive(doc))
+
+    @classmethod
+    def _revive(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc
+
+
 @dataclass(frozen=True, slots=True)
-class TaskRecord:
+class TaskRecord(_Document):
     """One task of one run, as stored under ``names.task_key``."""
 
     run_id: str
@@ -144,25 +168,15 @@ class TaskRecord:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
-    def to_bytes(self) -> bytes:
-        """Serialise for KV."""
-        doc = _shallow(self)
-        doc["v"] = FORMAT_VERSION
-        return dumps(doc)
-
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Parse a KV value."""
-        doc = loads(data)
-        _check_version(doc, "task")
-        doc.pop("v")
+    def _revive(cls, doc: dict[str, Any]) -> dict[str, Any]:
         doc["state"] = TaskState(doc["state"])
         doc["dependents"] = [(d[0], int(d[1])) for d in doc["dependents"]]
-        return cls(**doc)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
-class RunRecord:
+class RunRecord(_Document):
     """The header of one run, under ``names.run_key``; its creation commits a submit."""
 
     id: str
@@ -185,24 +199,14 @@ class RunRecord:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
-    def to_bytes(self) -> bytes:
-        """Serialise for KV."""
-        doc = _shallow(self)
-        doc["v"] = FORMAT_VERSION
-        return dumps(doc)
-
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Parse a KV value."""
-        doc = loads(data)
-        _check_version(doc, "run")
-        doc.pop("v")
+    def _revive(cls, doc: dict[str, Any]) -> dict[str, Any]:
         doc["state"] = RunState(doc["state"])
-        return cls(**doc)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutorRecord:
+class ExecutorRecord(_Document):
     """An executor's registration in the executors bucket, refreshed while it lives."""
 
     id: str
@@ -216,17 +220,3 @@ class ExecutorRecord:
     def alive(self, now: float) -> bool:
         """Seen within three heartbeat intervals."""
         return now - self.last_seen <= 3 * self.heartbeat_interval
-
-    def to_bytes(self) -> bytes:
-        """Serialise for KV."""
-        doc = _shallow(self)
-        doc["v"] = FORMAT_VERSION
-        return dumps(doc)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Parse a KV value."""
-        doc = loads(data)
-        _check_version(doc, "executor")
-        doc.pop("v")
-        return cls(**doc)
