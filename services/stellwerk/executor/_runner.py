@@ -257,21 +257,25 @@ class TaskRunner:
         current, wrote = await self._tasks.mutate(key, change)
         return 1 + current.value.reruns if wrote else None
 
-    def _poisoned(self, dispatch: events_pb2.TaskDispatch, runs: int) -> events_pb2.TaskEvent:
-        """The outcome of an attempt that keeps killing its executors: failed, not run again."""
-        event = events_pb2.TaskEvent(
+    def _event_for(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
+        """An outcome message for ``dispatch``'s attempt, still without its outcome."""
+        return events_pb2.TaskEvent(
             format_version=1,
             workflow_id=dispatch.workflow_id,
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             generation=dispatch.generation,
             executor_id=self.executor_id,
-            outcome=events_pb2.TASK_OUTCOME_FAILED,
-            error=(
-                f"attempt {dispatch.attempt} ran {runs} times and never finished: every "
-                "executor that ran it died or lost its claim (poison task; limit "
-                f"STELLWERK_MAX_DELIVERIES={self._settings.max_deliveries})"
-            ),
+        )
+
+    def _poisoned(self, dispatch: events_pb2.TaskDispatch, runs: int) -> events_pb2.TaskEvent:
+        """The outcome of an attempt that keeps killing its executors: failed, not run again."""
+        event = self._event_for(dispatch)
+        event.outcome = events_pb2.TASK_OUTCOME_FAILED
+        event.error = (
+            f"attempt {dispatch.attempt} ran {runs} times and never finished: every "
+            "executor that ran it died or lost its claim (poison task; limit "
+            f"STELLWERK_MAX_DELIVERIES={self._settings.max_deliveries})"
         )
         event.end_time.CopyFrom(_now_ts())
         return event
@@ -331,14 +335,7 @@ class TaskRunner:
             method=dispatch.method,
         )
         timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
-        event = events_pb2.TaskEvent(
-            format_version=1,
-            workflow_id=dispatch.workflow_id,
-            task_id=dispatch.task_id,
-            attempt=dispatch.attempt,
-            generation=dispatch.generation,
-            executor_id=self.executor_id,
-        )
+        event = self._event_for(dispatch)
         try:
             output = await self._table.invoke(dispatch.method, params, ctx, timeout=timeout)
             result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
