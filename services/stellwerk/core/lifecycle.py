@@ -137,7 +137,10 @@ class Service(ABC):
             del self._server
             gc.collect()
             if self._nc is not None and not self._nc.is_closed:
-                await self._nc.close()
+                # With NATS away, close() may raise on the dead transport or wait on the
+                # reconnect loop; neither may keep a stopping service alive.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._nc.close(), timeout=5)
 
     async def shutdown(self) -> None:
         """Ask :meth:`run` to drain and return (idempotent)."""
