@@ -4,6 +4,7 @@ buckets they need, created idempotently and updated in place when their configur
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ async def connect(
     servers = settings.nats_servers()
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(_CONNECT_ERRORS),
+        # nats-py may turn our cancellation into a TimeoutError: never retry once asked to stop.
+        stop=lambda _state: _cancel_requested(),
         wait=wait_exponential_jitter(initial=0.2, max=5.0),
         before_sleep=lambda state: logger.warning(
             "NATS at %s unreachable (%s); retrying",
@@ -81,6 +84,11 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
     return nc
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _log_error(exc: Exception) -> None:

@@ -193,7 +193,7 @@ class Service(ABC):
         await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():
             setup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await setup
             return False
         stop.cancel()
