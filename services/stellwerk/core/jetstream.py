@@ -31,6 +31,7 @@ from stellwerk.core.settings import Settings
 
 __all__ = [
     "Topology",
+    "cancel_requested",
     "connect",
     "ensure_dispatch_consumer",
     "ensure_resolver_consumer",
@@ -59,7 +60,7 @@ async def connect(
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(_CONNECT_ERRORS),
         # nats-py may turn our cancellation into a TimeoutError: never retry once asked to stop.
-        stop=lambda _state: _cancel_requested(),
+        stop=lambda _state: cancel_requested(),
         wait=wait_exponential_jitter(initial=0.2, max=5.0),
         before_sleep=lambda state: logger.warning(
             "NATS at %s unreachable (%s); retrying",
@@ -86,7 +87,12 @@ async def connect(
     return nc
 
 
-def _cancel_requested() -> bool:
+def cancel_requested() -> bool:
+    """Whether the running task has been asked to stop.
+
+    Loops that retry on broad errors must check this: nats-py turns a cancelled ``fetch`` (or
+    connect) into a ``TimeoutError``, so without it a cancelled loop would simply carry on.
+    """
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
 

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.errors import UnavailableError
 from stellwerk.core.grpc_errors import DomainErrorInterceptor
-from stellwerk.core.jetstream import Topology, connect, ensure_topology
+from stellwerk.core.jetstream import Topology, cancel_requested, connect, ensure_topology
 from stellwerk.core.metrics import MetricsServer, Registry
 from stellwerk.core.settings import Settings, parse_listen
 
@@ -32,16 +32,6 @@ __all__ = ["Service", "cancel_requested", "run_until_signalled"]
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def cancel_requested() -> bool:
-    """Whether the running task has been asked to stop.
-
-    Loops that retry on broad errors must check this: nats-py turns a cancelled ``fetch`` into a
-    ``TimeoutError``, so without it a cancelled loop would simply carry on.
-    """
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class Service(ABC):

@@ -159,11 +159,6 @@ class TaskRecord(_Document):
     dispatched_at: float | None = None
     ended_at: float | None = None
 
-    @property
-    def ready(self) -> bool:
-        """All dependencies settled."""
-        return bitmap_count(self.settled_deps) == len(self.dependencies)
-
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)

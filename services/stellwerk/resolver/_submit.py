@@ -179,7 +179,7 @@ class Submitter:
             await self._runs_kv.put(names.order_key(run_id), dumps(docs.order))
             created = await self._runs.create(names.run_key(run_id), docs.header)
         except (StellwerkError, OSError, TimeoutError) as exc:
-            await self._abandon(run_id, docs.order)
+            await self._abandon(run_id)
             if isinstance(exc, StellwerkError):
                 raise
             raise UnavailableError(f"could not write run {run_id}: {exc}") from exc
@@ -230,7 +230,7 @@ class Submitter:
         ]
         await self._dispatch_roots(roots)
 
-    async def _abandon(self, run_id: str, order: list[str]) -> None:
+    async def _abandon(self, run_id: str) -> None:
         """Best-effort removal of a run that failed before its commit point."""
         try:
             await remove(self._tasks.kv, names.task_prefix(run_id))
