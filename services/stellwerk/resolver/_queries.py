@@ -137,7 +137,8 @@ class RunReader:
         async def pump(watcher: object, kind: str) -> None:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=30)  # type: ignore[attr-defined]
+                    # A missed update (watcher recreated after a NATS hiccup) costs one tick.
+                    entry = await watcher.updates(timeout=5)  # type: ignore[attr-defined]
                 except TimeoutError:
                     queue.put_nowait(("tick", None))
                     continue
