@@ -22,26 +22,31 @@ from stellwerk.workflow.v1 import workflow_service_pb2 as api
 from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
 
-def chain(n: int) -> str:
-    tasks = [{"id": "t0", "method": "test/noop", "params": {"value": 0}}]
-    tasks += [
-        {"id": f"t{i}", "method": "test/noop", "dependencies": [f"t{i - 1}"]} for i in range(1, n)
-    ]
+def chain(n: int, method: str) -> str:
+    tasks = [{"id": "t0", "method": method, "params": {"value": 0}}]
+    tasks += [{"id": f"t{i}", "method": method, "dependencies": [f"t{i - 1}"]} for i in range(1, n)]
     return json.dumps({"name": "chain", "tasks": tasks})
 
 
-async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int) -> float:
-    started = time.perf_counter()
-    run = (
-        await stub.SubmitWorkflow(api.SubmitWorkflowRequest(document=chain(n)), timeout=60)
-    ).workflow
-    async for change in stub.WatchWorkflow(api.WatchWorkflowRequest(id=run.id), timeout=300):
-        if change.workflow.state != pb.WORKFLOW_STATE_RUNNING:
-            break
-    return (time.perf_counter() - started) / n * 1000
+async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int, method: str) -> float:
+    """Per-hop ms of one chain: submit to the end time the resolver stamps, found by polling
+    (a WatchWorkflow stream would cost the resolver CPU on every hop)."""
+    started = time.time()
+    request = api.SubmitWorkflowRequest(document=chain(n, method), document_format="json")
+    run = (await stub.SubmitWorkflow(request, timeout=60)).workflow
+    get = api.GetWorkflowRequest(id=run.id, view=pb.WORKFLOW_VIEW_BASIC)
+
+    async def ended() -> bool:
+        return bool(
+            (await stub.GetWorkflow(get, timeout=30)).workflow.state != pb.WORKFLOW_STATE_RUNNING
+        )
+
+    await eventually(ended, timeout=300, interval=0.02)
+    end = (await stub.GetWorkflow(get, timeout=30)).workflow.end_time.ToNanoseconds() / 1e9
+    return (end - started) / n * 1000
 
 
-async def main(n: int, resolvers: int, runs: int) -> None:
+async def main(n: int, resolvers: int, runs: int, method: str) -> None:
     server = NatsServer.start_new()
     procs = [
         ServiceProcess("resolver", server.url, env=HANDLER_ENV).start() for _ in range(resolvers)
@@ -52,10 +57,10 @@ async def main(n: int, resolvers: int, runs: int) -> None:
             await eventually(lambda p=proc: serving(p.address), timeout=60)
         async with grpc.aio.insecure_channel(procs[0].address) as channel:
             stub = wf_grpc.WorkflowServiceStub(channel)
-            await one_run(stub, 10)  # warm up
-            hops = [await one_run(stub, n) for _ in range(runs)]
+            await one_run(stub, 10, method)  # warm up
+            hops = [await one_run(stub, n, method) for _ in range(runs)]
         print(
-            f"chain of {n}, {resolvers} resolver(s): ms per hop median "
+            f"chain of {n} {method}, {resolvers} resolver(s): ms per hop median "
             f"{statistics.median(hops):.2f} (min {min(hops):.2f}, max {max(hops):.2f}, {runs} runs)"
         )
     finally:
@@ -69,5 +74,6 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--resolvers", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--method", default="test/noop", help="test/noop (sync) or test/anoop")
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.resolvers, args.runs))
+    asyncio.run(main(args.tasks, args.resolvers, args.runs, args.method))

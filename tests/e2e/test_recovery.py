@@ -131,6 +131,53 @@ tasks:
     assert len(cluster.starts("b")) == 1  # the dependent was not dispatched again
 
 
+async def test_outcome_that_overtakes_its_dispatch_record_is_deferred_not_lost(
+    cluster: Cluster, js: Any
+) -> None:
+    # The resolver publishes a dispatch together with the write that records it, so an outcome
+    # can reach a resolver while its task still reads PENDING. Simulate that order with no
+    # executor online: b's outcome first, then the outcome of a that makes b dispatched.
+    first = await cluster.start("executor")  # registers the methods, then goes away
+    first.terminate()
+    resolver = await cluster.start("resolver")
+    stub = await stub_for(resolver)
+    document = """
+tasks:
+  - {id: a, method: test/ledger, params: {value: 1}}
+  - {id: b, method: test/ledger, dependencies: [a], params: {inputs: ["${a}"]}}
+"""
+    run = await submit(stub, document)
+
+    async def outcome(task: str, value: int) -> None:
+        event = events_pb2.TaskEvent(
+            format_version=1,
+            workflow_id=run.id,
+            task_id=task,
+            attempt=1,
+            outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
+            result_json=str(value),
+            executor_id="elsewhere",
+        )
+        await js.publish(
+            names.event_subject(run.id, task),
+            event.SerializeToString(),
+            headers={"Nats-Msg-Id": names.event_msg_id(run.id, task, 1, 0)},
+        )
+
+    await outcome("b", 42)
+
+    async def offered_again() -> bool:
+        info = await js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
+        return bool(info.num_redelivered >= 1)
+
+    await eventually(offered_again, message="the early outcome was offered again")
+    await outcome("a", 1)
+    done = await wait_done(stub, run.id)
+    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    assert result(tasks_by_id(done)["b"]) == 42  # the early outcome, kept until it fit
+    assert cluster.executions() == []
+
+
 async def test_lost_dispatch_is_redispatched_by_the_reconciler(cluster: Cluster, js: Any) -> None:
     first = await cluster.start("executor")  # registers the methods, then goes away
     first.terminate()

@@ -28,7 +28,7 @@ from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
 from stellwerk.core.lifecycle import cancel_requested
-from stellwerk.core.records import TaskRecord
+from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.events.v1 import events_pb2
@@ -176,6 +176,10 @@ class TaskRunner:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1.0)
                 return
+            if done is None:  # its dispatch overtook the write recording it: ask again soon
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=0.5)
+                return
             if done:
                 await msg.ack()
                 return
@@ -280,14 +284,18 @@ class TaskRunner:
         event.end_time.CopyFrom(_now_ts())
         return event
 
-    async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool:
-        """On redelivery only (off the hot path): is this attempt over already?"""
+    async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool | None:
+        """On redelivery only (off the hot path): is this attempt over already? ``None`` while
+        the task is not recorded as dispatched yet (the resolver publishes a dispatch together
+        with the write that records it)."""
         found = await self._tasks.get(
             names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
         )
         if found is None:
             return True  # the run is gone (retention or abandoned submit)
         task = found.value
+        if task.state is TaskState.PENDING and dispatch.attempt == task.attempt + 1:
+            return None
         return (
             task.state.settled
             or task.attempt != dispatch.attempt

@@ -22,7 +22,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import nats.js.errors as jserr
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -85,14 +84,14 @@ class Reconciler:
             if task.state is TaskState.DISPATCHED:
                 if (task.dispatched_at or 0) + self.stale_after > now:
                     continue
-                if await self._dispatch_waiting(task) or await self._outcome_waiting(task):
+                if await self._progress.dispatcher.already_sent(task):
                     continue
                 if await self._progress.redispatch(task):
                     report.redispatched += 1
             elif task.state.settled and self._unpropagated(task, tasks, run):
-                if (task.ended_at or 0) + self.stale_after > now or await self._outcome_waiting(
-                    task
-                ):
+                if (task.ended_at or 0) + self.stale_after > now:
+                    continue
+                if await self._progress.dispatcher.outcome_waiting(task):
                     continue
                 logger.info("re-propagating %s/%s", run.id, task.id)
                 await self._progress.propagate(task, may_republish=False)
@@ -105,18 +104,3 @@ class Reconciler:
             if other is not None and not bitmap_test(other.settled_deps, index):
                 return True
         return task.sink_index is not None and not bitmap_test(run.settled_sinks, task.sink_index)
-
-    async def _message_waiting(self, stream: str, subject: str) -> bool:
-        try:
-            await self._js.get_last_msg(stream, subject)
-        except jserr.NotFoundError:
-            return False
-        return True
-
-    async def _dispatch_waiting(self, task: TaskRecord) -> bool:
-        subject = names.dispatch_subject(task.method, task.run_id, task.id)
-        return await self._message_waiting(names.DISPATCH_STREAM, subject)
-
-    async def _outcome_waiting(self, task: TaskRecord) -> bool:
-        subject = names.event_subject(task.run_id, task.id)
-        return await self._message_waiting(names.EVENTS_STREAM, subject)

@@ -29,6 +29,7 @@ __all__ = ["EventConsumer", "decode_outcome"]
 logger = logging.getLogger(__name__)
 
 _FETCH_BATCH = 256
+_EARLY_MAX_DELIVERIES = 300
 
 
 def decode_outcome(data: bytes) -> Outcome:
@@ -152,7 +153,7 @@ class EventConsumer:
         try:
             # Re-sending a dispatch is only safe while the dedup window still covers the first
             # send (see core/progress and the reconciler).
-            await self._progress.apply_many(
+            early = await self._progress.apply_many(
                 [outcome for _, _, outcome in readable],
                 may_republish=time.time() - oldest < self._dedup_window / 2,
             )
@@ -168,8 +169,30 @@ class EventConsumer:
                     await msg.nak(delay=1.0)
             return
         now = time.perf_counter()
-        for msg, received, _ in readable:
+        early_ids = {id(outcome) for outcome in early}
+        for msg, received, outcome in readable:
+            if id(outcome) in early_ids and await self._offer_again(msg, outcome):
+                continue
             self._resolution.observe(now - received)
             self._applied.inc()
             with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
                 await msg.ack()
+
+    async def _offer_again(self, msg: Msg, outcome: Outcome) -> bool:
+        """An outcome that overtook the write recording its dispatch: redeliver it shortly, with
+        backoff. That write follows within a redelivery of the event that makes it; only a forged
+        event stays early through ``_EARLY_MAX_DELIVERIES`` offers (about ten minutes of running
+        resolvers; counted in deliveries, not age, so a resolver outage does not expire it). Then
+        it is dropped: returns ``False`` (acknowledge it)."""
+        tries = msg.metadata.num_delivered or 1
+        if tries >= _EARLY_MAX_DELIVERIES:
+            logger.error(
+                "dropping an outcome of %s/%s attempt %d: its task was never dispatched",
+                outcome.run_id,
+                outcome.task_id,
+                outcome.attempt,
+            )
+            return False
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=min(0.01 * 2 ** min(tries, 10), 2.0))
+        return True

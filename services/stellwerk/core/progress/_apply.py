@@ -55,6 +55,13 @@ def _blocked_reason(dep: TaskRecord) -> str:
     return f"dependency {dep.id!r} {dep.state.lower()}: {dep.error}"
 
 
+class _TooEarly:
+    """Marks an outcome whose task is not recorded as dispatched yet."""
+
+
+_TOO_EARLY = _TooEarly()
+
+
 class Outcome:
     """A reported result of one attempt (decoded from a ``TaskEvent``)."""
 
@@ -94,17 +101,27 @@ class Progress:
         self._runs = runs
         self._dispatcher = dispatcher
 
-    async def apply(self, outcome: Outcome, *, may_republish: bool) -> None:
-        """Record ``outcome`` and everything that follows from it (see :meth:`apply_many`)."""
-        await self.apply_many([outcome], may_republish=may_republish)
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where this progress publishes dispatches."""
+        return self._dispatcher
 
-    async def apply_many(self, outcomes: list[Outcome], *, may_republish: bool) -> None:
+    async def apply(self, outcome: Outcome, *, may_republish: bool) -> bool:
+        """Record ``outcome`` and everything that follows from it (see :meth:`apply_many`);
+        ``False`` if it came too early and must be offered again later."""
+        return not await self.apply_many([outcome], may_republish=may_republish)
+
+    async def apply_many(self, outcomes: list[Outcome], *, may_republish: bool) -> list[Outcome]:
         """Record several outcomes and everything that follows from them.
 
         Grouped, so a batch costs one compare-and-set per touched document: twenty tasks of a
         fan-in finishing together set their twenty bits on the join in one write.
         ``may_republish`` allows re-sending a dispatch found written but maybe not published;
         callers pass it only while JetStream's dedup window still covers the original publish.
+
+        Returns the outcomes that came too early: their task's dispatch is published together
+        with the write that records it, so an outcome can overtake that write. The caller offers
+        them again shortly (they are not lost, and not wrongly ignored).
         """
         first: dict[tuple[str, str], Outcome] = {}
         repeats: list[Outcome] = []
@@ -114,16 +131,19 @@ class Progress:
                 repeats.append(outcome)
             else:
                 first[key] = outcome
-        settled = await asyncio.gather(*(self._commit(o) for o in first.values()))
+        committed = list(await asyncio.gather(*(self._commit(o) for o in first.values())))
         for outcome in repeats:  # duplicates within one batch: after the first, one by one
-            settled.append(await self._commit(outcome))
-        await self.propagate_many(
-            [t for t in settled if t is not None], may_republish=may_republish
-        )
+            committed.append(await self._commit(outcome))
+        ordered = [*first.values(), *repeats]
+        early = [o for o, c in zip(ordered, committed, strict=True) if c is _TOO_EARLY]
+        settled = [c for c in committed if isinstance(c, TaskRecord)]
+        await self.propagate_many(settled, may_republish=may_republish)
+        return early
 
-    async def _commit(self, outcome: Outcome) -> TaskRecord | None:
+    async def _commit(self, outcome: Outcome) -> TaskRecord | _TooEarly | None:
         """Commit ``outcome`` on its task (first result per attempt wins); returns the settled
-        task whose consequences must follow, or ``None`` when there are none."""
+        task whose consequences must follow, ``_TOO_EARLY`` if the task's dispatch is not
+        recorded yet, or ``None`` when nothing follows."""
         key = names.task_key(outcome.run_id, outcome.task_id)
         fresh = False
         while True:
@@ -142,6 +162,8 @@ class Progress:
                 # outcome on the word of the cache.
                 fresh = True
                 continue
+            if task.state is TaskState.PENDING and outcome.attempt == task.attempt + 1:
+                return _TOO_EARLY  # its dispatch overtook the write that records it
             if task.attempt != outcome.attempt:
                 return None  # a late result of an attempt that is no longer current
             if task.state.settled:
@@ -238,15 +260,48 @@ class Progress:
                         raise
                     new = new.evolve(state=TaskState.FAILED, error=str(exc), ended_at=time.time())
                     dispatch = None
+            if dispatch is not None and may_republish:
+                if await self._record_and_dispatch(key, new, current.revision, dispatch):
+                    return None
+                fresh = True
+                continue
             try:
                 await self._tasks.update(key, new, current.revision)
             except ConflictError:
                 fresh = True
                 continue
             if dispatch is not None:
-                await self._dispatcher.publish(new, dispatch)
+                # Off the hot path (an old event, or recovery): an earlier pass may have sent
+                # this dispatch beyond the dedup window's reach; never send it twice.
+                if not await self._dispatcher.already_sent(new):
+                    await self._dispatcher.publish(new, dispatch)
                 return None
             return new if new.state.settled else None
+
+    async def _record_and_dispatch(
+        self, key: str, new: TaskRecord, revision: int, dispatch: bytes
+    ) -> bool:
+        """Write the DISPATCHED document and publish its dispatch at once: one round trip on the
+        critical path instead of two. Returns ``False`` when the write lost a race (the caller
+        re-reads and decides again).
+
+        Publishing before the write is known to stick is safe because a dependency's bits only
+        grow and its inputs are committed already: whoever wins the race dispatches the same
+        attempt under the same message id, which JetStream drops as a duplicate. If the write
+        fails for good, the event is redelivered and repeats both; an outcome that overtakes the
+        write is deferred by the resolver, not dropped (see ``Progress.apply_many``)."""
+        written, published = await asyncio.gather(
+            self._tasks.update(key, new, revision),
+            self._dispatcher.publish(new, dispatch),
+            return_exceptions=True,
+        )
+        if isinstance(published, BaseException):
+            raise published
+        if isinstance(written, ConflictError):
+            return False
+        if isinstance(written, BaseException):
+            raise written
+        return True
 
     async def _already_settled(self, task: TaskRecord, *, may_republish: bool) -> TaskRecord | None:
         """Our bit was set before — by us before a crash, or by a duplicate. Redo what may have

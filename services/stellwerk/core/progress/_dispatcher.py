@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import nats.errors
+import nats.js.errors as jserr
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
@@ -90,6 +91,29 @@ class Dispatcher:
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
+
+    async def _waiting(self, stream: str, subject: str) -> bool:
+        try:
+            await self._js.get_last_msg(stream, subject)
+        except jserr.NotFoundError:
+            return False
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            raise UnavailableError(f"could not look up {subject}: {exc}") from exc
+        return True
+
+    async def dispatch_waiting(self, task: TaskRecord) -> bool:
+        """Whether a dispatch of ``task`` waits (or is being worked on) in the dispatch stream."""
+        subject = names.dispatch_subject(task.method, task.run_id, task.id)
+        return await self._waiting(names.DISPATCH_STREAM, subject)
+
+    async def outcome_waiting(self, task: TaskRecord) -> bool:
+        """Whether an outcome of ``task`` waits in the events stream."""
+        return await self._waiting(names.EVENTS_STREAM, names.event_subject(task.run_id, task.id))
+
+    async def already_sent(self, task: TaskRecord) -> bool:
+        """Whether ``task``'s dispatch is on its way or has produced an outcome already (two
+        lookups by subject: for recovery paths only)."""
+        return await self.dispatch_waiting(task) or await self.outcome_waiting(task)
 
     async def publish_many(self, items: Iterable[tuple[TaskRecord, bytes]]) -> None:
         """Publish several dispatches concurrently (in bounded chunks)."""
