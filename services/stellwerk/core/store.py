@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import nats.errors
 import nats.js.errors as jserr
+from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
+from stellwerk.core.bulk import Message, kv_subject, publish_all
 from stellwerk.core.errors import ConflictError, NotFoundError, UnavailableError
 from stellwerk.core.records import RunRecord, TaskRecord
 
@@ -93,6 +95,26 @@ class DocumentStore(Generic[T]):
         except _UNAVAILABLE as exc:
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, revision))
+
+    async def create_many(
+        self, nc: NatsClient, items: Sequence[tuple[str, T]]
+    ) -> list[Versioned[T] | None]:
+        """:meth:`create` for many keys, published back to back (``core.bulk``); ``None`` for
+        each key that already existed."""
+        expect_new = {"Nats-Expected-Last-Subject-Sequence": "0"}
+        acks = await publish_all(
+            nc,
+            [Message(kv_subject(self.kv, k), self._encode(v), expect_new) for k, v in items],
+        )
+        created: list[Versioned[T] | None] = []
+        for (key, value), ack in zip(items, acks, strict=True):
+            if ack.sequence is not None:
+                created.append(self._remember(key, Versioned(value, ack.sequence)))
+            elif ack.wrong_last_sequence:
+                created.append(None)
+            else:
+                raise UnavailableError(f"NATS refused writing {key}: {ack.description}")
+        return created
 
     async def put(self, key: str, value: T) -> Versioned[T]:
         """Unconditional write (only for documents with a single writer)."""

@@ -70,6 +70,7 @@ class Resolver(Service):
         dispatcher = Dispatcher(topology.js, max_payload=nc.max_payload)
         self._progress = Progress(tasks=tasks, runs=runs, dispatcher=dispatcher)
         self._submitter = Submitter(
+            nc=self.nc,
             runs_kv=topology.runs,
             executors_kv=topology.executors,
             tasks=tasks,

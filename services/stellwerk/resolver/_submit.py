@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import nats.js.errors as jserr
+from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
@@ -33,7 +34,7 @@ __all__ = ["Submitter"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 500
+_CHUNK = 2000
 _METHODS_TTL = 2.0
 
 
@@ -77,6 +78,7 @@ class Submitter:
     def __init__(
         self,
         *,
+        nc: NatsClient,
         runs_kv: KeyValue,
         executors_kv: KeyValue,
         tasks: DocumentStore[TaskRecord],
@@ -84,6 +86,7 @@ class Submitter:
         dispatcher: Dispatcher,
         settings: Settings,
     ) -> None:
+        self._nc = nc
         self._runs_kv = runs_kv
         self._executors_kv = executors_kv
         self._tasks = tasks
@@ -173,8 +176,8 @@ class Submitter:
             await self._runs_kv.put(names.staging_key(run_id), dumps({"since": time.time()}))
             for start in range(0, len(docs.tasks), _CHUNK):
                 chunk = docs.tasks[start : start + _CHUNK]
-                await asyncio.gather(
-                    *(self._tasks.create(names.task_key(run_id, t.id), t) for t in chunk)
+                await self._tasks.create_many(
+                    self._nc, [(names.task_key(run_id, t.id), t) for t in chunk]
                 )
             await self._runs_kv.put(names.order_key(run_id), dumps(docs.order))
             created = await self._runs.create(names.run_key(run_id), docs.header)

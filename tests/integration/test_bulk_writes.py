@@ -1,0 +1,82 @@
+"""Bulk writes (``core.bulk``) against a real nats-server: the same checks as one-by-one writes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from stellwerk.core import names
+from stellwerk.core.bulk import Message, publish_all
+from stellwerk.core.errors import UnavailableError
+from stellwerk.core.jetstream import Topology, ensure_topology
+from stellwerk.core.natsd import NatsServer
+from stellwerk.core.settings import Settings
+from stellwerk.core.store import DocumentStore
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def topology(nc: NatsClient) -> Topology:
+    return await ensure_topology(nc, Settings())
+
+
+def _store(topology: Topology) -> DocumentStore[bytes]:
+    return DocumentStore(topology.runs, encode=bytes, decode=bytes)
+
+
+async def test_create_many_writes_every_key_in_order(nc: NatsClient, topology: Topology) -> None:
+    store = _store(topology)
+    items = [(f"bulk.k{i}", f"value {i}".encode()) for i in range(2500)]
+    created = await store.create_many(nc, items)
+    assert all(c is not None for c in created)
+    revisions = [c.revision for c in created if c is not None]
+    assert revisions == sorted(revisions)  # published back to back, stored in order
+    for key, value in (items[0], items[1234], items[-1]):
+        entry = await topology.runs.get(key)
+        assert entry.value == value
+
+
+async def test_create_many_leaves_existing_keys_alone(nc: NatsClient, topology: Topology) -> None:
+    store = _store(topology)
+    await topology.runs.put("bulk.taken", b"first")
+    created = await store.create_many(nc, [("bulk.new", b"n"), ("bulk.taken", b"second")])
+    assert created[0] is not None and created[1] is None
+    assert (await topology.runs.get("bulk.taken")).value == b"first"
+
+
+async def test_nothing_to_publish_is_no_round_trip(nc: NatsClient) -> None:
+    assert await publish_all(nc, []) == []
+
+
+async def test_refusals_come_back_per_message(nc: NatsClient, topology: Topology) -> None:
+    del topology
+    subject = names.event_subject("run-1", "task-1")
+    acks = await publish_all(
+        nc,
+        [
+            Message(subject, b"x", {"Nats-Msg-Id": "same"}),
+            Message(subject, b"x", {"Nats-Msg-Id": "same"}),  # a duplicate: stored once
+            Message(subject, b"y", {"Nats-Expected-Last-Subject-Sequence": "999"}),
+        ],
+    )
+    assert acks[0].sequence is not None and acks[1].sequence == acks[0].sequence
+    assert acks[2].sequence is None and acks[2].wrong_last_sequence
+
+
+async def test_a_bucket_that_is_gone_is_unavailable(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    store: DocumentStore[bytes] = DocumentStore(
+        await js.create_key_value(bucket="short-lived"), encode=bytes, decode=bytes
+    )
+    await js.delete_key_value("short-lived")
+    with pytest.raises(UnavailableError):
+        await store.create_many(nc, [("gone", b"value")])
