@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -36,6 +37,18 @@ def test_documents_round_trip_exactly() -> None:
     assert RunRecord.from_bytes(run.to_bytes()) == run
     executor = ExecutorRecord(id="e", methods=["m/x"], started_at=1.0, last_seen=2.0, concurrency=4)
     assert ExecutorRecord.from_bytes(executor.to_bytes()) == executor
+
+
+def test_both_encoders_agree() -> None:
+    # orjson writes records unless a value needs stdlib json (integers beyond 64 bits); both
+    # must give the same bytes, so documents never depend on which encoder wrote them.
+    small = task().evolve(params={"n": 2**63 - 1, "s": "ü", "l": [1.5, None, True]})
+    for record in (small, task()):
+        stdlib = json.dumps(
+            {**dataclasses.asdict(record), "v": 1}, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        assert record.to_bytes() == stdlib
+        assert TaskRecord.from_bytes(record.to_bytes()) == record
 
 
 def test_unknown_format_version_is_refused() -> None:

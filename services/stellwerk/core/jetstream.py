@@ -13,6 +13,7 @@ import nats
 import nats.errors
 import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -30,9 +31,11 @@ from stellwerk.core import names
 from stellwerk.core.settings import Settings
 
 __all__ = [
+    "Delivery",
     "Topology",
     "cancel_requested",
     "connect",
+    "delivery_of",
     "ensure_dispatch_consumer",
     "ensure_resolver_consumer",
     "ensure_topology",
@@ -85,6 +88,32 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
     return nc
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the hot path needs from a JetStream delivery's ack subject."""
+
+    num_delivered: int
+    stored_at: float | None  # epoch seconds the message was stored at
+
+
+def delivery_of(msg: Msg) -> Delivery:
+    """``msg``'s delivery count and store time, read straight from its ack subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>``, or the form with
+    domain and account hash): ``msg.metadata`` builds timezone-aware datetimes, which showed in
+    the resolver's profile."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9:
+        delivered, stored = tokens[4], tokens[7]
+    elif len(tokens) >= 11:
+        delivered, stored = tokens[6], tokens[9]
+    else:
+        return Delivery(1, None)
+    try:
+        return Delivery(max(1, int(delivered)), int(stored) / 1e9)
+    except ValueError:
+        return Delivery(1, None)
 
 
 def cancel_requested() -> bool:

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
+from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.core.settings import Settings
@@ -156,12 +157,13 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
-        delivered = msg.metadata.num_delivered or 1
-        sent = msg.metadata.timestamp
+        delivery = delivery_of(msg)
+        delivered = delivery.num_delivered
         # A delivery older than the lease may be a redelivery in disguise: a restarted
         # nats-server can lose delivery counts (they are saved lazily) and hand it out as new.
         suspicious = delivered > 1 or (
-            sent is not None and time.time() - sent.timestamp() > self._settings.task_lease
+            delivery.stored_at is not None
+            and time.time() - delivery.stored_at > self._settings.task_lease
         )
         if suspicious:
             try:

@@ -14,11 +14,13 @@ import contextlib
 import json
 import logging
 import time
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from stellwerk.core import names
+from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import Counter, Histogram
 from stellwerk.core.progress import Outcome, Progress
@@ -30,6 +32,15 @@ logger = logging.getLogger(__name__)
 
 _FETCH_BATCH = 256
 _EARLY_MAX_DELIVERIES = 300
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"result holds {name}, which is not JSON")
+
+
+def _parse_result(text: str) -> Any:
+    """A result as JSON; NaN and infinities are refused (executors never send them)."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def decode_outcome(data: bytes) -> Outcome:
@@ -48,7 +59,7 @@ def decode_outcome(data: bytes) -> Outcome:
         task_id=event.task_id,
         attempt=event.attempt,
         succeeded=succeeded,
-        result=json.loads(event.result_json) if succeeded and event.result_json else None,
+        result=_parse_result(event.result_json) if succeeded and event.result_json else None,
         error=event.error or None,
         executor_id=event.executor_id or None,
     )
@@ -147,7 +158,7 @@ class EventConsumer:
         if not readable:
             return
         oldest = min(
-            (m.metadata.timestamp.timestamp() for m, _, _ in readable if m.metadata.timestamp),
+            (t for t in (delivery_of(m).stored_at for m, _, _ in readable) if t is not None),
             default=time.time(),
         )
         try:
@@ -184,7 +195,7 @@ class EventConsumer:
         event stays early through ``_EARLY_MAX_DELIVERIES`` offers (about ten minutes of running
         resolvers; counted in deliveries, not age, so a resolver outage does not expire it). Then
         it is dropped: returns ``False`` (acknowledge it)."""
-        tries = msg.metadata.num_delivered or 1
+        tries = delivery_of(msg).num_delivered
         if tries >= _EARLY_MAX_DELIVERIES:
             logger.error(
                 "dropping an outcome of %s/%s attempt %d: its task was never dispatched",

@@ -373,11 +373,13 @@ class Progress:
 
     async def _params(self, task: TaskRecord) -> dict[str, Any]:
         targets = sorted(set(task.refs.values()))
-        found = await asyncio.gather(*(self._completed(task.run_id, t) for t in targets))
-        outputs = {
-            t: (doc.value.result if doc is not None else None)
-            for t, doc in zip(targets, found, strict=True)
-        }
+        outputs: dict[str, Any] = {}
+        if targets:  # most tasks reference nothing: no gather for them
+            found = await asyncio.gather(*(self._completed(task.run_id, t) for t in targets))
+            outputs = {
+                t: (doc.value.result if doc is not None else None)
+                for t, doc in zip(targets, found, strict=True)
+            }
         return resolve_params(task, outputs.__getitem__)
 
     async def _completed(self, run_id: str, task_id: str) -> Versioned[TaskRecord] | None:
