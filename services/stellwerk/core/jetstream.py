@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from stellwerk.core import names
+from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.settings import Settings
 
 __all__ = [
@@ -138,6 +139,7 @@ class Topology:
     runs: KeyValue
     tasks: KeyValue
     executors: KeyValue
+    writer: JetStreamWriter  # the hot path's publishes and compare-and-sets (core/publish.py)
 
 
 def _work_queue(name: str, subjects: str, settings: Settings) -> StreamConfig:
@@ -210,7 +212,8 @@ async def ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     runs = await _ensure_bucket(js, names.RUNS_BUCKET, settings)
     tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
     executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)
-    return Topology(js=js, runs=runs, tasks=tasks, executors=executors)
+    writer = await JetStreamWriter.open(nc)
+    return Topology(js=js, runs=runs, tasks=tasks, executors=executors, writer=writer)
 
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:

@@ -126,6 +126,8 @@ class Service(ABC):
             # Drop the server while the loop still runs: its finaliser schedules work on it.
             del self._server
             gc.collect()
+            if self._topology is not None:
+                await self._topology.writer.close()
             if self._nc is not None and not self._nc.is_closed:
                 # With NATS away, close() may raise on the dead transport or wait on the
                 # reconnect loop; neither may keep a stopping service alive.

@@ -18,8 +18,8 @@ import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
-from stellwerk.core.bulk import Message, kv_subject, publish_all
 from stellwerk.core.errors import ConflictError, NotFoundError, UnavailableError
+from stellwerk.core.publish import JetStreamWriter, Message, kv_subject, publish_all
 from stellwerk.core.records import RunRecord, TaskRecord
 
 __all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
@@ -49,8 +49,10 @@ class DocumentStore(Generic[T]):
         encode: Callable[[T], bytes],
         decode: Callable[[bytes], T],
         cache_size: int = 50_000,
+        writer: JetStreamWriter | None = None,
     ) -> None:
         self.kv = kv
+        self._writer = writer
         self._encode = encode
         self._decode = decode
         self._cache: OrderedDict[str, Versioned[T]] = OrderedDict()
@@ -99,7 +101,7 @@ class DocumentStore(Generic[T]):
     async def create_many(
         self, nc: NatsClient, items: Sequence[tuple[str, T]]
     ) -> list[Versioned[T] | None]:
-        """:meth:`create` for many keys, published back to back (``core.bulk``); ``None`` for
+        """:meth:`create` for many keys, published back to back (``core.publish``); ``None`` for
         each key that already existed."""
         expect_new = {"Nats-Expected-Last-Subject-Sequence": "0"}
         acks = await publish_all(
@@ -126,6 +128,16 @@ class DocumentStore(Generic[T]):
 
     async def update(self, key: str, value: T, revision: int) -> Versioned[T]:
         """Compare-and-set: write only if ``key`` is still at ``revision``."""
+        if self._writer is not None:
+            ack = await self._writer.publish(
+                kv_subject(self.kv, key),
+                self._encode(value),
+                {"Nats-Expected-Last-Subject-Sequence": str(revision)},
+            )
+            if ack.wrong_last_sequence:
+                self.forget(key)
+                raise ConflictError(f"{key} changed since revision {revision}")
+            return self._remember(key, Versioned(value, ack.stored(f"writing {key}")))
         try:
             new_revision = await self.kv.update(key, self._encode(value), last=revision)
         except jserr.KeyWrongLastSequenceError as exc:
@@ -171,15 +183,27 @@ class DocumentStore(Generic[T]):
             raise UnavailableError(f"NATS unavailable deleting {key}: {exc}") from exc
 
 
-def task_store(kv: KeyValue, *, cache_size: int = 50_000) -> DocumentStore[TaskRecord]:
-    """Store of task documents."""
+def task_store(
+    kv: KeyValue, *, cache_size: int = 50_000, writer: JetStreamWriter | None = None
+) -> DocumentStore[TaskRecord]:
+    """Store of task documents (``writer``: compare-and-set through it, for the hot path)."""
     return DocumentStore(
-        kv, encode=TaskRecord.to_bytes, decode=TaskRecord.from_bytes, cache_size=cache_size
+        kv,
+        encode=TaskRecord.to_bytes,
+        decode=TaskRecord.from_bytes,
+        cache_size=cache_size,
+        writer=writer,
     )
 
 
-def run_store(kv: KeyValue, *, cache_size: int = 10_000) -> DocumentStore[RunRecord]:
-    """Store of run headers."""
+def run_store(
+    kv: KeyValue, *, cache_size: int = 10_000, writer: JetStreamWriter | None = None
+) -> DocumentStore[RunRecord]:
+    """Store of run headers (``writer``: compare-and-set through it, for the hot path)."""
     return DocumentStore(
-        kv, encode=RunRecord.to_bytes, decode=RunRecord.from_bytes, cache_size=cache_size
+        kv,
+        encode=RunRecord.to_bytes,
+        decode=RunRecord.from_bytes,
+        cache_size=cache_size,
+        writer=writer,
     )

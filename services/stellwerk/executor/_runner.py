@@ -29,6 +29,7 @@ from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
+from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
@@ -67,6 +68,7 @@ class TaskRunner:
         *,
         nc: NatsClient,
         js: JetStreamContext,
+        writer: JetStreamWriter,
         table: MethodTable,
         tasks: DocumentStore[TaskRecord],
         settings: Settings,
@@ -75,6 +77,7 @@ class TaskRunner:
     ) -> None:
         self._nc = nc
         self._js = js
+        self._writer = writer
         self._table = table
         self._tasks = tasks
         self._settings = settings
@@ -378,11 +381,12 @@ class TaskRunner:
             if cancel_requested():
                 raise asyncio.CancelledError
             try:
-                await self._js.publish(
+                ack = await self._writer.publish(
                     names.event_subject(dispatch.workflow_id, dispatch.task_id),
                     data,
-                    headers={"Nats-Msg-Id": msg_id},
+                    {"Nats-Msg-Id": msg_id},
                 )
+                ack.stored(f"outcome {msg_id}")
                 break
             except Exception as exc:  # NATS away or restarting: same id, so retrying is safe
                 logger.warning("could not report %s (%s); retrying", msg_id, exc)

@@ -81,6 +81,7 @@ class Executor(Service):
         self._runner = TaskRunner(
             nc=nc,
             js=topology.js,
+            writer=topology.writer,
             table=self.table,
             tasks=task_store(topology.tasks, cache_size=1),
             settings=self.settings,

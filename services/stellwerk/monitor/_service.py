@@ -63,7 +63,7 @@ class Monitor(Service):
         progress = Progress(
             tasks=task_store(topology.tasks, cache_size=1),
             runs=runs,
-            dispatcher=Dispatcher(topology.js, max_payload=nc.max_payload),
+            dispatcher=Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload),
         )
         reconciler = Reconciler(
             js=topology.js,

@@ -65,9 +65,9 @@ class Resolver(Service):
         return self._reader
 
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
-        tasks = task_store(topology.tasks)
-        runs = run_store(topology.runs)
-        dispatcher = Dispatcher(topology.js, max_payload=nc.max_payload)
+        tasks = task_store(topology.tasks, writer=topology.writer)
+        runs = run_store(topology.runs, writer=topology.writer)
+        dispatcher = Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload)
         self._progress = Progress(tasks=tasks, runs=runs, dispatcher=dispatcher)
         self._submitter = Submitter(
             nc=self.nc,

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
 from stellwerk.core.model import substitute
+from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.events.v1 import events_pb2
 
@@ -47,8 +48,9 @@ def resolve_params(task: TaskRecord, outputs: Callable[[str], Any]) -> dict[str,
 class Dispatcher:
     """Builds ``TaskDispatch`` messages and publishes them with deterministic ids."""
 
-    def __init__(self, js: JetStreamContext, *, max_payload: int) -> None:
+    def __init__(self, js: JetStreamContext, writer: JetStreamWriter, *, max_payload: int) -> None:
         self._js = js
+        self._writer = writer
         self.max_payload = max_payload
 
     def encode(self, task: TaskRecord, params: dict[str, Any]) -> bytes:
@@ -79,18 +81,16 @@ class Dispatcher:
 
     async def publish(self, task: TaskRecord, data: bytes) -> None:
         """Publish one dispatch; a repeat within the dedup window is dropped by JetStream."""
+        msg_id = names.dispatch_msg_id(task.run_id, task.id, task.attempt, task.generation)
         try:
-            await self._js.publish(
+            ack = await self._writer.publish(
                 names.dispatch_subject(task.method, task.run_id, task.id),
                 data,
-                headers={
-                    "Nats-Msg-Id": names.dispatch_msg_id(
-                        task.run_id, task.id, task.attempt, task.generation
-                    )
-                },
+                {"Nats-Msg-Id": msg_id},
             )
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
+        except UnavailableError as exc:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
+        ack.stored(f"the dispatch of {task.id!r}")
 
     async def _waiting(self, stream: str, subject: str) -> bool:
         try:

@@ -1,7 +1,8 @@
-"""Bulk writes (``core.bulk``) against a real nats-server: the same checks as one-by-one writes."""
+"""``core.publish`` against a real nats-server: the same checks as ``js.publish``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import nats
@@ -9,12 +10,13 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from stellwerk.core import names
-from stellwerk.core.bulk import Message, publish_all
-from stellwerk.core.errors import UnavailableError
+from stellwerk.core.errors import ConflictError, UnavailableError
 from stellwerk.core.jetstream import Topology, ensure_topology
 from stellwerk.core.natsd import NatsServer
+from stellwerk.core.publish import JetStreamWriter, Message, publish_all
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -80,3 +82,55 @@ async def test_a_bucket_that_is_gone_is_unavailable(nc: NatsClient) -> None:
     await js.delete_key_value("short-lived")
     with pytest.raises(UnavailableError):
         await store.create_many(nc, [("gone", b"value")])
+
+
+async def test_writer_publishes_and_reports_refusals(nc: NatsClient, topology: Topology) -> None:
+    writer = topology.writer
+    subject = names.event_subject("run-2", "task-1")
+    first = await writer.publish(subject, b"x", {"Nats-Msg-Id": "one"})
+    again = await writer.publish(subject, b"x", {"Nats-Msg-Id": "one"})
+    assert first.sequence is not None and again.sequence == first.sequence  # deduplicated
+    stale = await writer.publish(subject, b"y", {"Nats-Expected-Last-Subject-Sequence": "99"})
+    assert stale.wrong_last_sequence
+    with pytest.raises(UnavailableError, match="refused"):
+        stale.stored("the test message")
+    nowhere = await writer.publish("no.stream.here", b"z", None)
+    assert nowhere.sequence is None and nowhere.error_code == 503
+
+
+async def test_store_compare_and_set_through_the_writer(topology: Topology) -> None:
+    store = DocumentStore(topology.runs, encode=bytes, decode=bytes, writer=topology.writer)
+    created = await store.create("cas.key", b"v1")
+    assert created is not None
+    updated = await store.update("cas.key", b"v2", created.revision)
+    assert (await topology.runs.get("cas.key")).value == b"v2"
+    with pytest.raises(ConflictError):
+        await store.update("cas.key", b"v3", created.revision)
+    assert (await topology.runs.get("cas.key")).value == b"v2"
+    assert updated.revision > created.revision
+
+
+async def test_a_missing_acknowledgement_fails_after_the_deadline(nc: NatsClient) -> None:
+    silent = await nc.subscribe("plain.subject")  # receives, never answers
+    writer = await JetStreamWriter.open(nc, ack_within=0.4)
+    try:
+        with pytest.raises(UnavailableError, match="no acknowledgement"):
+            await writer.publish("plain.subject", b"hello", None)
+    finally:
+        await writer.close()
+        await silent.unsubscribe()
+
+
+async def test_closing_fails_what_still_waits(nc: NatsClient) -> None:
+    silent = await nc.subscribe("plain.subject")
+    writer = await JetStreamWriter.open(nc, ack_within=60)
+    waiting = asyncio.create_task(writer.publish("plain.subject", b"hello", None))
+
+    async def went_out() -> bool:
+        return silent.pending_msgs >= 1
+
+    await eventually(went_out, message="the message went out")
+    await writer.close()
+    with pytest.raises(UnavailableError, match="closing"):
+        await waiting
+    await silent.unsubscribe()
