@@ -73,11 +73,42 @@ async def _subjects(js: JetStreamContext, stream: str) -> set[str]:
     return set((info.state.subjects or {}).keys())
 
 
+class _Outcomes:
+    """Which outcomes are stored but maybe not applied yet: the events stream keeps every
+    outcome, so "waiting" means above the resolvers' acknowledgement floor (conservative)."""
+
+    def __init__(self, js: JetStreamContext, stored: set[str], floor: int) -> None:
+        self._js = js
+        self._stored = stored
+        self._floor = floor
+
+    @classmethod
+    async def read(cls, js: JetStreamContext) -> _Outcomes:
+        try:
+            info = await js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        except NotFoundError:
+            floor = 0
+        return cls(js, await _subjects(js, names.EVENTS_STREAM), floor or 0)
+
+    async def waiting(self, run_id: str, task: pb.TaskRun | None) -> bool:
+        if task is None or task.attempts < 1:
+            return False
+        subject = names.event_subject(run_id, task.task_id, task.attempts)
+        if subject not in self._stored:
+            return False
+        try:
+            msg = await self._js.get_last_msg(names.EVENTS_STREAM, subject)
+        except NotFoundError:  # the run was removed meanwhile
+            return False
+        return (msg.seq or 0) > self._floor
+
+
 async def classify(js: JetStreamContext, runs: Iterable[str], read: ReadRun) -> list[Finding]:
     """Classify every unfinished task of ``runs`` (and every unfinished run with none left)."""
     snapshots = {run_id: await read(run_id) for run_id in runs}
     dispatches = await _subjects(js, names.DISPATCH_STREAM)
-    events = await _subjects(js, names.EVENTS_STREAM)
+    events = await _Outcomes.read(js)
     consumer = await js.consumer_info(names.DISPATCH_STREAM, names.dispatch_consumer(METHOD))
     delivered = consumer.delivered.stream_seq if consumer.delivered else 0
     findings: list[Finding] = []
@@ -90,8 +121,8 @@ async def classify(js: JetStreamContext, runs: Iterable[str], read: ReadRun) -> 
             path = await _path(js, run_id, task, tasks, dispatches, events, delivered)
             findings.append(Finding(run_id, task.task_id, pb.TaskState.Name(task.state), path))
         if not open_tasks:
-            waiting = any(names.event_subject(run_id, t) in events for t in tasks)
-            path = OUTCOME_WAITING if waiting else RECONCILER_NEEDED
+            waiting = [await events.waiting(run_id, t) for t in tasks.values()]
+            path = OUTCOME_WAITING if any(waiting) else RECONCILER_NEEDED
             findings.append(Finding(run_id, "", pb.WorkflowState.Name(run.state), path))
     return await _recheck(findings, snapshots, read)
 
@@ -102,16 +133,17 @@ async def _path(
     task: pb.TaskRun,
     tasks: dict[str, pb.TaskRun],
     dispatches: set[str],
-    events: set[str],
+    events: _Outcomes,
     delivered: int,
 ) -> str:
     if task.state == pb.TASK_STATE_PENDING:
         if any(tasks[d].state not in SETTLED for d in task.dependencies if d in tasks):
             return WAITING_ON_DEPENDENCIES
-        if any(names.event_subject(run_id, d) in events for d in task.dependencies):
-            return OUTCOME_WAITING
+        for dep in task.dependencies:
+            if await events.waiting(run_id, tasks.get(dep)):
+                return OUTCOME_WAITING
         return RECONCILER_NEEDED
-    if names.event_subject(run_id, task.task_id) in events:
+    if await events.waiting(run_id, task):
         return OUTCOME_WAITING
     subject = names.dispatch_subject(METHOD, run_id, task.task_id)
     if subject in dispatches:
@@ -155,9 +187,12 @@ def summary(findings: Iterable[Finding]) -> Counter[str]:
 
 
 async def stream_leftovers(js: JetStreamContext) -> dict[str, int]:
-    """Messages still in the two work queues."""
-    out = {}
-    for stream in (names.DISPATCH_STREAM, names.EVENTS_STREAM):
-        info = await js.stream_info(stream)
-        out[stream] = info.state.messages
-    return out
+    """Work not done yet: messages in the dispatch queue; outcomes the resolvers have not
+    acknowledged (the events stream keeps every outcome, so its size says nothing)."""
+    dispatch = await js.stream_info(names.DISPATCH_STREAM)
+    try:
+        resolvers = await js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
+        unapplied = resolvers.num_pending + resolvers.num_ack_pending
+    except NotFoundError:
+        unapplied = (await js.stream_info(names.EVENTS_STREAM)).state.messages
+    return {names.DISPATCH_STREAM: dispatch.state.messages, names.EVENTS_STREAM: unapplied}

@@ -17,7 +17,9 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.js.errors import APIError
 
+from stellwerk.core.publish import SUBJECT_FULL
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.checks import check_outcome
 from tests.chaos.client import Resolvers
@@ -267,6 +269,7 @@ class _Capture:
         self.js = nc.jetstream(timeout=10)
         self.tasks: set[asyncio.Task[None]] = set()
         self.republished = 0
+        self.refused = 0
 
     async def on_event(self, msg: Msg) -> None:
         if msg.headers and msg.headers.get(_REPLAY_HEADER):
@@ -278,10 +281,17 @@ class _Capture:
 
     async def republish(self, subject: str, data: bytes, times: int) -> None:
         for _ in range(times):
-            # A fresh id: JetStream keeps it, so a resolver really applies it again.
+            # A fresh id, so JetStream's dedup window does not drop it: what stops it is the
+            # events stream keeping only the first outcome of an attempt.
             headers = {"Nats-Msg-Id": uuid.uuid4().hex, _REPLAY_HEADER: "1"}
-            await self.js.publish(subject, data, headers=headers)
-            self.republished += 1
+            try:
+                await self.js.publish(subject, data, headers=headers)
+            except APIError as exc:
+                if exc.err_code != SUBJECT_FULL:
+                    raise
+                self.refused += 1
+            else:
+                self.republished += 1
 
     async def close(self) -> None:
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -316,5 +326,6 @@ async def _replay_after_the_end(
             f"replaying events after the end ran {executions_after - executions_before} handlers"
         )
     run.report.extra["events republished (fresh ids)"] = (
-        f"{capture.republished} ({len(run.captured)} distinct outcomes captured)"
+        f"{capture.refused} refused by the stream, {capture.republished} stored "
+        f"({len(run.captured)} distinct outcomes captured)"
     )

@@ -11,10 +11,12 @@ from typing import Any
 
 import grpc
 import nats
+import nats.js.errors
 import pytest
 
 from stellwerk.core import names
 from stellwerk.core.natsd import NatsServer
+from stellwerk.core.publish import SUBJECT_FULL
 from stellwerk.events.v1 import events_pb2
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 from stellwerk.workflow.v1 import workflow_service_pb2 as api
@@ -108,23 +110,26 @@ tasks:
         outcome=events_pb2.TASK_OUTCOME_FAILED,
         error="late failure",
     )
-    for i in range(50):  # distinct ids, so JetStream's dedup lets every copy through
-        await js.publish(
-            names.event_subject(done.id, "a"),
-            forged.SerializeToString(),
-            headers={"Nats-Msg-Id": f"forged-{i}"},
-        )
-        await js.publish(
-            names.event_subject(done.id, "b"),
-            failed.SerializeToString(),
-            headers={"Nats-Msg-Id": f"failed-{i}"},
-        )
+    for i in range(50):  # distinct ids, so JetStream's dedup window lets every copy through
+        for task, event in (("a", forged), ("b", failed)):
+            with pytest.raises(nats.js.errors.APIError) as refused:
+                await js.publish(
+                    names.event_subject(done.id, task, 1),
+                    event.SerializeToString(),
+                    headers={"Nats-Msg-Id": f"forged-{task}-{i}"},
+                )
+            assert refused.value.err_code == SUBJECT_FULL  # the first outcome stays
+    # An outcome of an attempt that never ran is stored, and ignored by the resolver.
+    stray = events_pb2.TaskEvent()
+    stray.CopyFrom(forged)
+    stray.attempt = 7
+    await js.publish(names.event_subject(done.id, "a", 7), stray.SerializeToString())
 
-    async def drained() -> bool:
-        info = await js.stream_info(names.EVENTS_STREAM)
-        return info.state.messages == 0
+    async def applied() -> bool:
+        info = await js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-    await eventually(drained, message="events consumed")
+    await eventually(applied, message="events consumed")
     after = (await stub.GetWorkflow(api.GetWorkflowRequest(id=done.id), timeout=10)).workflow
     assert {t.task_id: (t.state, t.result_json, t.attempts) for t in after.tasks} == before
     assert after.state == pb.WORKFLOW_STATE_COMPLETED
@@ -159,7 +164,7 @@ tasks:
             executor_id="elsewhere",
         )
         await js.publish(
-            names.event_subject(run.id, task),
+            names.event_subject(run.id, task, 1),
             event.SerializeToString(),
             headers={"Nats-Msg-Id": names.event_msg_id(run.id, task, 1, 0)},
         )

@@ -231,6 +231,7 @@ async def test_janitor_removes_expired_runs_and_crashed_submits(
         )
         await tasks.put(names.task_key("crashedrun", "t1"), b"{}")
         janitor = Janitor(
+            js=js,
             runs=runs,
             tasks=tasks,
             executors=executors,
@@ -241,6 +242,8 @@ async def test_janitor_removes_expired_runs_and_crashed_submits(
         assert await tasks_keys(tasks, kept.id) != []
         assert await janitor.sweep(now=time.time() + 101) == 1
         assert await tasks_keys(tasks, kept.id) == []
+        outcomes = await js.stream_info(names.EVENTS_STREAM, subjects_filter=">")
+        assert not any(kept.id in subject for subject in (outcomes.state.subjects or {}))
         assert await tasks_keys(runs, ">") == [names.encode_token("x")][:0] or all(
             not k.startswith(("run.", "order.", "fin.", "req.", "staging."))
             for k in await tasks_keys(runs, ">")

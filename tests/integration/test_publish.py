@@ -61,7 +61,7 @@ async def test_nothing_to_publish_is_no_round_trip(nc: NatsClient) -> None:
 
 async def test_refusals_come_back_per_message(nc: NatsClient, topology: Topology) -> None:
     del topology
-    subject = names.event_subject("run-1", "task-1")
+    subject = names.dispatch_subject("m/x", "run-1", "task-1")
     acks = await publish_all(
         nc,
         [
@@ -86,7 +86,7 @@ async def test_a_bucket_that_is_gone_is_unavailable(nc: NatsClient) -> None:
 
 async def test_writer_publishes_and_reports_refusals(nc: NatsClient, topology: Topology) -> None:
     writer = topology.writer
-    subject = names.event_subject("run-2", "task-1")
+    subject = names.dispatch_subject("m/x", "run-2", "task-1")
     first = await writer.publish(subject, b"x", {"Nats-Msg-Id": "one"})
     again = await writer.publish(subject, b"x", {"Nats-Msg-Id": "one"})
     assert first.sequence is not None and again.sequence == first.sequence  # deduplicated
@@ -134,3 +134,17 @@ async def test_closing_fails_what_still_waits(nc: NatsClient) -> None:
     with pytest.raises(UnavailableError, match="closing"):
         await waiting
     await silent.unsubscribe()
+
+
+async def test_the_events_stream_keeps_the_first_outcome_of_an_attempt(topology: Topology) -> None:
+    writer = topology.writer
+    subject = names.event_subject("run-3", "task-1", 1)
+    first = await writer.publish(subject, b"first", {"Nats-Msg-Id": "e1"})
+    repeat = await writer.publish(subject, b"first", {"Nats-Msg-Id": "e1"})
+    rival = await writer.publish(subject, b"second", {"Nats-Msg-Id": "e2"})
+    assert first.sequence is not None and repeat.sequence == first.sequence
+    assert rival.subject_full and rival.sequence is None
+    stored = await topology.js.get_last_msg(names.EVENTS_STREAM, subject)
+    assert stored.data == b"first"
+    next_attempt = await writer.publish(names.event_subject("run-3", "task-1", 2), b"x", None)
+    assert next_attempt.sequence is not None

@@ -6,8 +6,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from stellwerk.core.jetstream import delivery_of
+from stellwerk.core.progress import decode_outcome
 from stellwerk.events.v1 import events_pb2
-from stellwerk.resolver._events import decode_outcome
 
 
 def event(**fields: object) -> bytes:

@@ -19,6 +19,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -142,6 +143,22 @@ class Topology:
     writer: JetStreamWriter  # the hot path's publishes and compare-and-sets (core/publish.py)
 
 
+def _outcomes(settings: Settings) -> StreamConfig:
+    """Task outcomes: one message per attempt subject, and the first one stays (a competing
+    outcome is refused with error 10077), so JetStream itself decides which result wins."""
+    return StreamConfig(
+        name=names.EVENTS_STREAM,
+        subjects=[names.EVENTS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.dedup_window,
+    )
+
+
 def _work_queue(name: str, subjects: str, settings: Settings) -> StreamConfig:
     return StreamConfig(
         name=name,
@@ -165,6 +182,20 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         else:
             return
     current = info.config
+    if current.retention != config.retention or bool(current.discard_new_per_subject) != bool(
+        config.discard_new_per_subject
+    ):
+        # Not changeable in place. An empty stream from an older Stellwerk is replaced; one with
+        # messages in it needs an operator (drain the old version first).
+        if info.state.messages:
+            raise RuntimeError(
+                f"stream {config.name} has the layout of another Stellwerk version and still "
+                f"holds {info.state.messages} messages; drain it with that version, then delete it"
+            )
+        logger.warning("replacing empty stream %s with this version's layout", config.name)
+        await js.delete_stream(config.name or "")
+        await js.add_stream(config)
+        return
     if (
         current.num_replicas != config.num_replicas
         or current.duplicate_window != config.duplicate_window
@@ -208,7 +239,7 @@ async def ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     """Create (or converge) the streams and buckets; safe to run from every service at once."""
     js = nc.jetstream(timeout=10)
     await _ensure_stream(js, _work_queue(names.DISPATCH_STREAM, names.DISPATCH_SUBJECTS, settings))
-    await _ensure_stream(js, _work_queue(names.EVENTS_STREAM, names.EVENTS_SUBJECTS, settings))
+    await _ensure_stream(js, _outcomes(settings))
     runs = await _ensure_bucket(js, names.RUNS_BUCKET, settings)
     tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
     executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)

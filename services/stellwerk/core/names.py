@@ -28,6 +28,7 @@ __all__ = [
     "idempotency_key",
     "order_key",
     "request_key",
+    "run_events_filter",
     "run_key",
     "run_of_event_subject",
     "staging_key",
@@ -39,7 +40,9 @@ DISPATCH_STREAM = "STELLWERK_DISPATCH"
 """Work queue of task attempts; subjects by method, so executors get only what they run."""
 DISPATCH_SUBJECTS = "stellwerk.dispatch.>"
 EVENTS_STREAM = "STELLWERK_EVENTS"
-"""Work queue of task outcomes for the resolvers."""
+"""Task outcomes, one subject per attempt holding at most one message: the first outcome of an
+attempt is stored, later ones are refused (first result wins, decided by JetStream). Kept until
+the janitor removes the run."""
 EVENTS_SUBJECTS = "stellwerk.events.>"
 RESOLVER_CONSUMER = "resolver"
 
@@ -79,9 +82,14 @@ def dispatch_consumer(method: str) -> str:
     return f"dispatch-{encode_token(method)}"
 
 
-def event_subject(run_id: str, task_id: str) -> str:
-    """Subject of a task outcome (per task, so the reconciler can look one up)."""
-    return f"stellwerk.events.{run_id}.{encode_token(task_id)}"
+def event_subject(run_id: str, task_id: str, attempt: int) -> str:
+    """Subject of the outcome of one attempt: the stream keeps only the first message on it."""
+    return f"stellwerk.events.{run_id}.{encode_token(task_id)}.{attempt}"
+
+
+def run_events_filter(run_id: str) -> str:
+    """Every outcome subject of one run (for removing the run)."""
+    return f"stellwerk.events.{run_id}.>"
 
 
 def run_of_event_subject(subject: str) -> str:

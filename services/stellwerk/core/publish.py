@@ -34,6 +34,8 @@ __all__ = ["Ack", "JetStreamWriter", "Message", "kv_subject", "publish_all"]
 
 # JetStream's "wrong last sequence" error codes: the key exists (create) or moved on (update).
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+# "maximum messages per subject exceeded" on a stream that discards new messages per subject.
+SUBJECT_FULL = 10077
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,11 @@ class Ack:
     def wrong_last_sequence(self) -> bool:
         """Refused by an expected-last-sequence check (a create of an existing key)."""
         return self.error_code in WRONG_LAST_SEQUENCE
+
+    @property
+    def subject_full(self) -> bool:
+        """Refused because the subject already holds its one message (an outcome was first)."""
+        return self.error_code == SUBJECT_FULL
 
     def stored(self, what: str) -> int:
         """The stream sequence; raises ``UnavailableError`` naming ``what`` if refused."""

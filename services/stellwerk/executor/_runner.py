@@ -30,10 +30,11 @@ from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.publish import JetStreamWriter
-from stellwerk.core.records import TaskRecord, TaskState
+from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.events.v1 import events_pb2
+from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._slots import Slots
 from stellwerk.executor.methods import MethodTable
 
@@ -79,7 +80,7 @@ class TaskRunner:
         self._js = js
         self._writer = writer
         self._table = table
-        self._tasks = tasks
+        self._redelivery = RedeliveryChecks(js, tasks)
         self._settings = settings
         self.executor_id = executor_id
         self._max_payload = max_payload
@@ -170,7 +171,7 @@ class TaskRunner:
         )
         if suspicious:
             try:
-                done = await self._already_done(dispatch)
+                done = await self._redelivery.already_done(dispatch)
             except StellwerkError as exc:
                 logger.warning(
                     "cannot check %s/%s (%s); retrying later",
@@ -196,7 +197,7 @@ class TaskRunner:
             # suspects one at a time, so a poison task cannot take innocent ones down with it.
             async with self._suspects if delivered > 1 else contextlib.nullcontext():
                 if delivered > 1:
-                    runs = await self._count_run(dispatch)
+                    runs = await self._redelivery.count_run(dispatch)
                     if runs is None:  # committed meanwhile
                         await msg.ack()
                         return
@@ -251,21 +252,6 @@ class TaskRunner:
         event.start_time.CopyFrom(started)
         return event
 
-    async def _count_run(self, dispatch: events_pb2.TaskDispatch) -> int | None:
-        """Record in KV that a redelivered attempt is about to run again; returns how many runs
-        that makes (the first delivery counts as one), or ``None`` if the attempt is over. Only
-        runs that really start are counted, so a delivery that waited in our queue while a
-        poison task killed us is not blamed."""
-        key = names.task_key(dispatch.workflow_id, dispatch.task_id)
-
-        def change(task: TaskRecord) -> TaskRecord | None:
-            if task.state.settled or task.attempt != dispatch.attempt:
-                return None
-            return task.evolve(reruns=task.reruns + 1)
-
-        current, wrote = await self._tasks.mutate(key, change)
-        return 1 + current.value.reruns if wrote else None
-
     def _event_for(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
         """An outcome message for ``dispatch``'s attempt, still without its outcome."""
         return events_pb2.TaskEvent(
@@ -288,24 +274,6 @@ class TaskRunner:
         )
         event.end_time.CopyFrom(_now_ts())
         return event
-
-    async def _already_done(self, dispatch: events_pb2.TaskDispatch) -> bool | None:
-        """On redelivery only (off the hot path): is this attempt over already? ``None`` while
-        the task is not recorded as dispatched yet (the resolver publishes a dispatch together
-        with the write that records it)."""
-        found = await self._tasks.get(
-            names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
-        )
-        if found is None:
-            return True  # the run is gone (retention or abandoned submit)
-        task = found.value
-        if task.state is TaskState.PENDING and dispatch.attempt == task.attempt + 1:
-            return None
-        return (
-            task.state.settled
-            or task.attempt != dispatch.attempt
-            or task.generation > dispatch.generation
-        )
 
     async def _heartbeat(self, msg: Msg, claim: _Claim) -> None:
         """Keep the delivery ours; if NATS has been unreachable for most of the lease, the claim
@@ -382,10 +350,13 @@ class TaskRunner:
                 raise asyncio.CancelledError
             try:
                 ack = await self._writer.publish(
-                    names.event_subject(dispatch.workflow_id, dispatch.task_id),
+                    names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt),
                     data,
                     {"Nats-Msg-Id": msg_id},
                 )
+                if ack.subject_full:  # another run of this attempt reported first: that stands
+                    logger.info("outcome %s not stored: this attempt reported already", msg_id)
+                    return
                 ack.stored(f"outcome {msg_id}")
                 break
             except Exception as exc:  # NATS away or restarting: same id, so retrying is safe

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
@@ -24,8 +25,15 @@ class Janitor:
     idempotent, so several monitors may sweep at once."""
 
     def __init__(
-        self, *, runs: KeyValue, tasks: KeyValue, executors: KeyValue, settings: Settings
+        self,
+        *,
+        js: JetStreamContext,
+        runs: KeyValue,
+        tasks: KeyValue,
+        executors: KeyValue,
+        settings: Settings,
     ) -> None:
+        self._js = js
         self._runs = runs
         self._tasks = tasks
         self._executors = executors
@@ -68,8 +76,9 @@ class Janitor:
             if entry.value:
                 request_key = RunRecord.from_bytes(entry.value).request_key
         await remove(self._tasks, names.task_prefix(run_id))
-        # The header goes after the tasks, the staging marker last: a sweep cut short by a crash
-        # still finds the run through whatever is left.
+        await self._js.purge_stream(names.EVENTS_STREAM, subject=names.run_events_filter(run_id))
+        # The header goes after the tasks and outcomes, the staging marker last: a sweep cut
+        # short by a crash still finds the run through whatever is left.
         for key in (
             request_key,
             names.order_key(run_id),

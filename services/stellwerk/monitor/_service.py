@@ -54,6 +54,7 @@ class Monitor(Service):
 
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
         janitor = Janitor(
+            js=topology.js,
             runs=topology.runs,
             tasks=topology.tasks,
             executors=topology.executors,

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -23,46 +21,14 @@ from stellwerk.core import names
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import Counter, Histogram
-from stellwerk.core.progress import Outcome, Progress
-from stellwerk.events.v1 import events_pb2
+from stellwerk.core.progress import Outcome, Progress, decode_outcome
 
-__all__ = ["EventConsumer", "decode_outcome"]
+__all__ = ["EventConsumer"]
 
 logger = logging.getLogger(__name__)
 
 _FETCH_BATCH = 256
 _EARLY_MAX_DELIVERIES = 300
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"result holds {name}, which is not JSON")
-
-
-def _parse_result(text: str) -> Any:
-    """A result as JSON; NaN and infinities are refused (executors never send them)."""
-    return json.loads(text, parse_constant=_refuse_constant)
-
-
-def decode_outcome(data: bytes) -> Outcome:
-    """A ``TaskEvent`` as an ``Outcome``; raises ``ValueError`` on a message we cannot read."""
-    event = events_pb2.TaskEvent()
-    event.ParseFromString(data)
-    if event.format_version != 1:
-        raise ValueError(f"unknown event format version {event.format_version}")
-    if not event.workflow_id or not event.task_id or event.attempt < 1:
-        raise ValueError("event lacks workflow_id, task_id or attempt")
-    succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
-    if not succeeded and event.outcome != events_pb2.TASK_OUTCOME_FAILED:
-        raise ValueError(f"unknown outcome {event.outcome}")
-    return Outcome(
-        run_id=event.workflow_id,
-        task_id=event.task_id,
-        attempt=event.attempt,
-        succeeded=succeeded,
-        result=_parse_result(event.result_json) if succeeded and event.result_json else None,
-        error=event.error or None,
-        executor_id=event.executor_id or None,
-    )
 
 
 class EventConsumer:

@@ -5,7 +5,8 @@ re-drives what a crash left between two writes); both only ever take idempotent,
 compare-and-set steps, so any number of them may act on one run at once.
 """
 
-from stellwerk.core.progress._apply import Outcome, Progress
+from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.progress._outcome import Outcome, decode_outcome
 
-__all__ = ["Dispatcher", "Outcome", "Progress", "resolve_params"]
+__all__ = ["Dispatcher", "Outcome", "Progress", "decode_outcome", "resolve_params"]

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
 from stellwerk.core.model import substitute
+from stellwerk.core.progress._outcome import Outcome, decode_outcome
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.events.v1 import events_pb2
@@ -92,28 +93,56 @@ class Dispatcher:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
         ack.stored(f"the dispatch of {task.id!r}")
 
-    async def _waiting(self, stream: str, subject: str) -> bool:
+    async def _last(self, stream: str, subject: str) -> Any:
+        """The last message on ``subject`` (a direct lookup), or ``None``."""
         try:
-            await self._js.get_last_msg(stream, subject)
+            return await self._js.get_last_msg(stream, subject)
         except jserr.NotFoundError:
-            return False
+            return None
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise UnavailableError(f"could not look up {subject}: {exc}") from exc
-        return True
 
     async def dispatch_waiting(self, task: TaskRecord) -> bool:
         """Whether a dispatch of ``task`` waits (or is being worked on) in the dispatch stream."""
         subject = names.dispatch_subject(task.method, task.run_id, task.id)
-        return await self._waiting(names.DISPATCH_STREAM, subject)
+        return await self._last(names.DISPATCH_STREAM, subject) is not None
+
+    async def outcome_of(self, run_id: str, task_id: str, attempt: int) -> Outcome | None:
+        """The committed outcome of one attempt, or ``None`` if it has not reported."""
+        found = await self._last(names.EVENTS_STREAM, names.event_subject(run_id, task_id, attempt))
+        if found is None or not found.data:
+            return None
+        try:
+            return decode_outcome(found.data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    async def outcome_stored(self, task: TaskRecord) -> bool:
+        """Whether the current attempt of ``task`` has reported (acknowledged or not)."""
+        subject = names.event_subject(task.run_id, task.id, task.attempt)
+        return await self._last(names.EVENTS_STREAM, subject) is not None
 
     async def outcome_waiting(self, task: TaskRecord) -> bool:
-        """Whether an outcome of ``task`` waits in the events stream."""
-        return await self._waiting(names.EVENTS_STREAM, names.event_subject(task.run_id, task.id))
+        """Whether an outcome of ``task`` is stored but maybe not applied yet: above the
+        resolvers' acknowledgement floor (conservative: acknowledged messages above the floor
+        count as waiting until the floor passes them)."""
+        subject = names.event_subject(task.run_id, task.id, task.attempt)
+        found = await self._last(names.EVENTS_STREAM, subject)
+        if found is None:
+            return False
+        try:
+            info = await self._js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
+        except jserr.NotFoundError:
+            return True  # no resolver has consumed anything yet
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            raise UnavailableError(f"could not read the resolvers' consumer: {exc}") from exc
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        return bool(found.seq > (floor or 0))
 
     async def already_sent(self, task: TaskRecord) -> bool:
-        """Whether ``task``'s dispatch is on its way or has produced an outcome already (two
+        """Whether ``task``'s dispatch is on its way or its attempt has reported already (two
         lookups by subject: for recovery paths only)."""
-        return await self.dispatch_waiting(task) or await self.outcome_waiting(task)
+        return await self.dispatch_waiting(task) or await self.outcome_stored(task)
 
     async def publish_many(self, items: Iterable[tuple[TaskRecord, bytes]]) -> None:
         """Publish several dispatches concurrently (in bounded chunks)."""

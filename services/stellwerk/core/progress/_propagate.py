@@ -1,0 +1,303 @@
+"""Settling what follows from settled tasks: dependents' bits, the dispatches they make ready,
+the sinks' bits that end a run.
+
+Each step is a compare-and-set on one document and idempotent; the work is O(out-degree) per
+settled task, and a failure spreads BLOCKED along dependents through the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from stellwerk.core import names
+from stellwerk.core.errors import (
+    ConflictError,
+    NotFoundError,
+    StellwerkError,
+    TaskError,
+    UnavailableError,
+)
+from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.records import (
+    RunRecord,
+    RunState,
+    TaskRecord,
+    TaskState,
+    bitmap_count,
+    bitmap_set,
+    bitmap_test,
+)
+from stellwerk.core.store import DocumentStore
+
+__all__ = ["Propagation", "run_all"]
+
+logger = logging.getLogger(__name__)
+
+
+async def run_all(*steps: Awaitable[Any]) -> None:
+    """Run ``steps`` side by side and wait for every one; then raise the first failure, if any
+    (``gather`` would return at the first failure and leave the rest running unobserved)."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _blocked_reason(dep: TaskRecord) -> str:
+    """Why a dependent of ``dep`` cannot run, naming the task that failed in the first place."""
+    if dep.state is TaskState.BLOCKED and dep.error:
+        return dep.error  # already names the root cause
+    return f"dependency {dep.id!r} {dep.state.lower()}: {dep.error}"
+
+
+class Propagation:
+    """Propagates settled tasks to their dependents and runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        tasks: DocumentStore[TaskRecord],
+        runs: DocumentStore[RunRecord],
+        dispatcher: Dispatcher,
+    ) -> None:
+        self._tasks = tasks
+        self._runs = runs
+        self._dispatcher = dispatcher
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where this progress publishes dispatches."""
+        return self._dispatcher
+
+    async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
+        """Settle the dependents (and the run, for sinks) of a settled task."""
+        await self.propagate_many([settled], may_republish=may_republish)
+
+    async def propagate_many(
+        self, settled: list[TaskRecord], *, may_republish: bool, with_sinks: bool = True
+    ) -> None:
+        """Settle the dependents and sinks of settled tasks, one write per touched document;
+        dependents this settles without running (BLOCKED, FAILED) propagate in the next round.
+        ``settled`` may hold outcomes not yet recorded on their own documents (they are
+        committed in the events stream): dependents take their inputs from them, and with
+        ``with_sinks=False`` their sink bits are left to the caller, for after that record."""
+        known: dict[tuple[str, str], TaskRecord] = {}
+        worklist = settled
+        first_round = True
+        while worklist:
+            groups: dict[tuple[str, str], list[tuple[TaskRecord, int]]] = defaultdict(list)
+            sinks: dict[str, list[TaskRecord]] = defaultdict(list)
+            for task in worklist:
+                known[(task.run_id, task.id)] = task
+                for dependent, index in task.dependents:
+                    groups[(task.run_id, dependent)].append((task, index))
+                if task.sink_index is not None and (with_sinks or not first_round):
+                    sinks[task.run_id].append(task)
+            first_round = False
+            results = await asyncio.gather(
+                *(
+                    self._settle_dependency(
+                        run_id, task_id, items, may_republish=may_republish, known=known
+                    )
+                    for (run_id, task_id), items in groups.items()
+                ),
+                *(self._settle_sinks(run_id, tasks) for run_id, tasks in sinks.items()),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            worklist = [r for r in results if isinstance(r, TaskRecord)]
+
+    async def _settle_dependency(
+        self,
+        run_id: str,
+        task_id: str,
+        items: list[tuple[TaskRecord, int]],
+        *,
+        may_republish: bool,
+        known: Mapping[tuple[str, str], TaskRecord],
+    ) -> TaskRecord | None:
+        """Set the bits of settled dependencies ``items`` on ``task_id``; returns the dependent if
+        this settled it without running it (BLOCKED, or FAILED on an unresolvable reference)."""
+        key = names.task_key(run_id, task_id)
+        fresh = False
+        while True:
+            current = await self._tasks.get(key, fresh=fresh)
+            if current is None:
+                return None
+            task = current.value
+            new_items = [(d, i) for d, i in items if not bitmap_test(task.settled_deps, i)]
+            if not new_items:
+                return await self._already_settled(task, may_republish=may_republish)
+            bits, failed, error = task.settled_deps, task.dep_failed, task.error
+            for dep, index in new_items:
+                bits = bitmap_set(bits, index)
+                if dep.state is not TaskState.COMPLETED and not failed:
+                    failed, error = True, _blocked_reason(dep)
+            dispatch: bytes | None = None
+            if bitmap_count(bits) < len(task.dependencies):
+                new = task.evolve(settled_deps=bits, dep_failed=failed, error=error)
+            elif failed:
+                new = task.evolve(
+                    settled_deps=bits,
+                    dep_failed=True,
+                    state=TaskState.BLOCKED,
+                    error=error,
+                    ended_at=time.time(),
+                )
+            else:
+                new = task.evolve(
+                    settled_deps=bits,
+                    state=TaskState.DISPATCHED,
+                    attempt=1,
+                    dispatched_at=time.time(),
+                )
+                try:
+                    dispatch = self._dispatcher.encode(new, await self._params(new, known))
+                except (TaskError, StellwerkError) as exc:
+                    if isinstance(exc, UnavailableError):
+                        raise
+                    new = new.evolve(state=TaskState.FAILED, error=str(exc), ended_at=time.time())
+                    dispatch = None
+            if dispatch is not None and may_republish:
+                if await self._record_and_dispatch(key, new, current.revision, dispatch):
+                    return None
+                fresh = True
+                continue
+            try:
+                await self._tasks.update(key, new, current.revision)
+            except ConflictError:
+                fresh = True
+                continue
+            if dispatch is not None:
+                # Off the hot path (an old event, or recovery): an earlier pass may have sent
+                # this dispatch beyond the dedup window's reach; never send it twice.
+                if not await self._dispatcher.already_sent(new):
+                    await self._dispatcher.publish(new, dispatch)
+                return None
+            return new if new.state.settled else None
+
+    async def _record_and_dispatch(
+        self, key: str, new: TaskRecord, revision: int, dispatch: bytes
+    ) -> bool:
+        """Write the DISPATCHED document and publish its dispatch at once: one round trip on the
+        critical path instead of two. Returns ``False`` when the write lost a race (the caller
+        re-reads and decides again).
+
+        Publishing before the write is known to stick is safe because a dependency's bits only
+        grow and its inputs are committed already: whoever wins the race dispatches the same
+        attempt under the same message id, which JetStream drops as a duplicate. If the write
+        fails for good, the event is redelivered and repeats both; an outcome that overtakes the
+        write is deferred by the resolver, not dropped (see ``Progress.apply_many``)."""
+        written, published = await asyncio.gather(
+            self._tasks.update(key, new, revision),
+            self._dispatcher.publish(new, dispatch),
+            return_exceptions=True,
+        )
+        if isinstance(published, BaseException):
+            raise published
+        if isinstance(written, ConflictError):
+            return False
+        if isinstance(written, BaseException):
+            raise written
+        return True
+
+    async def _already_settled(self, task: TaskRecord, *, may_republish: bool) -> TaskRecord | None:
+        """Our bit was set before — by us before a crash, or by a duplicate. Redo what may have
+        been cut short: the dispatch publish, or the propagation of a BLOCKED/FAILED dependent."""
+        if not may_republish:
+            return None
+        if task.state is TaskState.DISPATCHED and task.generation == 0 and task.attempt == 1:
+            # Re-read: if recovery re-dispatched it meanwhile, our generation-0 copy is stale.
+            fresh = await self._tasks.get(names.task_key(task.run_id, task.id), fresh=True)
+            if (
+                fresh is None
+                or fresh.value.generation != 0
+                or fresh.value.state is not TaskState.DISPATCHED
+            ):
+                return None
+            data = self._dispatcher.encode(fresh.value, await self._params(fresh.value))
+            await self._dispatcher.publish(fresh.value, data)
+            return None
+        if task.state in (TaskState.BLOCKED, TaskState.FAILED):
+            return task
+        return None
+
+    async def _params(
+        self, task: TaskRecord, known: Mapping[tuple[str, str], TaskRecord] | None = None
+    ) -> dict[str, Any]:
+        targets = sorted(set(task.refs.values()))
+        outputs: dict[str, Any] = {}
+        if targets:  # most tasks reference nothing: no gather for them
+            found = await asyncio.gather(
+                *(self._result_of(task.run_id, t, known or {}) for t in targets)
+            )
+            outputs = dict(zip(targets, found, strict=True))
+        return resolve_params(task, outputs.__getitem__)
+
+    async def _result_of(
+        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
+    ) -> Any:
+        """A completed dependency's result: from the outcomes in hand, the cache, KV, or — when
+        its document does not record it yet — its committed outcome in the events stream."""
+        hit = known.get((run_id, task_id))
+        if hit is not None and hit.state is TaskState.COMPLETED:
+            return hit.result
+        key = names.task_key(run_id, task_id)
+        cached = await self._tasks.get(key)
+        if cached is not None and cached.value.state is TaskState.COMPLETED:
+            return cached.value.result
+        found = await self._tasks.get(key, fresh=True)
+        if found is None:
+            return None  # the run is being removed
+        if found.value.state is TaskState.COMPLETED:
+            return found.value.result
+        outcome = await self._dispatcher.outcome_of(run_id, task_id, found.value.attempt)
+        if outcome is None or not outcome.succeeded:
+            raise UnavailableError(f"the result of {task_id!r} is not readable yet")
+        return outcome.result
+
+    async def _settle_sinks_of(self, settled: list[TaskRecord]) -> None:
+        by_run: dict[str, list[TaskRecord]] = defaultdict(list)
+        for task in settled:
+            if task.sink_index is not None:
+                by_run[task.run_id].append(task)
+        await run_all(*(self._settle_sinks(run_id, tasks) for run_id, tasks in by_run.items()))
+
+    async def _settle_sinks(self, run_id: str, tasks: list[TaskRecord]) -> None:
+        key = names.run_key(run_id)
+
+        def change(run: RunRecord) -> RunRecord | None:
+            fresh = [t for t in tasks if not bitmap_test(run.settled_sinks, t.sink_index or 0)]
+            if not fresh:
+                return None
+            bits, failed, error = run.settled_sinks, run.failed, run.error
+            for task in fresh:
+                bits = bitmap_set(bits, task.sink_index or 0)
+                if task.state is not TaskState.COMPLETED:
+                    failed = True
+                    if error is None:
+                        error = f"task {task.id!r} {task.state.lower()}: {task.error}"
+            new = run.evolve(settled_sinks=bits, failed=failed, error=error)
+            if bitmap_count(bits) == run.sink_count:
+                new = new.evolve(
+                    state=RunState.FAILED if new.failed else RunState.COMPLETED,
+                    ended_at=time.time(),
+                )
+            return new
+
+        try:
+            current, _ = await self._runs.mutate(key, change)
+        except NotFoundError:
+            logger.warning("run %s vanished while its tasks settled", run_id)
+            return
+        run = current.value
+        if run.state is not RunState.RUNNING and run.ended_at is not None:
+            # Index the end for the retention janitor (idempotent: the key is derived from the run).
+            await self._runs.kv.put(names.finished_key(int(run.ended_at), run.id), b"")

@@ -1,0 +1,74 @@
+"""Checks a redelivered attempt passes before it runs again (off the hot path: redeliveries only).
+
+A redelivery means an executor died, lost its claim, or a restarted nats-server handed the
+delivery out again. The attempt may be over already — its outcome stored in the events stream
+(the truth) or recorded in KV — and then it must not run again; if it does run again, the run is
+counted in KV toward the poison limit.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors as jserr
+from nats.js import JetStreamContext
+
+from stellwerk.core import names
+from stellwerk.core.errors import UnavailableError
+from stellwerk.core.records import TaskRecord, TaskState
+from stellwerk.core.store import DocumentStore
+from stellwerk.events.v1 import events_pb2
+
+__all__ = ["RedeliveryChecks"]
+
+
+class RedeliveryChecks:
+    """KV and stream lookups for redelivered attempts."""
+
+    def __init__(self, js: JetStreamContext, tasks: DocumentStore[TaskRecord]) -> None:
+        self._js = js
+        self._tasks = tasks
+
+    async def count_run(self, dispatch: events_pb2.TaskDispatch) -> int | None:
+        """Record in KV that a redelivered attempt is about to run again; returns how many runs
+        that makes (the first delivery counts as one), or ``None`` if the attempt is over. Only
+        runs that really start are counted, so a delivery that waited in our queue while a
+        poison task killed us is not blamed."""
+        key = names.task_key(dispatch.workflow_id, dispatch.task_id)
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.state.settled or task.attempt != dispatch.attempt:
+                return None
+            return task.evolve(reruns=task.reruns + 1)
+
+        current, wrote = await self._tasks.mutate(key, change)
+        return 1 + current.value.reruns if wrote else None
+
+    async def already_done(self, dispatch: events_pb2.TaskDispatch) -> bool | None:
+        """On redelivery only (off the hot path): is this attempt over already? ``None`` while
+        the task is not recorded as dispatched yet (the resolver publishes a dispatch together
+        with the write that records it)."""
+        if await self._reported(dispatch):
+            return True  # an outcome of this attempt is stored: it stands, whatever KV says yet
+        found = await self._tasks.get(
+            names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
+        )
+        if found is None:
+            return True  # the run is gone (retention or abandoned submit)
+        task = found.value
+        if task.state is TaskState.PENDING and dispatch.attempt == task.attempt + 1:
+            return None
+        return (
+            task.state.settled
+            or task.attempt != dispatch.attempt
+            or task.generation > dispatch.generation
+        )
+
+    async def _reported(self, dispatch: events_pb2.TaskDispatch) -> bool:
+        subject = names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
+        try:
+            await self._js.get_last_msg(names.EVENTS_STREAM, subject)
+        except jserr.NotFoundError:
+            return False
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            raise UnavailableError(f"could not look up {subject}: {exc}") from exc
+        return True
