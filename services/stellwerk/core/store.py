@@ -69,6 +69,10 @@ class DocumentStore(Generic[T]):
         """Drop ``key`` from the cache."""
         self._cache.pop(key, None)
 
+    def cached(self, key: str) -> Versioned[T] | None:
+        """The cached copy of ``key``, if any (no I/O; may be stale)."""
+        return self._cache.get(key)
+
     async def get(self, key: str, *, fresh: bool = False) -> Versioned[T] | None:
         """The document under ``key`` (``None`` if absent); ``fresh`` bypasses the cache."""
         if not fresh:

@@ -39,6 +39,13 @@ __all__ = ["Progress"]
 logger = logging.getLogger(__name__)
 
 
+class _AskKv:
+    """The cache cannot decide an outcome alone."""
+
+
+_ASK_KV = _AskKv()
+
+
 class Progress(Propagation):
     """Applies outcomes to the KV documents of their runs."""
 
@@ -66,8 +73,17 @@ class Progress(Propagation):
         unique: dict[tuple[str, str, int], Outcome] = {}
         for outcome in outcomes:  # repeats of one attempt are redeliveries of one message
             unique.setdefault((outcome.run_id, outcome.task_id, outcome.attempt), outcome)
-        decided = await asyncio.gather(*(self._decide(o) for o in unique.values()))
-        early = [o for o, d in zip(unique.values(), decided, strict=True) if d is TOO_EARLY]
+        distinct = list(unique.values())
+        # Most outcomes are decided by the cache alone; only the rest cost a task and a read.
+        decided: list[Commit | TaskRecord | TooEarly | _AskKv | None] = [
+            self._decide_cached(o) for o in distinct
+        ]
+        undecided = [i for i, d in enumerate(decided) if d is _ASK_KV]
+        if undecided:
+            found = await asyncio.gather(*(self._decide(distinct[i]) for i in undecided))
+            for i, d in zip(undecided, found, strict=True):
+                decided[i] = d
+        early = [o for o, d in zip(distinct, decided, strict=True) if d is TOO_EARLY]
         commits = [d for d in decided if isinstance(d, Commit)]
         settled = [d.record for d in commits]
         settled += [d for d in decided if isinstance(d, TaskRecord)]
@@ -79,6 +95,23 @@ class Progress(Propagation):
         # reader that sees the run ended also sees every result.
         await self._settle_sinks_of(settled)
         return early
+
+    def _decide_cached(self, outcome: Outcome) -> Commit | TaskRecord | _AskKv:
+        """:meth:`_decide` where the cached document is decisive (the common case)."""
+        cached = self._tasks.cached(names.task_key(outcome.run_id, outcome.task_id))
+        if cached is None:
+            return _ASK_KV
+        task = cached.value
+        if task.state.settled and task.attempt == outcome.attempt:
+            return task
+        if task.state is TaskState.DISPATCHED and task.attempt == outcome.attempt:
+            return Commit(
+                names.task_key(outcome.run_id, outcome.task_id),
+                cached.revision,
+                outcome,
+                recorded(task, outcome),
+            )
+        return _ASK_KV
 
     async def _decide(self, outcome: Outcome) -> Commit | TaskRecord | TooEarly | None:
         """What ``outcome`` means for its task: a write that records it, the task as recorded

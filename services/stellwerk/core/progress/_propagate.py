@@ -12,7 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from stellwerk.core import names
 from stellwerk.core.errors import (
@@ -38,13 +38,43 @@ __all__ = ["Propagation", "run_all"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+async def side_by_side(*steps: Awaitable[T]) -> list[T | Exception]:
+    """Run ``steps`` concurrently and wait for every one; each result or exception in order.
+
+    The last step runs in the calling task and only the others get a task of their own: a task
+    per step showed in the resolver's profile, and most calls here have one or two steps.
+    """
+    if not steps:
+        return []
+    *others, last = steps
+    started = [asyncio.ensure_future(step) for step in others]
+    outcome: T | Exception
+    try:
+        outcome = await last
+    except Exception as exc:
+        outcome = exc
+    except BaseException:  # cancelled: the other steps go with us
+        for task in started:
+            task.cancel()
+        raise
+    results: list[T | Exception] = []
+    for task in started:
+        try:
+            results.append(await task)
+        except Exception as exc:
+            results.append(exc)
+    results.append(outcome)
+    return results
+
 
 async def run_all(*steps: Awaitable[Any]) -> None:
     """Run ``steps`` side by side and wait for every one; then raise the first failure, if any
     (``gather`` would return at the first failure and leave the rest running unobserved)."""
-    results = await asyncio.gather(*steps, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
+    for result in await side_by_side(*steps):
+        if isinstance(result, Exception):
             raise result
 
 
@@ -99,7 +129,7 @@ class Propagation:
                 if task.sink_index is not None and (with_sinks or not first_round):
                     sinks[task.run_id].append(task)
             first_round = False
-            results = await asyncio.gather(
+            results = await side_by_side(
                 *(
                     self._settle_dependency(
                         run_id, task_id, items, may_republish=may_republish, known=known
@@ -107,10 +137,9 @@ class Propagation:
                     for (run_id, task_id), items in groups.items()
                 ),
                 *(self._settle_sinks(run_id, tasks) for run_id, tasks in sinks.items()),
-                return_exceptions=True,
             )
             for result in results:
-                if isinstance(result, BaseException):
+                if isinstance(result, Exception):
                     raise result
             worklist = [r for r in results if isinstance(r, TaskRecord)]
 
@@ -195,16 +224,14 @@ class Propagation:
         attempt under the same message id, which JetStream drops as a duplicate. If the write
         fails for good, the event is redelivered and repeats both; an outcome that overtakes the
         write is deferred by the resolver, not dropped (see ``Progress.apply_many``)."""
-        written, published = await asyncio.gather(
-            self._tasks.update(key, new, revision),
-            self._dispatcher.publish(new, dispatch),
-            return_exceptions=True,
+        written, published = await side_by_side(
+            self._tasks.update(key, new, revision), self._dispatcher.publish(new, dispatch)
         )
-        if isinstance(published, BaseException):
+        if isinstance(published, Exception):
             raise published
         if isinstance(written, ConflictError):
             return False
-        if isinstance(written, BaseException):
+        if isinstance(written, Exception):
             raise written
         return True
 
