@@ -10,9 +10,11 @@ marker outlived the grace period without a header.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -35,6 +37,8 @@ __all__ = ["Submitter"]
 logger = logging.getLogger(__name__)
 
 _CHUNK = 2000
+_SPEC_CACHE = 64
+_SPEC_CACHE_MAX_BYTES = 256 * 1024
 _METHODS_TTL = 2.0
 
 
@@ -94,6 +98,7 @@ class Submitter:
         self._dispatcher = dispatcher
         self._settings = settings
         self._methods: set[str] = set()
+        self._specs: OrderedDict[tuple[bytes, str], WorkflowSpec] = OrderedDict()
         self._methods_read_at = -_METHODS_TTL
 
     async def known_methods(self, *, wanted: set[str] | None = None) -> set[str]:
@@ -122,8 +127,22 @@ class Submitter:
         document_format: str | None,
         allow_unregistered: bool,
     ) -> WorkflowSpec:
-        """Load and fully validate; raises ``WorkflowInvalidError`` listing every problem."""
+        """Load and fully validate; raises ``WorkflowInvalidError`` listing every problem.
+
+        Documents submitted again (the same text, say a workflow file run over and over) are
+        parsed once: the spec of a valid document is kept (``_SPEC_CACHE`` entries, documents
+        up to ``_SPEC_CACHE_MAX_BYTES``). Specs are read-only, so runs can share one; the method
+        check against the executors' registrations still runs on every submit.
+        """
         fmt: Any = document_format or None
+        cache_key: tuple[bytes, str] | None = None
+        if isinstance(source, str) and len(source) <= _SPEC_CACHE_MAX_BYTES:
+            cache_key = (hashlib.sha256(source.encode()).digest(), document_format or "")
+            cached = self._specs.get(cache_key)
+            if cached is not None:
+                self._specs.move_to_end(cache_key)
+                await self._check_methods(cached, allow_unregistered)
+                return cached
         try:
             spec = load_workflow(source, format=fmt)
         except WorkflowInvalidError as exc:
@@ -131,13 +150,21 @@ class Submitter:
             known = None if allow_unregistered else await self.known_methods()
             extra = method_problems(raw, known) if known is not None else []
             raise WorkflowInvalidError(problems=[*exc.problems, *extra]) from None
-        if not allow_unregistered:
-            known = await self.known_methods(wanted={t.method for t in spec.tasks})
-            problems = method_problems([(t.id, t.method) for t in spec.tasks], known)
-            if problems:
-                raise WorkflowInvalidError(problems=problems)
+        await self._check_methods(spec, allow_unregistered)
         self._check_sizes(spec)
+        if cache_key is not None:
+            self._specs[cache_key] = spec
+            if len(self._specs) > _SPEC_CACHE:
+                self._specs.popitem(last=False)
         return spec
+
+    async def _check_methods(self, spec: WorkflowSpec, allow_unregistered: bool) -> None:
+        if allow_unregistered:
+            return
+        known = await self.known_methods(wanted={t.method for t in spec.tasks})
+        problems = method_problems([(t.id, t.method) for t in spec.tasks], known)
+        if problems:
+            raise WorkflowInvalidError(problems=problems)
 
     def _check_sizes(self, spec: WorkflowSpec) -> None:
         limit = self._dispatcher.max_payload - 4096
