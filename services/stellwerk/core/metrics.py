@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 __all__ = ["Counter", "Histogram", "MetricsServer", "Registry"]
 
+# Fine around the 1 ms and 5 ms targets, so quantiles read from the buckets stay close to the truth.
 LATENCY_BUCKETS = (
-    0.0002, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0002, 0.0004, 0.0006, 0.0008, 0.0009, 0.001, 0.0011, 0.00125, 0.0015, 0.00175, 0.002,
+    0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 
 
