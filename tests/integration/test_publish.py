@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js.api import RetentionPolicy, StreamConfig
 
 from stellwerk.core import names
-from stellwerk.core.errors import ConflictError, UnavailableError
+from stellwerk.core.errors import ConflictError, UnavailableError, WrongStateError
 from stellwerk.core.jetstream import Topology, ensure_topology
 from stellwerk.core.natsd import NatsServer
 from stellwerk.core.publish import JetStreamWriter, Message, publish_all
@@ -148,3 +149,33 @@ async def test_the_events_stream_keeps_the_first_outcome_of_an_attempt(topology:
     assert stored.data == b"first"
     next_attempt = await writer.publish(names.event_subject("run-3", "task-1", 2), b"x", None)
     assert next_attempt.sequence is not None
+
+
+async def test_an_empty_events_stream_of_the_old_layout_is_replaced(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    old = StreamConfig(
+        name=names.EVENTS_STREAM,
+        subjects=[names.EVENTS_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+    )
+    await js.add_stream(old)
+    await ensure_topology(nc, Settings())
+    config = (await js.stream_info(names.EVENTS_STREAM)).config
+    assert config.retention == RetentionPolicy.LIMITS
+    assert config.max_msgs_per_subject == 1 and config.discard_new_per_subject
+
+
+async def test_an_old_events_stream_with_messages_is_left_alone(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    await js.add_stream(
+        StreamConfig(
+            name=names.EVENTS_STREAM,
+            subjects=[names.EVENTS_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+        )
+    )
+    await js.publish("stellwerk.events.run.task", b"pending")
+    with pytest.raises(WrongStateError, match="still holds 1 messages"):
+        await ensure_topology(nc, Settings())
+    info = await js.stream_info(names.EVENTS_STREAM)
+    assert info.config.retention == RetentionPolicy.WORK_QUEUE and info.state.messages == 1

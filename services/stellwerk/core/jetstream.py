@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from stellwerk.core import names
+from stellwerk.core.errors import WrongStateError
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.settings import Settings
 
@@ -188,7 +189,7 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         # Not changeable in place. An empty stream from an older Stellwerk is replaced; one with
         # messages in it needs an operator (drain the old version first).
         if info.state.messages:
-            raise RuntimeError(
+            raise WrongStateError(
                 f"stream {config.name} has the layout of another Stellwerk version and still "
                 f"holds {info.state.messages} messages; drain it with that version, then delete it"
             )
