@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -181,6 +182,47 @@ tasks:
     assert done.state == pb.WORKFLOW_STATE_COMPLETED
     assert result(tasks_by_id(done)["b"]) == 42  # the early outcome, kept until it fit
     assert cluster.executions() == []
+
+
+async def test_a_stale_dispatch_whose_attempt_has_reported_does_not_run(
+    cluster: Cluster, js: Any
+) -> None:
+    # The outcome is stored (so the attempt is over) but no resolver has recorded it in KV yet:
+    # a dispatch of that attempt handed out again must be skipped on the stream's word.
+    first = await cluster.start("executor")  # registers the methods, then goes away
+    first.terminate()
+    resolver = await cluster.start("resolver")
+    run = await submit(await stub_for(resolver), "tasks: [{id: only, method: test/ledger}]")
+    resolver.terminate()
+    event = events_pb2.TaskEvent(
+        format_version=1,
+        workflow_id=run.id,
+        task_id="only",
+        attempt=1,
+        outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
+        result_json="41",
+        executor_id="elsewhere",
+    )
+    await js.publish(names.event_subject(run.id, "only", 1), event.SerializeToString())
+    dispatched = await js.get_last_msg(
+        names.DISPATCH_STREAM, names.dispatch_subject("test/ledger", run.id, "only")
+    )
+    lease = float(FAST["STELLWERK_TASK_LEASE"])
+
+    async def older_than_the_lease() -> bool:
+        return time.time() - dispatched.time.timestamp() > lease + 0.2
+
+    await eventually(older_than_the_lease, message="the dispatch is older than the lease")
+    await cluster.start("executor")  # an old delivery is checked before it runs
+
+    async def consumed() -> bool:
+        return (await js.stream_info(names.DISPATCH_STREAM)).state.messages == 0
+
+    await eventually(consumed, message="the stale dispatch was acknowledged")
+    assert cluster.starts("only") == []
+    resolver = await cluster.start("resolver")
+    done = await wait_done(await stub_for(resolver), run.id)
+    assert result(tasks_by_id(done)["only"]) == 41
 
 
 async def test_lost_dispatch_is_redispatched_by_the_reconciler(cluster: Cluster, js: Any) -> None:
