@@ -204,7 +204,7 @@ async def test_cancellation_kills_the_script_and_its_children(
     await poll(lambda: all(gone(pid) for pid in pids), "script and its child to die")
 
 
-async def test_script_dies_when_its_executor_is_killed(tmp_path: Path) -> None:
+async def test_script_and_its_children_die_when_its_executor_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     driver = tmp_path / "driver.py"
     driver.write_text(
@@ -232,8 +232,8 @@ async def test_script_dies_when_its_executor_is_killed(tmp_path: Path) -> None:
         pids = read_pids(pid_file)
         executor.kill()
         executor.wait(timeout=10)
-        # PR_SET_PDEATHSIG reaches the script itself (its own children are beyond its reach).
-        await poll(lambda: gone(pids[0]), "the script to die with its executor")
+        # PR_SET_PDEATHSIG reaches the script; it takes its process group, children too, along.
+        await poll(lambda: all(gone(pid) for pid in pids), "the script and its child to die")
     finally:
         executor.kill()
         executor.wait(timeout=10)

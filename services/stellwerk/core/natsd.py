@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -15,11 +14,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NatsServer", "find_binary", "free_port", "pdeathsig_preexec"]
+from stellwerk.core.deathsig import pdeathsig_preexec
+
+__all__ = ["NatsServer", "find_binary", "free_port"]
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 """Larger than NATS's 1 MiB default so a task's 1 MiB of parameters fits in one dispatch."""
@@ -30,32 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def pdeathsig_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A ``Popen(preexec_fn=...)`` making the child receive ``sig`` when its parent dies.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); ``None`` elsewhere. The signal follows the
-    death of the *thread* that started the child, so call ``Popen`` from the main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        # The parent may have died between fork and prctl; then nobody would signal us.
-        if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 def find_binary() -> str:

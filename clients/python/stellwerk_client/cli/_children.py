@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from stellwerk.core.natsd import pdeathsig_preexec
+from stellwerk.core.deathsig import pdeathsig_preexec
 
 from ._serve import service_command
 

@@ -5,8 +5,8 @@ parameter) and may set a global ``result``; the task's output is
 ``{"result": ..., "output": <stdout>, "success": True}``. What is not kept: Gleitzeit ran any
 file the engine could read, reported failed scripts as successful tasks and left children
 running when the engine died. Here only files inside ``STELLWERK_SCRIPT_DIRS`` run, a failing
-script fails its task, and the child dies with its executor (``PR_SET_PDEATHSIG``), on timeout
-and on cancellation (the whole process group is killed).
+script fails its task, and the script's whole process group dies with its executor
+(``PR_SET_PDEATHSIG`` + the wrapper's SIGTERM handler), on timeout and on cancellation.
 
 The child is ``sys.executable -c <wrapper>``. The executor reads the script itself (so the child
 runs exactly the file that passed the directory check) and sends ``<context JSON>\\n<source>`` on
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -26,10 +25,11 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stellwerk.core.deathsig import pdeathsig_preexec
 from stellwerk.core.errors import InvalidArgumentError, TaskError
 from stellwerk.core.handlers import TaskContext
 
@@ -46,7 +46,14 @@ _STDERR_TAIL_LINES = 10
 _CHUNK = 64 * 1024
 
 _WRAPPER = """\
-import json, os, sys
+import json, os, signal, sys
+
+def _stellwerk_orphaned(signum, frame):
+    # The executor died (PR_SET_PDEATHSIG sends SIGTERM): take the whole process group down,
+    # the script's own children included, so nothing of this attempt outlives its claim.
+    os.killpg(0, signal.SIGKILL)
+
+signal.signal(signal.SIGTERM, _stellwerk_orphaned)
 
 def _stellwerk_run():
     channel = int(sys.argv[1])
@@ -253,7 +260,8 @@ async def _run(
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,  # its own process group, so one killpg reaches its children
-            preexec_fn=_death_signal_hook(),
+            # The kernel sends SIGTERM when the executor dies; the wrapper then kills its group.
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),
             env=env,
         )
     except (OSError, subprocess.SubprocessError) as exc:
@@ -377,38 +385,3 @@ def _tail(stderr: bytes) -> str:
     if not lines:
         return "; stderr was empty"
     return "; stderr (last lines):\n" + "\n".join(lines[-_STDERR_TAIL_LINES:])
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-# Loaded once here: the hook runs between fork and exec, where as little as possible should happen.
-_prctl = _load_prctl()
-
-
-def _death_signal_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the kernel SIGKILL the child when this executor dies."""
-    prctl = _prctl
-    if prctl is None:
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:  # the executor died before the signal was armed
-            os._exit(1)
-
-    return hook
