@@ -12,6 +12,7 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.errors import InvalidArgumentError, NotFoundError, Problem
+from stellwerk.core.jetstream import cancel_requested
 from stellwerk.core.kvscan import list_keys
 from stellwerk.core.records import RunRecord, RunState, TaskRecord
 from stellwerk.core.store import DocumentStore
@@ -21,6 +22,8 @@ __all__ = ["RunReader", "TaskChange"]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _CHUNK = 500
+# How long a watch waits, once its run has ended, for the last task changes to arrive.
+_TRAILING_GRACE = 0.05
 
 
 class TaskChange:
@@ -135,11 +138,11 @@ class RunReader:
         run_watch = await self._runs_kv.watch(names.run_key(run_id), ignore_deletes=True)
 
         async def pump(watcher: object, kind: str) -> None:
-            while True:
+            while not cancel_requested():
                 try:
                     # A missed update (watcher recreated after a NATS hiccup) costs one tick.
                     entry = await watcher.updates(timeout=5)  # type: ignore[attr-defined]
-                except TimeoutError:
+                except TimeoutError:  # nats-py also turns our cancellation into this
                     queue.put_nowait(("tick", None))
                     continue
                 if entry is not None and entry.value:
@@ -160,6 +163,10 @@ class RunReader:
                     yield TaskChange(run, TaskRecord.from_bytes(value))
                     continue
                 if run.state is not RunState.RUNNING:
+                    # The header is written after its tasks' documents, but the two watchers
+                    # deliver independently: let the tasks' last changes arrive first.
+                    async for change in _trailing_changes(queue, run):
+                        yield change
                     yield TaskChange(run, None)
                     return
         finally:
@@ -171,3 +178,17 @@ class RunReader:
             for w in (task_watch, run_watch):
                 with contextlib.suppress(Exception):
                     await w.stop()
+
+
+async def _trailing_changes(
+    queue: asyncio.Queue[tuple[str, bytes | None]], run: RunRecord
+) -> AsyncIterator[TaskChange]:
+    """Task changes that arrive within ``_TRAILING_GRACE`` seconds of the run's end."""
+    deadline = asyncio.get_running_loop().time() + _TRAILING_GRACE
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            kind, value = await asyncio.wait_for(queue.get(), left)
+        except TimeoutError:
+            return
+        if kind == "task" and value is not None:
+            yield TaskChange(run, TaskRecord.from_bytes(value))
