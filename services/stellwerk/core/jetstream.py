@@ -21,6 +21,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RawStreamMsg,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -29,7 +30,7 @@ from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from stellwerk.core import names
-from stellwerk.core.errors import WrongStateError
+from stellwerk.core.errors import UnavailableError, WrongStateError
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.settings import Settings
 
@@ -42,6 +43,7 @@ __all__ = [
     "ensure_dispatch_consumer",
     "ensure_resolver_consumer",
     "ensure_topology",
+    "last_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,17 @@ def delivery_of(msg: Msg) -> Delivery:
         return Delivery(max(1, int(delivered)), int(stored) / 1e9)
     except ValueError:
         return Delivery(1, None)
+
+
+async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
+    """The last message on ``subject`` in ``stream`` (a direct lookup by subject), or ``None``;
+    raises ``UnavailableError`` when NATS cannot answer."""
+    try:
+        return await js.get_last_msg(stream, subject)
+    except jserr.NotFoundError:
+        return None
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise UnavailableError(f"could not look up {subject}: {exc}") from exc
 
 
 def cancel_requested() -> bool:

@@ -8,12 +8,10 @@ counted in KV toward the poison limit.
 
 from __future__ import annotations
 
-import nats.errors
-import nats.js.errors as jserr
 from nats.js import JetStreamContext
 
 from stellwerk.core import names
-from stellwerk.core.errors import UnavailableError
+from stellwerk.core.jetstream import last_message
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
 from stellwerk.events.v1 import events_pb2
@@ -47,7 +45,8 @@ class RedeliveryChecks:
         """On redelivery only (off the hot path): is this attempt over already? ``None`` while
         the task is not recorded as dispatched yet (the resolver publishes a dispatch together
         with the write that records it)."""
-        if await self._reported(dispatch):
+        reported = names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
+        if await last_message(self._js, names.EVENTS_STREAM, reported) is not None:
             return True  # an outcome of this attempt is stored: it stands, whatever KV says yet
         found = await self._tasks.get(
             names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
@@ -62,13 +61,3 @@ class RedeliveryChecks:
             or task.attempt != dispatch.attempt
             or task.generation > dispatch.generation
         )
-
-    async def _reported(self, dispatch: events_pb2.TaskDispatch) -> bool:
-        subject = names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
-        try:
-            await self._js.get_last_msg(names.EVENTS_STREAM, subject)
-        except jserr.NotFoundError:
-            return False
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise UnavailableError(f"could not look up {subject}: {exc}") from exc
-        return True

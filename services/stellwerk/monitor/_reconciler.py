@@ -22,7 +22,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
@@ -53,13 +52,11 @@ class Reconciler:
     def __init__(
         self,
         *,
-        js: JetStreamContext,
         runs: KeyValue,
         tasks: KeyValue,
         progress: Progress,
         settings: Settings,
     ) -> None:
-        self._js = js
         self._runs = runs
         self._tasks = tasks
         self._progress = progress

@@ -67,7 +67,6 @@ class Monitor(Service):
             dispatcher=Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload),
         )
         reconciler = Reconciler(
-            js=topology.js,
             runs=topology.runs,
             tasks=topology.tasks,
             progress=progress,

@@ -33,6 +33,7 @@ from stellwerk.core.errors import (
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
 from stellwerk.core.records import TaskRecord, TaskState
+from stellwerk.core.store import Versioned
 
 __all__ = ["Progress"]
 
@@ -44,6 +45,24 @@ class _AskKv:
 
 
 _ASK_KV = _AskKv()
+
+
+def _decision(
+    key: str, current: Versioned[TaskRecord], outcome: Outcome
+) -> Commit | TaskRecord | TooEarly | None:
+    """What ``outcome`` means for its task: the write that records it, the task as recorded
+    before (its consequences may still be due), ``TOO_EARLY`` if the task's dispatch is not
+    recorded yet, or ``None`` when nothing follows."""
+    task = current.value
+    if task.state is TaskState.PENDING and outcome.attempt == task.attempt + 1:
+        return TOO_EARLY  # its dispatch overtook the write that records it
+    if task.attempt != outcome.attempt:
+        return None  # a late result of an attempt that is no longer current
+    if task.state.settled:
+        return task  # recorded before (maybe by us, before a crash): finish what follows
+    if task.state is not TaskState.DISPATCHED:
+        return None
+    return Commit(key, current.revision, outcome, recorded(task, outcome))
 
 
 class Progress(Propagation):
@@ -97,53 +116,21 @@ class Progress(Propagation):
         return early
 
     def _decide_cached(self, outcome: Outcome) -> Commit | TaskRecord | _AskKv:
-        """:meth:`_decide` where the cached document is decisive (the common case)."""
-        cached = self._tasks.cached(names.task_key(outcome.run_id, outcome.task_id))
-        if cached is None:
-            return _ASK_KV
-        task = cached.value
-        if task.state.settled and task.attempt == outcome.attempt:
-            return task
-        if task.state is TaskState.DISPATCHED and task.attempt == outcome.attempt:
-            return Commit(
-                names.task_key(outcome.run_id, outcome.task_id),
-                cached.revision,
-                outcome,
-                recorded(task, outcome),
-            )
-        return _ASK_KV
+        """:func:`_decision` on the cached document, where that is decisive (the common case):
+        an outcome is never ignored or deferred on the word of the cache."""
+        key = names.task_key(outcome.run_id, outcome.task_id)
+        cached = self._tasks.cached(key)
+        decision = None if cached is None else _decision(key, cached, outcome)
+        return decision if isinstance(decision, Commit | TaskRecord) else _ASK_KV
 
     async def _decide(self, outcome: Outcome) -> Commit | TaskRecord | TooEarly | None:
-        """What ``outcome`` means for its task: a write that records it, the task as recorded
-        before (its consequences may still be due), ``TOO_EARLY`` if the task's dispatch is not
-        recorded yet, or ``None`` when nothing follows."""
+        """:func:`_decision` on a fresh read (the cache could not decide)."""
         key = names.task_key(outcome.run_id, outcome.task_id)
-        fresh = False
-        while True:
-            current = await self._tasks.get(key, fresh=fresh)
-            if current is None:
-                logger.info(
-                    "outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id
-                )
-                return None
-            task = current.value
-            decisive = task.state.settled or (
-                task.state is TaskState.DISPATCHED and task.attempt == outcome.attempt
-            )
-            if not decisive and not fresh:
-                # Our cached copy may predate another resolver's writes: never ignore an
-                # outcome on the word of the cache.
-                fresh = True
-                continue
-            if task.state is TaskState.PENDING and outcome.attempt == task.attempt + 1:
-                return TOO_EARLY  # its dispatch overtook the write that records it
-            if task.attempt != outcome.attempt:
-                return None  # a late result of an attempt that is no longer current
-            if task.state.settled:
-                return task  # recorded before (maybe by us, before a crash): finish what follows
-            if task.state is not TaskState.DISPATCHED:
-                return None
-            return Commit(key, current.revision, outcome, recorded(task, outcome))
+        current = await self._tasks.get(key, fresh=True)
+        if current is None:
+            logger.info("outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id)
+            return None
+        return _decision(key, current, outcome)
 
     async def _write(self, commit: Commit) -> None:
         """Record a committed outcome on its task's document (a compare-and-set, re-applied

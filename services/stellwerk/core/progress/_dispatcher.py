@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from stellwerk.core import names
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
+from stellwerk.core.jetstream import last_message
 from stellwerk.core.model import substitute
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
 from stellwerk.core.publish import JetStreamWriter
@@ -93,23 +94,16 @@ class Dispatcher:
             raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
         ack.stored(f"the dispatch of {task.id!r}")
 
-    async def _last(self, stream: str, subject: str) -> Any:
-        """The last message on ``subject`` (a direct lookup), or ``None``."""
-        try:
-            return await self._js.get_last_msg(stream, subject)
-        except jserr.NotFoundError:
-            return None
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise UnavailableError(f"could not look up {subject}: {exc}") from exc
-
     async def dispatch_waiting(self, task: TaskRecord) -> bool:
         """Whether a dispatch of ``task`` waits (or is being worked on) in the dispatch stream."""
         subject = names.dispatch_subject(task.method, task.run_id, task.id)
-        return await self._last(names.DISPATCH_STREAM, subject) is not None
+        return await last_message(self._js, names.DISPATCH_STREAM, subject) is not None
 
     async def outcome_of(self, run_id: str, task_id: str, attempt: int) -> Outcome | None:
         """The committed outcome of one attempt, or ``None`` if it has not reported."""
-        found = await self._last(names.EVENTS_STREAM, names.event_subject(run_id, task_id, attempt))
+        found = await last_message(
+            self._js, names.EVENTS_STREAM, names.event_subject(run_id, task_id, attempt)
+        )
         if found is None or not found.data:
             return None
         try:
@@ -120,14 +114,14 @@ class Dispatcher:
     async def outcome_stored(self, task: TaskRecord) -> bool:
         """Whether the current attempt of ``task`` has reported (acknowledged or not)."""
         subject = names.event_subject(task.run_id, task.id, task.attempt)
-        return await self._last(names.EVENTS_STREAM, subject) is not None
+        return await last_message(self._js, names.EVENTS_STREAM, subject) is not None
 
     async def outcome_waiting(self, task: TaskRecord) -> bool:
         """Whether an outcome of ``task`` is stored but maybe not applied yet: above the
         resolvers' acknowledgement floor (conservative: acknowledged messages above the floor
         count as waiting until the floor passes them)."""
         subject = names.event_subject(task.run_id, task.id, task.attempt)
-        found = await self._last(names.EVENTS_STREAM, subject)
+        found = await last_message(self._js, names.EVENTS_STREAM, subject)
         if found is None:
             return False
         try:
@@ -137,7 +131,7 @@ class Dispatcher:
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise UnavailableError(f"could not read the resolvers' consumer: {exc}") from exc
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
-        return bool(found.seq > (floor or 0))
+        return (found.seq or 0) > (floor or 0)
 
     async def already_sent(self, task: TaskRecord) -> bool:
         """Whether ``task``'s dispatch is on its way or its attempt has reported already (two
