@@ -130,12 +130,16 @@ class DocumentStore(Generic[T]):
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, revision))
 
-    async def update(self, key: str, value: T, revision: int) -> Versioned[T]:
-        """Compare-and-set: write only if ``key`` is still at ``revision``."""
+    async def update(
+        self, key: str, value: T, revision: int, *, encoded: bytes | None = None
+    ) -> Versioned[T]:
+        """Compare-and-set: write only if ``key`` is still at ``revision``; ``encoded`` is
+        ``value`` encoded already (by a caller that had to measure it)."""
+        data = self._encode(value) if encoded is None else encoded
         if self._writer is not None:
             ack = await self._writer.publish(
                 kv_subject(self.kv, key),
-                self._encode(value),
+                data,
                 {"Nats-Expected-Last-Subject-Sequence": str(revision)},
             )
             if ack.wrong_last_sequence:
@@ -143,7 +147,7 @@ class DocumentStore(Generic[T]):
                 raise ConflictError(f"{key} changed since revision {revision}")
             return self._remember(key, Versioned(value, ack.stored(f"writing {key}")))
         try:
-            new_revision = await self.kv.update(key, self._encode(value), last=revision)
+            new_revision = await self.kv.update(key, data, last=revision)
         except jserr.KeyWrongLastSequenceError as exc:
             self.forget(key)
             raise ConflictError(f"{key} changed since revision {revision}") from exc

@@ -29,6 +29,7 @@ from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
+from stellwerk.core.limits import Limits, clip_error, result_too_large
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
@@ -83,7 +84,7 @@ class TaskRunner:
         self._redelivery = RedeliveryChecks(js, tasks)
         self._settings = settings
         self.executor_id = executor_id
-        self._max_payload = max_payload
+        self._limits = Limits(max_payload)
         self.slots = Slots(settings.executor_concurrency)
         self._running: dict[asyncio.Task[None], Msg] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -320,18 +321,20 @@ class TaskRunner:
         try:
             output = await self._table.invoke(dispatch.method, params, ctx, timeout=timeout)
             result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
-            if len(result_json.encode()) > self._max_payload - 4096:
-                raise TaskError(
-                    f"the result is {len(result_json.encode())} bytes; the NATS message limit "
-                    f"(max_payload) allows {self._max_payload - 4096}"
-                )
+            # Checked here, before publishing: the resolver could not store a larger result in
+            # the task's document (see core/limits). Characters first: bytes only if it may be.
+            limit = self._limits.result
+            if len(result_json) > limit // 4:
+                size = len(result_json.encode("utf-8", "surrogatepass"))
+                if size > limit:
+                    raise TaskError(result_too_large(size, limit))
         except TaskError as exc:
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
-            event.error = exc.message
+            event.error = clip_error(exc.message)
         except Exception as exc:  # a handler bug must fail its task, never the executor
             logger.exception("method %s raised", dispatch.method)
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
-            event.error = f"{type(exc).__name__}: {exc}"
+            event.error = clip_error(f"{type(exc).__name__}: {exc}")
         else:
             event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
             event.result_json = result_json

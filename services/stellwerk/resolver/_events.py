@@ -21,7 +21,7 @@ from stellwerk.core import names
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import Counter, Histogram
-from stellwerk.core.progress import Outcome, Progress, decode_outcome
+from stellwerk.core.progress import Outcome, Progress, decode_outcome, unreadable_outcome
 
 __all__ = ["EventConsumer"]
 
@@ -114,11 +114,18 @@ class EventConsumer:
 
     async def _apply(self, batch: list[tuple[Msg, float]]) -> None:
         readable: list[tuple[Msg, float, Outcome]] = []
+        max_result = self._progress.dispatcher.limits.result
         for msg, received in batch:
             try:
-                readable.append((msg, received, decode_outcome(msg.data)))
+                readable.append((msg, received, decode_outcome(msg.data, max_result=max_result)))
             except (ValueError, UnicodeDecodeError) as exc:
-                logger.error("dropping unreadable task event on %s: %s", msg.subject, exc)
+                # Being the first event of its attempt, it is that attempt's outcome: failing
+                # the task settles the run; dropping it would leave the run waiting for ever.
+                failed = unreadable_outcome(msg.subject, str(exc))
+                logger.error("unreadable task event on %s: %s", msg.subject, exc)
+                if failed is not None:
+                    readable.append((msg, received, failed))
+                    continue
                 with contextlib.suppress(Exception):
                     await msg.term()
         if not readable:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, cast
 
+import nats.errors
 import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
@@ -31,6 +32,7 @@ from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskSt
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.resolver._records import build_run_documents, new_run_id
+from stellwerk.resolver._sizes import size_problems
 
 __all__ = ["Submitter"]
 
@@ -167,19 +169,10 @@ class Submitter:
             raise WorkflowInvalidError(problems=problems)
 
     def _check_sizes(self, spec: WorkflowSpec) -> None:
-        limit = self._dispatcher.max_payload - 4096
-        problems = []
-        for task in spec.tasks:
-            size = len(json.dumps(task.params, ensure_ascii=False).encode())
-            if size > limit:
-                problems.append(
-                    Problem(
-                        task=task.id,
-                        field="params",
-                        message=f"params are {size} bytes; the NATS message limit of this "
-                        f"deployment allows {limit} bytes per task",
-                    )
-                )
+        """Refuse a run any of whose records would exceed the server's message size: found out
+        half way through the writes, that would be a partial run and an error that invites a
+        retry (see ``_sizes``)."""
+        problems = size_problems(spec, self._dispatcher.limits)
         if problems:
             raise WorkflowInvalidError(problems=problems)
 
@@ -188,8 +181,10 @@ class Submitter:
         run the first call created."""
         request_key = names.request_key(request_id) if request_id else ""
         run_id = new_run_id()
+        claimed = False
         if request_id:
             existing = await self._claim_request(request_key, run_id)
+            claimed = existing is None
             if existing is not None:
                 run_id = existing
                 header = await self._runs.get(names.run_key(run_id), fresh=True)
@@ -208,10 +203,16 @@ class Submitter:
                 )
             await self._runs_kv.put(names.order_key(run_id), dumps(docs.order))
             created = await self._runs.create(names.run_key(run_id), docs.header)
-        except (StellwerkError, OSError, TimeoutError) as exc:
-            await self._abandon(run_id)
+        except (StellwerkError, OSError, TimeoutError, nats.errors.Error) as exc:
+            # A request key this call bound goes too, so a retry starts afresh (one bound by
+            # an earlier call stays: that call's run may still be committing).
+            await self._abandon(run_id, request_key if claimed else "")
             if isinstance(exc, StellwerkError):
                 raise
+            if isinstance(exc, nats.errors.MaxPayloadError):  # _check_sizes missed a record:
+                raise WorkflowInvalidError(  # retrying cannot help, so not UNAVAILABLE
+                    problems=[Problem(None, "document", f"a record of the run is too large: {exc}")]
+                ) from exc
             raise UnavailableError(f"could not write run {run_id}: {exc}") from exc
         if created is None:  # a concurrent retry of the same request committed first
             header = await self._runs.get(names.run_key(run_id), fresh=True)
@@ -260,9 +261,11 @@ class Submitter:
         ]
         await self._dispatch_roots(roots)
 
-    async def _abandon(self, run_id: str) -> None:
+    async def _abandon(self, run_id: str, request_key: str = "") -> None:
         """Best-effort removal of a run that failed before its commit point."""
         try:
+            if request_key:
+                await remove(self._runs_kv, request_key)
             await remove(self._tasks.kv, names.task_prefix(run_id))
             await remove(self._runs_kv, names.order_key(run_id))
             await remove(self._runs_kv, names.staging_key(run_id))

@@ -7,6 +7,13 @@ compare-and-set steps, so any number of them may act on one run at once.
 
 from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
-from stellwerk.core.progress._outcome import Outcome, decode_outcome
+from stellwerk.core.progress._outcome import Outcome, decode_outcome, unreadable_outcome
 
-__all__ = ["Dispatcher", "Outcome", "Progress", "decode_outcome", "resolve_params"]
+__all__ = [
+    "Dispatcher",
+    "Outcome",
+    "Progress",
+    "decode_outcome",
+    "resolve_params",
+    "unreadable_outcome",
+]

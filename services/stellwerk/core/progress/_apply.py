@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from stellwerk.core import names
 from stellwerk.core.errors import (
@@ -30,6 +31,7 @@ from stellwerk.core.errors import (
     TaskError,
     UnavailableError,
 )
+from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
 from stellwerk.core.records import TaskRecord, TaskState
@@ -103,7 +105,9 @@ class Progress(Propagation):
             for i, d in zip(undecided, found, strict=True):
                 decided[i] = d
         early = [o for o, d in zip(distinct, decided, strict=True) if d is TOO_EARLY]
-        commits = [d for d in decided if isinstance(d, Commit)]
+        # Measured before anything is written or propagated: a record that cannot be stored
+        # turns into a failure, and the dependents must see that failure, not the result.
+        commits = [self._fitted(d) for d in decided if isinstance(d, Commit)]
         settled = [d.record for d in commits]
         settled += [d for d in decided if isinstance(d, TaskRecord)]
         await run_all(
@@ -132,13 +136,38 @@ class Progress(Propagation):
             return None
         return _decision(key, current, outcome)
 
+    def _fitted(self, commit: Commit) -> Commit:
+        """``commit`` with its record encoded (the write needs those bytes anyway); a record
+        that cannot be stored — too large for one message, say a result beyond what the
+        submit left room for, or not encodable — is replaced by the task's failure saying
+        why. Every resolver decides alike from the same outcome and document, and the event
+        is applied instead of being redelivered for ever."""
+        record = commit.record
+        limit = self._dispatcher.limits.message
+        try:
+            data = record.to_bytes()
+            if len(data) <= limit:
+                return replace(commit, data=data)
+            reason = (
+                f"the task document with this outcome would be {len(data):,} bytes; this "
+                f"deployment stores at most {limit:,} bytes per task document (NATS "
+                f"max_payload {self._dispatcher.max_payload:,} bytes)"
+            )
+        except (TypeError, ValueError) as exc:  # orjson and json refuse it (lone surrogates)
+            reason = f"the outcome cannot be stored: {exc}"
+        logger.warning("%s failed: %s", commit.key, reason)
+        failed = record.evolve(
+            state=TaskState.FAILED, result=None, has_result=False, error=clip_error(reason)
+        )
+        return replace(commit, record=failed, data=failed.to_bytes())
+
     async def _write(self, commit: Commit) -> None:
         """Record a committed outcome on its task's document (a compare-and-set, re-applied
         on a fresh copy when something else — a re-run count, a re-dispatch — wrote first)."""
-        record, revision = commit.record, commit.revision
+        record, revision, data = commit.record, commit.revision, commit.data
         while True:
             try:
-                await self._tasks.update(commit.key, record, revision)
+                await self._tasks.update(commit.key, record, revision, encoded=data)
                 return
             except ConflictError:
                 current = await self._tasks.get(commit.key, fresh=True)
@@ -150,7 +179,13 @@ class Progress(Propagation):
                     logger.warning("%s was recorded %s; its stored outcome says %s",
                                    commit.key, task.state, record.state)  # fmt: skip
                 return
-            record, revision = recorded(task, commit.outcome), current.revision
+            # Recorded as first decided (a failure for a record that did not fit).
+            again = recorded(task, commit.outcome)
+            if commit.record.state is not again.state:
+                again = again.evolve(state=commit.record.state, result=None,
+                                     has_result=False, error=commit.record.error)  # fmt: skip
+            fitted = self._fitted(replace(commit, record=again, revision=current.revision))
+            record, revision, data = fitted.record, fitted.revision, fitted.data
 
     async def redispatch(self, observed: TaskRecord) -> bool:
         """Recovery: re-send a dispatch that was lost, under a new generation so JetStream's dedup

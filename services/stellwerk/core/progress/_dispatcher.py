@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
 from stellwerk.core.jetstream import last_message
+from stellwerk.core.limits import Limits, TooLargeError
 from stellwerk.core.model import substitute
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
 from stellwerk.core.publish import JetStreamWriter
@@ -54,6 +55,7 @@ class Dispatcher:
         self._js = js
         self._writer = writer
         self.max_payload = max_payload
+        self.limits = Limits(max_payload)
 
     def encode(self, task: TaskRecord, params: dict[str, Any]) -> bytes:
         """The dispatch message of ``task``'s current attempt; raises ``StellwerkError`` if it
@@ -74,10 +76,12 @@ class Dispatcher:
                 Duration(seconds=int(task.timeout), nanos=int((task.timeout % 1) * 1e9))
             )
         data = message.SerializeToString()
-        if len(data) > self.max_payload - 1024:
-            raise StellwerkError(
-                f"the dispatch of task {task.id!r} is {len(data)} bytes; the NATS message limit "
-                f"(max_payload) is {self.max_payload} bytes"
+        if len(data) > self.limits.message:
+            raise TooLargeError(
+                f"the dispatch of task {task.id!r} (its parameters with the results they "
+                f"refer to) is {len(data):,} bytes; this deployment sends at most "
+                f"{self.limits.message:,} bytes per message (NATS max_payload "
+                f"{self.max_payload:,} bytes)"
             )
         return data
 
@@ -107,7 +111,7 @@ class Dispatcher:
         if found is None or not found.data:
             return None
         try:
-            return decode_outcome(found.data)
+            return decode_outcome(found.data, max_result=self.limits.result)
         except (ValueError, UnicodeDecodeError):
             return None
 

@@ -12,10 +12,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from stellwerk.core.limits import MAX_EXECUTOR_ID_CHARS, clip_error, result_too_large
+from stellwerk.core.names import decode_token
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.events.v1 import events_pb2
 
-__all__ = ["TOO_EARLY", "Commit", "Outcome", "TooEarly", "decode_outcome", "recorded"]
+__all__ = [
+    "TOO_EARLY",
+    "Commit",
+    "Outcome",
+    "TooEarly",
+    "decode_outcome",
+    "recorded",
+    "unreadable_outcome",
+]
 
 EVENT_FORMAT_VERSION = 1
 
@@ -60,6 +72,8 @@ class Commit:
     revision: int
     outcome: Outcome
     record: TaskRecord
+    data: bytes | None = None
+    """``record`` encoded, once measured (see ``Progress._fitted``)."""
 
 
 def recorded(task: TaskRecord, outcome: Outcome) -> TaskRecord:
@@ -68,7 +82,7 @@ def recorded(task: TaskRecord, outcome: Outcome) -> TaskRecord:
         state=TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
         result=outcome.result if outcome.succeeded else None,
         has_result=outcome.succeeded,
-        error=None if outcome.succeeded else (outcome.error or "task failed"),
+        error=None if outcome.succeeded else clip_error(outcome.error or "task failed"),
         executor_id=outcome.executor_id,
         ended_at=time.time(),
     )
@@ -83,10 +97,19 @@ def _parse_result(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
-def decode_outcome(data: bytes) -> Outcome:
-    """A ``TaskEvent`` as an ``Outcome``; raises ``ValueError`` on a message we cannot read."""
+def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
+    """A ``TaskEvent`` as an ``Outcome``; raises ``ValueError`` on a message we cannot read.
+
+    A success whose result exceeds ``max_result`` bytes reads as a failure naming the cap: its
+    document could not hold it, and every reader of the event must decide alike (the executor
+    refuses such results before publishing; this covers older or other executors). Errors and
+    executor ids are clipped, so no outcome can make its task's document unwritable.
+    """
     event = events_pb2.TaskEvent()
-    event.ParseFromString(data)
+    try:
+        event.ParseFromString(data)
+    except DecodeError as exc:  # not a ValueError: callers would miss it
+        raise ValueError(f"not a TaskEvent: {exc}") from exc
     if event.format_version != EVENT_FORMAT_VERSION:
         raise ValueError(f"unknown event format version {event.format_version}")
     if not event.workflow_id or not event.task_id or event.attempt < 1:
@@ -94,12 +117,43 @@ def decode_outcome(data: bytes) -> Outcome:
     succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
     if not succeeded and event.outcome != events_pb2.TASK_OUTCOME_FAILED:
         raise ValueError(f"unknown outcome {event.outcome}")
+    error = clip_error(event.error) if event.error else None
+    # The message's length bounds the result's: only a large message costs an exact count.
+    if succeeded and max_result is not None and len(data) > max_result:
+        size = len(event.result_json.encode("utf-8", "surrogatepass"))
+        if size > max_result:
+            succeeded, error = False, result_too_large(size, max_result)
     return Outcome(
         run_id=event.workflow_id,
         task_id=event.task_id,
         attempt=event.attempt,
         succeeded=succeeded,
         result=_parse_result(event.result_json) if succeeded and event.result_json else None,
-        error=event.error or None,
-        executor_id=event.executor_id or None,
+        error=error,
+        executor_id=event.executor_id[:MAX_EXECUTOR_ID_CHARS] or None,
+    )
+
+
+def unreadable_outcome(subject: str, reason: str) -> Outcome | None:
+    """The outcome of an attempt whose event cannot be read, from its subject
+    (``stellwerk.events.<run>.<task>.<attempt>``): failed, saying why. The stream keeps the
+    first event of each attempt, so that unreadable one *is* the attempt's outcome; failing the
+    task settles it (dependents BLOCKED) instead of leaving the run waiting for ever. ``None``
+    if the subject names no attempt either."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[:2] != ["stellwerk", "events"] or not parts[4].isdigit():
+        return None
+    try:
+        task_id = decode_token(parts[3])
+    except ValueError:
+        return None
+    attempt = int(parts[4])
+    if attempt < 1:
+        return None
+    return Outcome(
+        run_id=parts[2],
+        task_id=task_id,
+        attempt=attempt,
+        succeeded=False,
+        error=clip_error(f"the outcome of attempt {attempt} could not be read: {reason}"),
     )

@@ -22,6 +22,7 @@ from stellwerk.core.errors import (
     TaskError,
     UnavailableError,
 )
+from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.records import (
     RunRecord,
@@ -82,7 +83,7 @@ def _blocked_reason(dep: TaskRecord) -> str:
     """Why a dependent of ``dep`` cannot run, naming the task that failed in the first place."""
     if dep.state is TaskState.BLOCKED and dep.error:
         return dep.error  # already names the root cause
-    return f"dependency {dep.id!r} {dep.state.lower()}: {dep.error}"
+    return clip_error(f"dependency {dep.id!r} {dep.state.lower()}: {dep.error}")
 
 
 class Propagation:
@@ -192,7 +193,9 @@ class Propagation:
                 except (TaskError, StellwerkError) as exc:
                     if isinstance(exc, UnavailableError):
                         raise
-                    new = new.evolve(state=TaskState.FAILED, error=str(exc), ended_at=time.time())
+                    new = new.evolve(
+                        state=TaskState.FAILED, error=clip_error(str(exc)), ended_at=time.time()
+                    )
                     dispatch = None
             if dispatch is not None and may_republish:
                 if await self._record_and_dispatch(key, new, current.revision, dispatch):
@@ -310,7 +313,7 @@ class Propagation:
                 if task.state is not TaskState.COMPLETED:
                     failed = True
                     if error is None:
-                        error = f"task {task.id!r} {task.state.lower()}: {task.error}"
+                        error = clip_error(f"task {task.id!r} {task.state.lower()}: {task.error}")
             new = run.evolve(settled_sinks=bits, failed=failed, error=error)
             if bitmap_count(bits) == run.sink_count:
                 new = new.evolve(
