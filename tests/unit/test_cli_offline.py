@@ -39,6 +39,7 @@ from stellwerk_client.cli._dev import dev_environment
 from stellwerk_client.cli._render import run_json, run_summary
 
 ROOT = Path(__file__).resolve().parents[2]
+RUN_ID = "0195f0a1b2c3d4e5f6a7b8"  # the shape of a run id (names.RUN_ID_PATTERN)
 EXAMPLE = ROOT / "examples" / "simple_mcp_workflow.yaml"
 STELLWERK = Path(sys.executable).parent / "stellwerk"
 
@@ -230,9 +231,9 @@ def test_unreadable_file_exits_2(
         ["run", str(EXAMPLE)],
         ["run", str(EXAMPLE), "--json"],
         ["submit", str(EXAMPLE)],
-        ["status", "some-id"],
-        ["status", "some-id", "--json"],
-        ["watch", "some-id"],
+        ["status", "0195f0a1b2c3d4e5f6a7b8"],
+        ["status", "0195f0a1b2c3d4e5f6a7b8", "--json"],
+        ["watch", "0195f0a1b2c3d4e5f6a7b8"],
         ["list"],
     ],
     ids=lambda argv: "-".join(a for a in argv if not a.startswith("/")),
@@ -252,11 +253,11 @@ def test_default_address_comes_from_the_environment(
 ) -> None:
     address = _dead_address()
     monkeypatch.setenv("STELLWERK_ADDRESS", address)
-    assert main(["status", "x"]) == 3
+    assert main(["status", RUN_ID]) == 3
     assert address in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["status", "x"], ["dev"]], ids=["status", "dev"])
+@pytest.mark.parametrize("argv", [["status", RUN_ID], ["dev"]], ids=["status", "dev"])
 def test_malformed_settings_in_the_environment_exit_2(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -604,9 +605,9 @@ def test_run_exits_1_when_the_run_fails(fake: tuple[FakeResolver, str]) -> None:
     servicer, address = fake
     servicer.watch_script = ["end_early"] * 3
     servicer.final_state = pb.WORKFLOW_STATE_FAILED
-    servicer.runs["f"] = _finished_run("f")
-    servicer.runs["f"].state = pb.WORKFLOW_STATE_RUNNING
-    assert main(["watch", "f", "--address", address, "--json"]) == 1
+    servicer.runs[RUN_ID] = _finished_run(RUN_ID)
+    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_RUNNING
+    assert main(["watch", RUN_ID, "--address", address, "--json"]) == 1
     assert servicer.watch_calls == 4  # three streams that ended early, then the end
 
 
@@ -638,10 +639,10 @@ def test_status_prints_the_run_whatever_its_state(
     fake: tuple[FakeResolver, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     servicer, address = fake
-    servicer.runs["r"] = _finished_run("r")
-    servicer.runs["r"].state = pb.WORKFLOW_STATE_FAILED
-    servicer.runs["r"].error = "task 'sum' failed"
-    assert main(["status", "r", "--address", address, "--json"]) == 0
+    servicer.runs[RUN_ID] = _finished_run(RUN_ID)
+    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_FAILED
+    servicer.runs[RUN_ID].error = "task 'sum' failed"
+    assert main(["status", RUN_ID, "--address", address, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert (document["state"], document["error"]) == ("FAILED", "task 'sum' failed")
 
@@ -650,13 +651,13 @@ def test_watch_timeout_exits_4_and_names_the_run(
     fake: tuple[FakeResolver, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     servicer, address = fake
-    servicer.runs["slow"] = _finished_run("slow")
-    servicer.runs["slow"].state = pb.WORKFLOW_STATE_RUNNING
+    servicer.runs[RUN_ID] = _finished_run(RUN_ID)
+    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_RUNNING
     servicer.watch_script = ["hang"] * 5
     started = time.monotonic()
-    assert main(["watch", "slow", "--address", address, "--timeout", "0.5"]) == 4
+    assert main(["watch", RUN_ID, "--address", address, "--timeout", "0.5"]) == 4
     assert time.monotonic() - started < 10
-    assert "slow" in capsys.readouterr().out
+    assert RUN_ID in capsys.readouterr().out
 
 
 def test_list_prints_one_line_per_run_and_follows_pages(

@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stellwerk.core.errors import Problem, WorkflowInvalidError
+from stellwerk.core.model._parse import FAILED, parse_document
 from stellwerk.core.records import RunRecord, TaskRecord
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 
@@ -103,13 +104,19 @@ def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
 
 
 def _parse_json(text: str, *, task: str | None, field: str, problems: list[Problem]) -> Any:
+    """A JSON field of a structured submit, read with the document path's defences (nesting,
+    duplicate keys, huge numbers), its problems re-labelled with the field."""
     if not text:
         return {}
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        problems.append(Problem(task=task, field=field, message=f"is not valid JSON: {exc}"))
+    found: list[Problem] = []
+    value = parse_document(text, "json", found)
+    if value is FAILED or found:
+        problems.extend(
+            Problem(task=task, field=field, message=f"is not valid JSON: {p.message}")
+            for p in found
+        )
         return {}
+    return value
 
 
 def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:

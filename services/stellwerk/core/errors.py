@@ -4,7 +4,8 @@ Every error a service, the client or the CLI raises on purpose is one of these::
 
     StellwerkError
     ├── InvalidArgumentError      bad input; carries every problem found (gRPC INVALID_ARGUMENT)
-    │   └── WorkflowInvalidError  a workflow document failed validation
+    │   ├── WorkflowInvalidError  a workflow document failed validation
+    │   └── MalformedRequestError the request bytes are not a valid message of the RPC
     ├── NotFoundError             no such workflow run, task or executor (NOT_FOUND)
     ├── AlreadyExistsError        a create collided with an existing resource (ALREADY_EXISTS)
     ├── WrongStateError           the resource's state forbids the call (FAILED_PRECONDITION)
@@ -22,9 +23,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "AlreadyExistsError",
     "ConflictError",
     "InvalidArgumentError",
+    "MalformedRequestError",
     "NotFoundError",
     "Problem",
     "ReferenceResolutionError",
@@ -33,6 +36,9 @@ __all__ = [
     "UnavailableError",
     "WorkflowInvalidError",
     "WrongStateError",
+    "clip",
+    "shorten",
+    "summarise",
 ]
 
 
@@ -55,6 +61,41 @@ class Problem:
     def to_dict(self) -> dict[str, str | None]:
         """The JSON shape the CLI prints (``{"task", "field", "message"}``)."""
         return {"task": self.task, "field": self.field, "message": self.message}
+
+
+MAX_MESSAGE_CHARS = 1000
+"""An error message built from problems stops listing them here ("... and K more"): an error
+must not grow with the input that caused it (gRPC trailers are limited to a few KiB)."""
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, with the full length noted: the way to
+    echo user input inside a message, so a 10,000-character id yields a short error."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:limit]}... ({size:,} characters)"
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked as cut."""
+    return text if len(text) <= limit else f"{text[: max(0, limit - 3)]}..."
+
+
+def summarise(problems: tuple[Problem, ...], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The problems joined by ``"; "`` while they fit in ``limit`` characters, then
+    ``"and K more"``."""
+    parts: list[str] = []
+    used = 0
+    for shown, problem in enumerate(problems):
+        text = clip(str(problem), 300)
+        if parts and used + len(text) + 2 > limit - 40:
+            parts.append(f"and {len(problems) - shown} more")
+            break
+        parts.append(text)
+        used += len(text) + 2
+    return "; ".join(parts)
 
 
 class StellwerkError(Exception):
@@ -86,7 +127,7 @@ class InvalidArgumentError(StellwerkError):
     ) -> None:
         self.problems: tuple[Problem, ...] = tuple(problems)
         if message is None:
-            message = "; ".join(str(p) for p in self.problems) or "invalid argument"
+            message = summarise(self.problems) or "invalid argument"
         super().__init__(message, metadata=metadata)
 
 
@@ -94,6 +135,13 @@ class WorkflowInvalidError(InvalidArgumentError):
     """A workflow document failed loading or validation."""
 
     reason = "WORKFLOW_INVALID"
+
+
+class MalformedRequestError(InvalidArgumentError):
+    """The request bytes could not be decoded as the RPC's message (corrupt wire format, a
+    string field that is not UTF-8)."""
+
+    reason = "MALFORMED_REQUEST"
 
 
 class NotFoundError(StellwerkError):

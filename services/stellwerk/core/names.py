@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 __all__ = [
     "DISPATCH_STREAM",
@@ -26,6 +27,7 @@ __all__ = [
     "event_subject",
     "finished_key",
     "idempotency_key",
+    "is_run_id",
     "order_key",
     "request_key",
     "run_events_filter",
@@ -52,6 +54,18 @@ TASKS_BUCKET = "stellwerk-tasks"
 """One document per task of a run: its definition, state, attempt and result."""
 EXECUTORS_BUCKET = "stellwerk-executors"
 """One registration per executor: its methods and when it was last seen."""
+
+
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{22}")
+"""The shape of every run id the resolver makes: 12 hex digits of milliseconds since the epoch,
+then 10 of randomness (so ids sort by creation). Anything else names no run: an id from outside
+is checked against this before it goes near a subject or a KV key, whose length and characters
+NATS limits (a 4 KiB key once closed the resolver's connection)."""
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a run id (it may still name no run)."""
+    return RUN_ID_PATTERN.fullmatch(text) is not None
 
 
 def encode_token(text: str) -> str:

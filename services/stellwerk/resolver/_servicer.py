@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto
-from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError
+from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._submit import Submitter
@@ -26,28 +26,50 @@ _STATE_FILTER = {
     pb.WORKFLOW_STATE_FAILED: RunState.FAILED.value,
 }
 _MAX_REQUEST_ID = 256
+_MAX_VALIDATION_BYTES = 1024 * 1024
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _source(request: Any) -> tuple[str | dict[str, Any], str | None]:
     which = request.WhichOneof("source")
+    if which == "workflow":  # the contract says the format is ignored here
+        return spec_mapping_from_proto(request.workflow), None
     fmt = request.document_format.lower()
     if fmt not in _FORMATS:
         raise InvalidArgumentError(
             problems=[
-                Problem(None, "document_format", f"must be 'yaml', 'json' or empty, not {fmt!r}")
+                Problem(
+                    None,
+                    "document_format",
+                    f"must be 'yaml', 'json' or empty, not {shorten(request.document_format)}",
+                )
             ]
         )
     if which == "document":
         if not request.document.strip():
             raise WorkflowInvalidError(problems=[Problem(None, "document", "is empty")])
         return request.document, ("yaml" if fmt == "yml" else fmt) or None
-    if which == "workflow":
-        return spec_mapping_from_proto(request.workflow), None
     raise InvalidArgumentError(
         problems=[Problem(None, "source", "give either 'workflow' or 'document'")]
     )
+
+
+def _validation_response(problems: tuple[Problem, ...]) -> api.ValidateWorkflowResponse:
+    """Every problem, as long as they fit well inside a stock client's 4 MiB receive limit
+    (echoed values are already shortened, so that is thousands of problems); past that, one
+    last problem says how many more there are."""
+    response = api.ValidateWorkflowResponse()
+    size = 0
+    for shown, p in enumerate(problems):
+        if size > _MAX_VALIDATION_BYTES:
+            response.problems.add(
+                field="problems", message=f"and {len(problems) - shown} more problems not listed"
+            )
+            break
+        item = response.problems.add(task=p.task or "", field=p.field, message=p.message)
+        size += item.ByteSize() + 4
+    return response
 
 
 class WorkflowServicer(api_grpc.WorkflowServiceServicer):
@@ -87,12 +109,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
                 source, document_format=fmt, allow_unregistered=request.allow_unregistered_methods
             )
         except WorkflowInvalidError as exc:
-            return api.ValidateWorkflowResponse(
-                problems=[
-                    pb.ValidationProblem(task=p.task or "", field=p.field, message=p.message)
-                    for p in exc.problems
-                ]
-            )
+            return _validation_response(exc.problems)
         return api.ValidateWorkflowResponse(task_count=len(spec.tasks))
 
     async def GetWorkflow(

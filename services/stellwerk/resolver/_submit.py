@@ -24,9 +24,16 @@ from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
-from stellwerk.core.errors import Problem, StellwerkError, UnavailableError, WorkflowInvalidError
+from stellwerk.core.errors import (
+    Problem,
+    StellwerkError,
+    UnavailableError,
+    WorkflowInvalidError,
+    clip,
+    shorten,
+)
 from stellwerk.core.kvscan import remove, snapshot
-from stellwerk.core.model import WorkflowSpec, load_workflow, read_document
+from stellwerk.core.model import MAX_ID_LENGTH, WorkflowSpec, load_workflow, read_document
 from stellwerk.core.progress import Dispatcher, resolve_params
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
@@ -42,17 +49,22 @@ _CHUNK = 2000
 _SPEC_CACHE = 64
 _SPEC_CACHE_MAX_BYTES = 256 * 1024
 _METHODS_TTL = 2.0
+_METHODS_LISTED = 12
 
 
 def method_problems(tasks: list[tuple[str, Any]], known: set[str]) -> list[Problem]:
-    """A problem per task whose method no executor registered, listing the known ones."""
-    listing = ", ".join(sorted(known)) or "none (no executor has registered yet)"
+    """A problem per task whose method no executor registered, listing (some of) the known
+    ones; the listing is bounded so that 50 such tasks still make a short error."""
+    names_ = sorted(known)
+    listing = ", ".join(names_[:_METHODS_LISTED]) or "none (no executor has registered yet)"
+    if len(names_) > _METHODS_LISTED:
+        listing += f" and {len(names_) - _METHODS_LISTED} more"
     return [
         Problem(
-            label,
+            clip(label, MAX_ID_LENGTH),
             "method",
-            f"unknown method {method!r}: no executor registered it; known methods: {listing} "
-            "(submit with allow_unregistered_methods for workers that start later)",
+            f"unknown method {shorten(method)}: no executor registered it; known methods: "
+            f"{listing} (submit with allow_unregistered_methods for workers that start later)",
         )
         for label, method in tasks
         if isinstance(method, str) and method and method not in known

@@ -42,7 +42,6 @@ _EXIT_INTERRUPTED = 130
 _SYNC: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "dev": cmd_dev,
-    "validate": cmd_validate,
 }
 _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": cmd_run,
@@ -50,6 +49,7 @@ _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "status": cmd_status,
     "watch": cmd_watch,
     "list": cmd_list,
+    "validate": cmd_validate,
 }
 
 

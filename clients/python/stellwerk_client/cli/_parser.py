@@ -130,7 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--all", action="store_true", help="follow every page")
 
-    validate = commands.add_parser("validate", help="check a workflow file offline (no server)")
+    validate = commands.add_parser(
+        "validate",
+        help="check a workflow file offline; with --address, the resolver checks it too "
+        "(methods against its executors)",
+    )
     validate.add_argument("file", metavar="FILE", help="workflow file (.yaml, .yml or .json)")
+    _address(validate)
+    validate.add_argument(
+        "--allow-unregistered",
+        action="store_true",
+        help="with --address: accept methods no executor has registered (yet)",
+    )
     _json(validate, "the result")
     return parser

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from stellwerk.core.errors import StellwerkError
+from stellwerk.core.errors import NotFoundError, StellwerkError, shorten
+from stellwerk.core.names import is_run_id
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 
 from .._client import WorkflowClient
@@ -21,7 +22,15 @@ from ._common import (
 )
 from ._render import iso_time, run_json, run_summary, task_change_line, workflow_state
 
-__all__ = ["STATE_NAMES", "cmd_list", "cmd_run", "cmd_status", "cmd_submit", "cmd_watch"]
+__all__ = [
+    "STATE_NAMES",
+    "cmd_list",
+    "cmd_run",
+    "cmd_status",
+    "cmd_submit",
+    "cmd_watch",
+    "with_client",
+]
 
 _STATES = {
     "RUNNING": pb.WORKFLOW_STATE_RUNNING,
@@ -80,7 +89,9 @@ def _print_run(run: pb.WorkflowRun, *, as_json: bool) -> None:
         print("\n".join(run_summary(run)), flush=True)
 
 
-async def _with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
+async def with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
+    """Run ``body`` with a client of the resolver at ``--address`` (or the default); domain
+    errors become the CLI's exit codes."""
     address = args.address or ""
     try:
         address = address or default_address()
@@ -88,6 +99,14 @@ async def _with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
             return await body(client)
     except StellwerkError as exc:
         return exit_for_error(exc, prog=prog, address=address, as_json=getattr(args, "json", False))
+
+
+def _unknown_id(run_id: str, prog: str, *, as_json: bool) -> int:
+    """An id without the shape of a run id names no run: exit 2 without asking the server."""
+    error = NotFoundError(
+        f"no workflow run {shorten(run_id)} (run ids are 22 lowercase hex digits)"
+    )
+    return exit_for_error(error, prog=prog, address="", as_json=as_json)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -108,7 +127,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             print(f"run {run.id} submitted ({run.name}, {run.task_count} tasks)", flush=True)
         return await _follow(client, run.id, as_json=args.json, timeout=args.timeout)
 
-    return await _with_client(args, "stellwerk run", body)
+    return await with_client(args, "stellwerk run", body)
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
@@ -128,21 +147,26 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         print(run.id, flush=True)
         return EXIT_OK
 
-    return await _with_client(args, "stellwerk submit", body)
+    return await with_client(args, "stellwerk submit", body)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
     """``stellwerk status ID``: print a run (0 whatever its state)."""
 
+    if not is_run_id(args.id):
+        return _unknown_id(args.id, "stellwerk status", as_json=args.json)
+
     async def body(client: WorkflowClient) -> int:
         _print_run(await client.get(args.id, full=True), as_json=args.json)
         return EXIT_OK
 
-    return await _with_client(args, "stellwerk status", body)
+    return await with_client(args, "stellwerk status", body)
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     """``stellwerk watch ID``: follow a run to its end, as ``run`` does after submitting."""
+    if not is_run_id(args.id):
+        return _unknown_id(args.id, "stellwerk watch", as_json=args.json)
 
     async def body(client: WorkflowClient) -> int:
         if not args.json:
@@ -150,7 +174,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             print(f"run {run.id} ({run.name}): {workflow_state(run.state)}", flush=True)
         return await _follow(client, args.id, as_json=args.json, timeout=args.timeout)
 
-    return await _with_client(args, "stellwerk watch", body)
+    return await with_client(args, "stellwerk watch", body)
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
@@ -170,4 +194,4 @@ async def cmd_list(args: argparse.Namespace) -> int:
                 print("(more runs: use --all to list them all)", file=sys.stderr)
                 return EXIT_OK
 
-    return await _with_client(args, "stellwerk list", body)
+    return await with_client(args, "stellwerk list", body)

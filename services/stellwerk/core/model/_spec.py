@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from stellwerk.core.errors import NotFoundError
+from stellwerk.core.errors import NotFoundError, shorten
 
 from ._values import check_json_value, describe
 
@@ -88,11 +88,11 @@ def identifier_problem(value: object, what: str = "id") -> str | None:
     if forbidden:
         listed = ", ".join(repr(c) for c in forbidden)
         return (
-            f"the {what} {value!r} contains {listed}; ids and names may hold any character "
+            f"the {what} {shorten(value)} contains {listed}; ids and names may hold any character "
             "except '.', '$', '{' and '}', which references use"
         )
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        return f"the {what} {value!r} contains a control character or a lone surrogate"
+        return f"the {what} {shorten(value)} contains a control character or a lone surrogate"
     return None
 
 
@@ -106,11 +106,11 @@ def method_problem(value: object) -> str | None:
         return f"the method is longer than {_MAX_METHOD_LENGTH} characters"
     if not _METHOD_RE.fullmatch(value):
         return (
-            f"the method {value!r} must start with a letter and hold only letters, digits "
+            f"the method {shorten(value)} must start with a letter and hold only letters, digits "
             "and '_', '.', '/', ':', '-'"
         )
     if ".." in value or value.endswith("."):
-        return f"the method {value!r} must not contain '..' or end with '.'"
+        return f"the method {shorten(value)} must not contain '..' or end with '.'"
     return None
 
 
@@ -119,7 +119,7 @@ def protocol_problem(value: object) -> str | None:
     if not isinstance(value, str):
         return f"the protocol must be a string, got {describe(value)}"
     if len(value) > _MAX_METHOD_LENGTH or not _PROTOCOL_RE.fullmatch(value):
-        return f"the protocol {value!r} must look like 'name/v1'"
+        return f"the protocol {shorten(value)} must look like 'name/v1'"
     return None
 
 
@@ -134,7 +134,7 @@ def timeout_problem(value: object) -> str | None:
         return f"the timeout must be a number of seconds, got {describe(value)}"
     # Compare before any float() conversion: a huge int would overflow it.
     if isinstance(value, float) and not math.isfinite(value):
-        return f"the timeout must be a finite number, got {value!r}"
+        return f"the timeout must be a finite number, got {shorten(value)}"
     if not 0 < value <= MAX_TIMEOUT_SECONDS:
         return f"the timeout must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds"
     return None
@@ -296,7 +296,7 @@ class WorkflowSpec(BaseModel):
         try:
             return self._by_id[task_id]
         except KeyError:
-            raise NotFoundError(f"workflow has no task {task_id!r}") from None
+            raise NotFoundError(f"workflow has no task {shorten(task_id)}") from None
 
     def resolve_task_ref(self, token: str) -> str | None:
         """The id of the task ``token`` names: an id first, else a name held by one task only.

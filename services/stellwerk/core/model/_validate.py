@@ -6,7 +6,7 @@ import difflib
 from collections import Counter
 from collections.abc import Collection
 
-from stellwerk.core.errors import Problem, WorkflowInvalidError
+from stellwerk.core.errors import Problem, WorkflowInvalidError, clip, shorten
 
 from ._graph import WorkflowGraph, cycle_problem
 from ._references import scan_references
@@ -15,8 +15,11 @@ from ._spec import TaskSpec, WorkflowSpec
 __all__ = ["check_workflow", "validate_workflow"]
 
 
-def _quoted(ids: Collection[str]) -> str:
-    return ", ".join(repr(i) for i in ids)
+def _quoted(ids: Collection[str], shown: int = 5) -> str:
+    listed = [shorten(i) for i in list(ids)[:shown]]
+    if len(ids) > shown:
+        listed.append(f"and {len(ids) - shown} more")
+    return ", ".join(listed)
 
 
 def _unknown_task(spec: WorkflowSpec, token: str, *, unknown: str, ambiguous: str) -> str:
@@ -36,8 +39,10 @@ def _method_problems(spec: WorkflowSpec, known_methods: Collection[str]) -> list
     for task in spec.tasks:
         if task.method not in known:
             close = difflib.get_close_matches(task.method, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(Problem(task.id, "method", f"unknown method {task.method!r}{hint}"))
+            hint = f" (did you mean {shorten(close[0])}?)" if close else ""
+            problems.append(
+                Problem(task.id, "method", f"unknown method {shorten(task.method)}{hint}")
+            )
     return problems
 
 
@@ -52,8 +57,8 @@ def _dependency_problems(spec: WorkflowSpec) -> list[Problem]:
                 message = _unknown_task(
                     spec,
                     dep,
-                    unknown=f"unknown dependency {dep!r}: no task has this id or name",
-                    ambiguous=f"the dependency name {dep!r}",
+                    unknown=f"unknown dependency {shorten(dep)}: no task has this id or name",
+                    ambiguous=f"the dependency name {shorten(dep)}",
                 )
                 problems.append(Problem(task.id, "dependencies", message))
     return problems
@@ -93,25 +98,30 @@ class _ReferenceChecker:
     def _problem(
         self, task: TaskSpec, where: str, token: str, text: str, direct: set[str]
     ) -> str | None:
+        where = clip(where, 120)
         target = self._spec.resolve_task_ref(token)
         if target is None:
             message = _unknown_task(
                 self._spec,
                 token,
-                unknown=f"{where}: unknown task {token!r} in reference {text}",
-                ambiguous=f"{where}: the task name {token!r} in reference {text}",
+                unknown=f"{where}: unknown task {shorten(token)} in reference {clip(text, 80)}",
+                ambiguous=f"{where}: the task name {shorten(token)} in reference {clip(text, 80)}",
             )
             if "[" in token:
                 message += "; to index a task's output write ${task.result[0]} or ${task.0}"
             return message
         if target == task.id:
-            return f"{where}: {text} refers to the task's own output"
+            return f"{where}: {clip(text, 80)} refers to the task's own output"
         if target in direct or self._reaches(target, task.id):
             return None
-        named = f"task {target!r}" if target == token else f"task {target!r} (named {token!r})"
+        named = (
+            f"task {shorten(target)}"
+            if target == token
+            else f"task {shorten(target)} (named {shorten(token)})"
+        )
         return (
-            f"{where}: {text} uses {named}, which is not among this task's dependencies; "
-            f"add {target!r} to dependencies"
+            f"{where}: {clip(text, 80)} uses {named}, which is not among this task's dependencies; "
+            f"add {shorten(target)} to dependencies"
         )
 
 
@@ -131,7 +141,7 @@ def validate_workflow(
     counts = Counter(task.id for task in spec.tasks)
     for task_id, count in counts.items():
         if count > 1:
-            problems.append(Problem(task_id, "id", f"{count} tasks have the id {task_id!r}"))
+            problems.append(Problem(task_id, "id", f"{count} tasks have the id {shorten(task_id)}"))
     if known_methods is not None:
         problems.extend(_method_problems(spec, known_methods))
     problems.extend(_dependency_problems(spec))

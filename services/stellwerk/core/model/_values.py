@@ -68,11 +68,17 @@ def describe(value: object) -> str:
 
 
 def format_path(root: str, path: tuple[str | int, ...]) -> str:
-    """``params`` + ``("a", 0, "b")`` → ``params.a[0].b``."""
-    parts = [root]
-    for segment in path:
-        parts.append(f"[{segment}]" if isinstance(segment, int) else f".{segment}")
-    return "".join(parts)
+    """``params`` + ``("a", 0, "b")`` → ``params.a[0].b``; a deep path keeps its first and last
+    segments and long keys are cut, so that a message naming it stays short."""
+
+    def shown(segment: str | int) -> str:
+        if isinstance(segment, int):
+            return f"[{segment}]"
+        return f".{segment}" if len(segment) <= 40 else f".{segment[:37]}..."
+
+    if len(path) > 12:
+        return "".join([root, *map(shown, path[:5]), "...", *map(shown, path[-5:])])
+    return "".join([root, *map(shown, path)])
 
 
 def _text_size(text: str) -> int | None:
