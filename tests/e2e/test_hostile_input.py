@@ -4,6 +4,7 @@ options, so oversized trailers would fail here exactly as they fail for users.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_client.cli import main
 from tests.e2e.conftest import Stack, serving
 from tests.e2e.helpers import submit, wait_done
 
@@ -280,3 +282,26 @@ async def test_undecodable_reflection_request_is_invalid_argument(ready_stack: S
         assert error_info(exc) is not None
     # A well-formed health check still answers on the same server.
     assert await serving(ready_stack.resolver.address)
+
+
+async def test_cli_lists_a_large_refusal_and_exits_2(
+    ready_stack: Stack, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "unknown.yaml"
+    path.write_text(
+        "name: u\ntasks:\n" + "".join(f"  - id: t{i}\n    method: no/such{i}\n" for i in range(50))
+    )
+    argv = ["run", str(path), "--address", ready_stack.resolver.address]
+    assert await asyncio.to_thread(main, argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("task t0: method: unknown method 'no/such0'")
+    assert lines[-1].startswith("problems: and ") and "ValidateWorkflow" in lines[-1]
+    assert sum(len(line) for line in lines) < TRAILER_BUDGET
+
+
+async def test_cli_status_of_a_long_id_exits_2_and_the_resolver_serves(
+    ready_stack: Stack, workflows: Any
+) -> None:
+    argv = ["status", "a" * 5000, "--address", ready_stack.resolver.address]
+    assert await asyncio.to_thread(main, argv) == 2
+    await assert_serving(ready_stack, workflows)

@@ -626,13 +626,41 @@ def test_server_side_validation_problems_are_listed(
     assert capsys.readouterr().out.strip() == "run-2"
 
 
+def test_validate_with_an_address_asks_the_resolver_too(
+    fake: tuple[FakeResolver, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, address = fake
+    path = _write(tmp_path, "tasks:\n  - {id: a, method: unknown/method}\n")
+    assert main(["validate", path]) == 0, "offline, methods are not checked"
+    capsys.readouterr()
+    assert main(["validate", path, "--address", address]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "task a: method: unknown method",
+        "name: too long",
+    ]
+    assert main(["validate", path, "--address", address, "--allow-unregistered"]) == 0
+    assert main(["validate", path, "--address", _dead_address()]) == 3
+
+
+@pytest.mark.parametrize("run_id", ["x" * 5000, "ü", "a\tb", "run.>", "\udcff"])
+def test_ids_that_cannot_be_run_ids_exit_2_without_a_call(
+    run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A dead address: exit 2, not 3, shows no call was made.
+    for command in ("status", "watch"):
+        assert main([command, run_id, "--address", _dead_address()]) == 2
+        err = capsys.readouterr().err
+        assert "no workflow run" in err and len(err) < 300
+
+
 def test_unknown_run_id_exits_2(
     fake: tuple[FakeResolver, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, address = fake
-    assert main(["status", "nope", "--address", address, "--json"]) == 2
+    missing = "0" * 22
+    assert main(["status", missing, "--address", address, "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["errors"][0]["field"] == "id"
-    assert main(["watch", "nope", "--address", address]) == 2
+    assert main(["watch", missing, "--address", address]) == 2
 
 
 def test_status_prints_the_run_whatever_its_state(
