@@ -1,5 +1,10 @@
 """``python -m stellwerk.<service>``: the one way every service process starts (containers,
-``stellwerk serve`` and ``stellwerk dev`` all go through it)."""
+``stellwerk serve`` and ``stellwerk dev`` all go through it).
+
+Exit codes: 0 after a drain asked for by SIGTERM/SIGINT; :data:`EXIT_FAILED` (1) when the service
+failed while running (a loop died, NATS closed the connection for good: restart it); 2 when the
+flags or ``STELLWERK_*`` settings are invalid (restarting will not help).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,15 @@ import uvloop
 from pydantic import ValidationError
 
 from stellwerk.core.errors import StellwerkError
-from stellwerk.core.lifecycle import Service, run_until_signalled
+from stellwerk.core.lifecycle import Service, ServiceFailedError, run_until_signalled
 from stellwerk.core.settings import Settings, parse_listen
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "main"]
+
+EXIT_FAILED = 1
+"""The service failed while running; its supervisor should restart it."""
+EXIT_INVALID = 2
+"""Invalid flags or settings."""
 
 
 def main(
@@ -54,8 +64,12 @@ def main(
         service = factory(settings, args.listen)
     except (ValidationError, ValueError, StellwerkError) as exc:
         print(f"stellwerk serve {name}: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
+        return EXIT_INVALID
     # uvloop: 10-20 % less time per hop on this hot path (measured in hop-latency.md).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run_until_signalled(service))
+        try:
+            runner.run(run_until_signalled(service))
+        except ServiceFailedError as exc:  # logged with its cause when it happened
+            print(f"stellwerk serve {name}: {exc}", file=sys.stderr)  # noqa: T201
+            return EXIT_FAILED
     return 0

@@ -57,12 +57,16 @@ async def connect(
     name: str,
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    closed_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> NatsClient:
     """Connect to NATS, retrying with exponential backoff until it answers (or we are cancelled).
 
     The first connect runs with reconnects off so that each failure surfaces here, where tenacity
     logs and backs off; once connected, reconnects are switched on for good (never give up: a
-    service without NATS is useless, and its health check says so meanwhile).
+    service without NATS is useless, and its health check says so meanwhile). So ``closed_cb``
+    runs only when the connection is closed for good: by ``close()``, or by nats-py itself on an
+    ``-ERR`` from the server (it never reconnects after one). A failed first attempt does not
+    call it.
     """
     servers = settings.nats_servers()
     async for attempt in AsyncRetrying(
@@ -88,6 +92,7 @@ async def connect(
                 pending_size=64 * 1024 * 1024,
                 disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb,
+                closed_cb=closed_cb,
             )
     nc.options["allow_reconnect"] = True
     nc.options["max_reconnect_attempts"] = -1

@@ -3,6 +3,13 @@ then NATS with retry, then the service's own loops; SIGTERM drains and stops.
 
 Health is NOT_SERVING until NATS is connected and the topology exists, and again while NATS is
 disconnected, so an orchestrator routes nothing to a service that cannot act.
+
+A service that can no longer act at all does not linger half alive: when a loop started with
+:meth:`Service.supervise` ends on its own (an unexpected exception, or a return while nobody asked
+it to stop), or NATS closes the connection for good (nats-py does so on any ``-ERR`` from the
+server and never reconnects), the service goes NOT_SERVING, logs why, drains like on SIGTERM and
+:meth:`Service.run` raises :class:`ServiceFailedError`, which makes the process exit non-zero so
+that its supervisor restarts it (the shape of ``asyncio.TaskGroup``: the first failure ends all).
 """
 
 from __future__ import annotations
@@ -13,25 +20,45 @@ import gc
 import logging
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Protocol, Self
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
-from stellwerk.core.errors import UnavailableError
+from stellwerk.core.errors import StellwerkError, UnavailableError
 from stellwerk.core.grpc_errors import DomainErrorInterceptor
 from stellwerk.core.jetstream import Topology, cancel_requested, connect, ensure_topology
 from stellwerk.core.metrics import MetricsServer, Registry
 from stellwerk.core.settings import Settings, parse_listen
 
-__all__ = ["Service", "cancel_requested", "run_until_signalled"]
+__all__ = [
+    "Service",
+    "ServiceFailedError",
+    "Supervise",
+    "cancel_requested",
+    "run_until_signalled",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServiceFailedError(StellwerkError):
+    """The service lost something it cannot work without (a supervised loop ended, or NATS
+    closed the connection for good); its process exits non-zero. Never sent over gRPC."""
+
+    reason = "SERVICE_FAILED"
+
+
+class Supervise(Protocol):
+    """The shape of :meth:`Service.supervise`, for the parts of a service that start its loops."""
+
+    def __call__(self, loop: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]: ...
 
 
 class Service(ABC):
@@ -49,6 +76,9 @@ class Service(ABC):
         self.metrics = Registry()
         self._metrics_server = MetricsServer(self.metrics)
         self._topology: Topology | None = None
+        self._failure: ServiceFailedError | None = None
+        # Strong references: the event loop keeps only weak ones to running tasks.
+        self._supervised: set[asyncio.Task[None]] = set()
 
     # -- hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -86,8 +116,38 @@ class Service(ABC):
         """Return once NATS is connected and work has started."""
         await self._ready.wait()
 
+    def supervise(self, loop: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run ``loop`` as a task the service cannot work without: if it ends before the service
+        stops (with an exception, or by returning), the service fails (see :meth:`fail`).
+
+        Loops keep retrying what is transient (NATS away for a moment) themselves; what reaches
+        here is a bug or something a retry cannot mend. Once the service stops, however a loop
+        ends is normal: cancelled, or a ``TimeoutError`` (nats-py turns cancellation into one).
+        """
+        task = asyncio.create_task(loop, name=name)
+        self._supervised.add(task)
+        task.add_done_callback(self._loop_ended)
+        return task
+
+    def fail(self, reason: str, cause: BaseException | None = None) -> None:
+        """Stop the service as failed: health NOT_SERVING, drain, :meth:`run` raises
+        :class:`ServiceFailedError`. Ignored once the service is stopping (only the first failure
+        counts, and whatever ends during a requested stop is no failure)."""
+        if self._stopping.is_set():
+            return
+        self._failure = ServiceFailedError(f"{self.name} failed: {reason}")
+        self._failure.__cause__ = cause
+        logger.error(
+            "%s failed: %s; health NOT_SERVING, exiting so that its supervisor restarts it",
+            self.name,
+            reason,
+            exc_info=cause,
+        )
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Serve until :meth:`shutdown`; returns after a clean drain."""
+        """Serve until :meth:`shutdown`; returns after a clean drain, raises
+        :class:`ServiceFailedError` (after the same drain) when the service failed."""
         # Created here, not in __init__: grpc.aio binds to the loop that is running.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
@@ -113,15 +173,19 @@ class Service(ABC):
             print(f"stellwerk {self.name} metrics on {m_host}:{bound}", flush=True)  # noqa: T201
         try:
             connected = await self._connect(service_names)
-            if connected:
+            if connected and not self._stopping.is_set():
                 await self._set_health(service_names, serving=True)
                 self._ready.set()
                 logger.info("%s ready", self.name)
                 await self._stopping.wait()
         finally:
+            # From here on, whatever ends is part of stopping (also when run() is cancelled).
+            self._stopping.set()
             await self._metrics_server.stop()
+            # NOT_SERVING before the drain, so nothing new is routed here meanwhile.
             await self._health.enter_graceful_shutdown()
             await self.stop_work()
+            await self._stop_supervised()
             await self._server.stop(grace=2.0)
             # Drop the server while the loop still runs: its finaliser schedules work on it.
             del self._server
@@ -133,6 +197,8 @@ class Service(ABC):
                 # reconnect loop; neither may keep a stopping service alive.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._nc.close(), timeout=5)
+        if self._failure is not None:
+            raise self._failure
 
     async def shutdown(self) -> None:
         """Ask :meth:`run` to drain and return (idempotent)."""
@@ -158,10 +224,28 @@ class Service(ABC):
         await self._run_task
 
     # -- internals -----------------------------------------------------------------------
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        self._supervised.discard(task)
+        if self._stopping.is_set() or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.fail(f"its loop {task.get_name()!r} ended on its own")
+        else:
+            self.fail(f"its loop {task.get_name()!r} died: {exc!r}", exc)
+
+    async def _stop_supervised(self) -> None:
+        """Cancel the loops ``stop_work`` left running; how they end no longer matters."""
+        for task in self._supervised:
+            task.cancel()
+        await asyncio.gather(*self._supervised, return_exceptions=True)
+
     async def _connect(self, service_names: list[str]) -> bool:
         async def on_disconnect() -> None:
             if self._stopping.is_set():
                 return  # our own close on shutdown
+            if self._nc is not None and self._nc.is_closed:
+                return  # closed for good, not a disconnect: on_closed reports it
             logger.warning("%s lost NATS; health NOT_SERVING until it is back", self.name)
             await self._set_health(service_names, serving=False)
 
@@ -170,12 +254,20 @@ class Service(ABC):
             self.on_reconnected()
             await self._set_health(service_names, serving=True)
 
+        async def on_closed() -> None:
+            # Our own close on shutdown is ignored by fail(). Any other close is for good:
+            # nats-py closes on an -ERR from the server (e.g. "maximum control line exceeded")
+            # and never reconnects, so the service could only answer UNAVAILABLE from now on.
+            error = self._nc.last_error if self._nc is not None else None
+            self.fail(f"NATS closed the connection for good ({error or 'no error given'})")
+
         async def establish() -> None:
             self._nc = await connect(
                 self.settings,
                 name=f"stellwerk-{self.name}",
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                closed_cb=on_closed,
             )
             self._topology = await ensure_topology(self._nc, self.settings)
             await self.start_work(self._nc, self._topology)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -55,6 +56,9 @@ class NatsServer:
     process: subprocess.Popen[bytes] | None = None
     pdeathsig: bool = False
     """Whether the server gets SIGTERM when the process that started it dies (Linux)."""
+    max_control_line: int | None = None
+    """The server's limit on a protocol line (default 4 KiB); a client that sends a longer one
+    gets ``-ERR 'maximum control line exceeded'`` (tests lower it, then :meth:`reload`)."""
 
     @classmethod
     def start_new(
@@ -84,14 +88,38 @@ class NatsServer:
 
     def _config(self) -> Path:
         sync = "\n  sync_interval: always" if self.sync_always else ""
+        control = (
+            f"max_control_line: {self.max_control_line}\n"
+            if self.max_control_line is not None
+            else ""
+        )
         config = self.store_dir / "nats.conf"
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.http_port}\n"
             f"max_payload: {MAX_PAYLOAD}\n"
+            f"{control}"
             f"jetstream {{\n  store_dir: {json_quote(str(self.store_dir / 'js'))}{sync}\n}}\n"
         )
         return config
+
+    def reload(self, *, timeout: float = 10.0) -> None:
+        """Rewrite the configuration from the fields and have the running server load it
+        (SIGHUP); return once it reports a new load time."""
+        assert self.process is not None, "not started"
+        before = self._varz().get("config_load_time")
+        self._config()
+        os.kill(self.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._varz().get("config_load_time") == before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server did not reload within {timeout} s")
+            time.sleep(0.05)
+
+    def _varz(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/varz", timeout=2) as r:
+            varz: dict[str, object] = json.load(r)
+        return varz
 
     def start(self, *, timeout: float = 20.0) -> None:
         """Start (or restart) the process and wait until ``/healthz`` answers OK."""

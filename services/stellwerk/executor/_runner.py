@@ -28,7 +28,7 @@ from stellwerk.core import names
 from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
-from stellwerk.core.lifecycle import cancel_requested
+from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits, clip_error, result_too_large
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
@@ -99,12 +99,11 @@ class TaskRunner:
         """Attempts whose handler is running right now (not those queued for a slot)."""
         return self.slots.in_use
 
-    def start(self, consumers: list[str]) -> None:
-        """Start one fetch loop per durable consumer."""
+    def start(self, consumers: list[str], supervise: Supervise) -> None:
+        """Start one fetch loop per durable consumer, under ``supervise`` (a loop that dies
+        would silently stop its method while the executor still advertises it)."""
         for durable in consumers:
-            self._loops.append(
-                asyncio.create_task(self._fetch_loop(durable), name=f"fetch-{durable}")
-            )
+            self._loops.append(supervise(self._fetch_loop(durable), name=f"fetch-{durable}"))
 
     async def stop(self, drain_timeout: float) -> None:
         """Stop fetching; let running attempts finish for up to ``drain_timeout`` seconds, then

@@ -88,10 +88,8 @@ class Executor(Service):
             executor_id=self.executor_id,
             max_payload=nc.max_payload,
         )
-        self._runner.start(consumers)
-        self._registration = asyncio.create_task(
-            self._keep_registered(topology), name="registration"
-        )
+        self._runner.start(consumers, self.supervise)
+        self._registration = self.supervise(self._keep_registered(topology), name="registration")
 
     def on_reconnected(self) -> None:
         if self._runner is not None:
@@ -100,7 +98,8 @@ class Executor(Service):
     async def stop_work(self) -> None:
         if self._registration is not None:
             self._registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # However it ended (a failure was reported when it happened), stopping goes on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._registration
         if self._runner is not None:
             await self._runner.stop(self.settings.drain_timeout)

@@ -73,10 +73,10 @@ class Monitor(Service):
             settings=self.settings,
         )
         self._loops = [
-            asyncio.create_task(
+            self.supervise(
                 _every(self.settings.janitor_interval, "janitor", janitor.sweep), name="janitor"
             ),
-            asyncio.create_task(
+            self.supervise(
                 _every(self.settings.reconcile_interval, "reconciler", reconciler.sweep),
                 name="reconciler",
             ),

@@ -94,10 +94,11 @@ class Resolver(Service):
             resolution=self._resolution,
             applied=self._events,
         )
-        self._loop_task = asyncio.create_task(consumer.run(), name="resolver-events")
+        self._loop_task = self.supervise(consumer.run(), name="resolver-events")
 
     async def stop_work(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # However it ended (a failure was reported when it happened), stopping goes on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
