@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stellwerk.workflow.v1 import workflow_pb2 as pb
 from stellwerk.workflow.v1 import workflow_service_pb2 as api
@@ -305,3 +305,13 @@ async def test_cli_status_of_a_long_id_exits_2_and_the_resolver_serves(
     argv = ["status", "a" * 5000, "--address", ready_stack.resolver.address]
     assert await asyncio.to_thread(main, argv) == 2
     await assert_serving(ready_stack, workflows)
+
+
+async def test_health_watch_streams_through_the_interceptor(ready_stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(ready_stack.resolver.address) as channel:
+        watch: Any = health_pb2_grpc.HealthStub(channel).Watch(  # type: ignore[no-untyped-call]
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()

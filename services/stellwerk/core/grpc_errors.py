@@ -14,6 +14,7 @@ list is in ``ValidateWorkflow``'s response body).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -187,7 +188,7 @@ async def _refuse(context: Context, exc: BaseException) -> None:
 def _wrap_unary_request(
     behaviour: Callable[[Any, Context], Any], method: str, streaming_response: bool
 ) -> Callable[[Any, Context], Any]:
-    if streaming_response:
+    if streaming_response and inspect.isasyncgenfunction(behaviour):
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
@@ -199,6 +200,7 @@ def _wrap_unary_request(
                 await _refuse(context, exc)
 
         return stream
+    # A plain coroutine: unary, or server-streaming through ``context.write`` (health Watch).
 
     async def unary(request: Any, context: Context) -> Any:
         try:
@@ -227,7 +229,7 @@ def _wrap_stream_request(
 
         return each()
 
-    if streaming_response:
+    if streaming_response and inspect.isasyncgenfunction(behaviour):
 
         async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
             async for item in behaviour(checked(requests, context), context):
