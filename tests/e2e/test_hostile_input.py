@@ -315,3 +315,26 @@ async def test_health_watch_streams_through_the_interceptor(ready_stack: Stack) 
         first = await watch.read()
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         watch.cancel()
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [({}, "lone surrogate"), ({"raise": True}, "cannot open \\udcff.txt")],
+    ids=["result", "error"],
+)
+async def test_handler_text_that_is_not_unicode_fails_the_task_cleanly(
+    workflows: Any, params: dict[str, Any], error: str
+) -> None:
+    document = {
+        "name": "surrogates",
+        "tasks": [
+            {"id": "a", "method": "test/surrogate", "params": params},
+            {"id": "b", "method": "test/noop", "dependencies": ["a"]},
+        ],
+    }
+    run = await submit(workflows, json.dumps(document), document_format="json")
+    done = await wait_done(workflows, run.id, timeout=30)
+    assert done.state == pb.WORKFLOW_STATE_FAILED
+    tasks = {t.task_id: t for t in done.tasks}
+    assert tasks["a"].state == pb.TASK_STATE_FAILED and error in tasks["a"].error
+    assert tasks["b"].state == pb.TASK_STATE_BLOCKED

@@ -56,7 +56,12 @@ class TooLargeError(StellwerkError):
 
 
 def clip_error(text: str) -> str:
-    """``text`` cut to :data:`MAX_ERROR_CHARS` (an error must not grow with what caused it)."""
+    """``text`` cut to :data:`MAX_ERROR_CHARS` (an error must not grow with what caused it),
+    lone surrogates escaped (an exception's text may hold them; protobuf and JSON refuse them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= MAX_ERROR_CHARS:
         return text
     return f"{text[: MAX_ERROR_CHARS - 40]}... ({len(text):,} characters in all)"

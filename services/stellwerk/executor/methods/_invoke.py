@@ -76,8 +76,12 @@ def ensure_json(value: Any) -> Any:
     Tuples become lists.
     """
     try:
-        text = json.dumps(value, allow_nan=False)
+        # Encoded to UTF-8 on purpose: a lone surrogate in a string passes json.dumps but no
+        # message or document can carry it.
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
         plain = json.loads(text)
+    except UnicodeEncodeError as exc:
+        raise TaskError(_not_json(f"a string holds a lone surrogate ({exc.reason})")) from exc
     except (TypeError, ValueError, RecursionError) as exc:
         raise TaskError(_not_json(_find_problem(value) or str(exc))) from exc
     # Fast path: when the decoded copy equals the original, no key was converted.
