@@ -22,9 +22,9 @@ from tests.support.processes import ROOT, ServiceProcess
 from bench import shapes
 from bench.stellwerk_bench import document
 from stellwerk.core.natsd import NatsServer
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
 
 def cpu_seconds(pid: int) -> float:

@@ -17,9 +17,9 @@ from tests.support.polling import eventually
 from tests.support.processes import ServiceProcess
 
 from stellwerk.core.natsd import NatsServer
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
 
 def chain(n: int, method: str) -> str:

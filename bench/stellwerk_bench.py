@@ -24,9 +24,9 @@ import grpc
 from bench import shapes
 from bench.promtext import Histogram, fetch_histogram
 from bench.stack import Stack, rss_mb
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
 __all__ = ["BenchConfig", "document", "run_stellwerk"]
 

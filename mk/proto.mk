@@ -1,4 +1,4 @@
-# Contracts: protos/ -> generated Python in services/stellwerk/<area>/v1/ (see scripts/gen_protos.py).
+# Contracts: protos/ -> generated Python in clients/python/stellwerk_api/<area>/v1/ (see scripts/gen_protos.py).
 # Included by the top-level Makefile.
 
 VENV ?= .venv

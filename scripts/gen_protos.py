@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """Generate the Python code of the contracts in ``protos/`` (``make proto`` / ``make proto-check``).
 
-The generated modules live inside the hand-written package ``stellwerk``, one subpackage per
-proto area (``services/stellwerk/<area>/v1/``), so this script never wipes an output directory:
-it generates into a temporary tree first and then replaces only the generated files.
+Everything generated lives under one root that holds nothing else: the package ``stellwerk_api``
+(``clients/python/stellwerk_api/<area>/v1/``), as ``temporalio.api`` does for Temporal. It sits
+with the Python client, so that the client can ship the stubs without the server code; the
+services import it too. Since the root is wholly generated, a run replaces it outright.
+
+The proto packages stay ``stellwerk.<area>.v1`` (Buf's directory rule); the Python imports are
+rewritten at generation to ``stellwerk_api.<area>.v1`` — only module paths (``..._pb2``
+references and ``from ... import`` lines), never the proto names inside descriptors.
 
 Steps: ``buf format`` (rewrite, or only check with ``--check``/``--out``), ``buf lint``,
 ``buf generate`` (messages ``*_pb2.py`` and the mypy stubs ``*_pb2.pyi``/``*_pb2_grpc.pyi``),
 one ``grpc_tools.protoc --grpc_python_out`` call (service stubs ``*_pb2_grpc.py``: that generator
-is no protoc builtin, so buf cannot run it), and empty ``__init__.py`` files so every generated
-package is a regular package.
+is no protoc builtin, so buf cannot run it), the import rewrite, and ``__init__.py`` files.
 
 Usage::
 
-    python scripts/gen_protos.py            # format, lint, regenerate into services/
+    python scripts/gen_protos.py            # format, lint, regenerate clients/python/stellwerk_api
     python scripts/gen_protos.py --check    # fail if unformatted or the committed files are stale
-    python scripts/gen_protos.py --out DIR  # write the generated tree to DIR (DIR/stellwerk/...)
+    python scripts/gen_protos.py --out DIR  # write the generated tree to DIR (DIR/stellwerk_api)
 
 Tools come from the virtualenv of the running interpreter (``buf`` from buf-bin, grpcio-tools,
 mypy-protobuf), so the output depends only on the pinned dev dependencies.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,10 +40,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-SERVICES = ROOT / "services"
-# The proto namespace that is also the hand-written Python package the code is generated into.
-NAMESPACE = "stellwerk"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+CLIENT = ROOT / "clients" / "python"
+NAMESPACE = "stellwerk"  # the proto namespace: protos/stellwerk/<area>/v1
+PACKAGE = "stellwerk_api"  # the Python root everything is generated into
+# Module paths only: `from stellwerk.<area>.v1 import` and `stellwerk.<area>.v1.<name>_pb2`.
+# Proto names (`stellwerk.workflow.v1.WorkflowRun`) never end in `_pb2`, so they stay.
+_MODULE_PATH = re.compile(rf"\b{NAMESPACE}\.(\w+\.v\d+)(?=\.\w+_pb2\b|\s+import\b)")
+_ROOT_DOC = (
+    '"""Generated from protos/ by `make proto` (scripts/gen_protos.py); never edit by hand.\n\n'
+    "One subpackage per contract area: workflow (WorkflowService), execution (ExecutorService),\n"
+    'monitoring (MonitorService), events (the messages on JetStream)."""\n'
+)
 
 
 class GenerationError(Exception):
@@ -68,18 +80,18 @@ def _buf(env: dict[str, str]) -> str:
     return found
 
 
-def is_generated(path: Path) -> bool:
-    """Whether a file under ``services/stellwerk`` is one this script writes."""
-    return path.name.endswith(GENERATED_SUFFIXES)
-
-
 def proto_areas() -> list[str]:
     """The areas of the proto tree (``protos/stellwerk/<area>/``), sorted."""
     return sorted(p.name for p in (PROTOS / NAMESPACE).iterdir() if p.is_dir())
 
 
+def rewrite_imports(text: str) -> str:
+    """Point the generated modules' imports at ``stellwerk_api`` instead of ``stellwerk``."""
+    return _MODULE_PATH.sub(rf"{PACKAGE}.\1", text)
+
+
 def generate(out: Path, *, fix_format: bool = False) -> None:
-    """Check (or fix) formatting, lint, and generate the whole tree into ``out/stellwerk/...``."""
+    """Check (or fix) formatting, lint, and generate the whole tree into ``out/stellwerk_api``."""
     env = _tool_env()
     buf = _buf(env)
     if fix_format:
@@ -88,9 +100,9 @@ def generate(out: Path, *, fix_format: bool = False) -> None:
         _run(buf, "format", "--diff", "--exit-code", env=env)
     _run(buf, "lint", env=env)
     with tempfile.TemporaryDirectory(prefix="stellwerk-protos-") as tmp:
-        # buf prepends --output to the template's `out: services`.
+        # buf prepends --output to the template's `out: gen`.
         _run(buf, "generate", "--output", tmp, env=env)
-        generated = Path(tmp) / "services"
+        generated = Path(tmp) / "gen"
         protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
         _run(
             sys.executable,
@@ -101,34 +113,28 @@ def generate(out: Path, *, fix_format: bool = False) -> None:
             *protos,
             env=env,
         )
-        for area in proto_areas():
-            package = generated / NAMESPACE / area
-            for directory in [package, *sorted(p for p in package.rglob("*") if p.is_dir())]:
-                (directory / "__init__.py").write_bytes(b"")
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(generated, out, dirs_exist_ok=True)
+        target = out / PACKAGE
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(generated / NAMESPACE, target)
+        for path in sorted(target.rglob("*.py*")):
+            path.write_text(rewrite_imports(path.read_text()))
+        for directory in [target, *sorted(p for p in target.rglob("*") if p.is_dir())]:
+            (directory / "__init__.py").write_bytes(b"")
+        (target / "__init__.py").write_text(_ROOT_DOC)
+        (target / "py.typed").write_bytes(b"")
 
 
 def _files(root: Path) -> dict[Path, Path]:
-    """Generated files and area ``__init__.py`` files under ``root/stellwerk``, by relative path."""
-    found: dict[Path, Path] = {}
-    base = root / NAMESPACE
+    """Every file of the generated root under ``root`` (caches aside), by relative path."""
+    base = root / PACKAGE
     if not base.is_dir():
-        return found
-    areas = {p.relative_to(base).parts[0] for p in base.rglob("*") if is_generated(p)}
-    for area in sorted(areas):
-        for path in (base / area).rglob("*"):
-            if path.is_file() and (is_generated(path) or path.name == "__init__.py"):
-                found[path.relative_to(root)] = path
-    return found
-
-
-def _differing(new: dict[Path, Path], old: dict[Path, Path]) -> list[Path]:
-    return sorted(
-        rel
-        for rel in new.keys() | old.keys()
-        if rel not in new or rel not in old or not filecmp.cmp(new[rel], old[rel], shallow=False)
-    )
+        return {}
+    return {
+        p.relative_to(root): p
+        for p in base.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def stale_files(fresh: Path, committed: Path) -> list[str]:
@@ -136,44 +142,22 @@ def stale_files(fresh: Path, committed: Path) -> list[str]:
 
     A path counts when its content differs, or when only one tree has it.
     """
-    return [str(rel) for rel in _differing(_files(fresh), _files(committed))]
-
-
-def _check_no_collision(target: Path) -> None:
-    # An area whose directory holds hand-written code (stellwerk/core, .../resolver, ...) must
-    # never receive generated files: refuse before writing anything.
-    for area in proto_areas():
-        package = target / NAMESPACE / area
-        if not package.exists():
-            continue
-        for path in package.rglob("*"):
-            if "__pycache__" in path.parts or path.is_dir() or is_generated(path):
-                continue
-            if path.name == "__init__.py" and path.stat().st_size == 0:
-                continue
-            raise GenerationError(
-                f"protos/{NAMESPACE}/{area} would generate into {package}, which holds "
-                f"hand-written code ({path.relative_to(target)}); rename the proto area"
-            )
+    new, old = _files(fresh), _files(committed)
+    return sorted(
+        str(rel)
+        for rel in new.keys() | old.keys()
+        if rel not in new or rel not in old or not filecmp.cmp(new[rel], old[rel], shallow=False)
+    )
 
 
 def sync(fresh: Path, target: Path) -> list[str]:
-    """Make the generated files under ``target`` equal to ``fresh``; return the paths changed."""
-    _check_no_collision(target)
-    new, old = _files(fresh), _files(target)
-    changed = _differing(new, old)
-    for rel in changed:
-        if rel in new:
-            destination = target / rel
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(new[rel], destination)
-        else:
-            old[rel].unlink()
-    # Drop directories left with nothing but caches (an area or version whose protos are gone).
-    for directory in sorted({p.parent for p in old.values()}, key=lambda p: -len(p.parts)):
-        if directory.is_dir() and all(p.name == "__pycache__" for p in directory.iterdir()):
-            shutil.rmtree(directory)
-    return [str(rel) for rel in changed]
+    """Replace the generated root under ``target`` by ``fresh``'s; return the paths changed."""
+    changed = stale_files(fresh, target)
+    if changed:
+        if (target / PACKAGE).exists():
+            shutil.rmtree(target / PACKAGE)
+        shutil.copytree(fresh / PACKAGE, target / PACKAGE)
+    return changed
 
 
 def _say(text: str, *, error: bool = False) -> None:
@@ -197,22 +181,22 @@ def main(argv: list[str] | None = None) -> int:
             fresh = Path(tmp)
             generate(fresh, fix_format=not args.check)
             if args.check:
-                stale = stale_files(fresh, SERVICES)
+                stale = stale_files(fresh, CLIENT)
             else:
-                changed = sync(fresh, SERVICES)
+                changed = sync(fresh, CLIENT)
     except GenerationError as err:
         _say(f"gen_protos: {err}", error=True)
         return 1
     if args.check:
         if stale:
-            listing = "".join(f"\n  services/{rel}" for rel in stale)
+            listing = "".join(f"\n  clients/python/{rel}" for rel in stale)
             _say(f"stale generated files, run `make proto`:{listing}", error=True)
             return 1
         _say("generated files are up to date")
         return 0
     _say(f"regenerated: {len(changed)} file(s) changed")
     for rel in changed:
-        _say(f"  services/{rel}")
+        _say(f"  clients/python/{rel}")
     return 0
 
 

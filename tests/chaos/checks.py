@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.cluster import Cluster
 from tests.chaos.ledger import analyse, read_ledger
 from tests.chaos.report import Report

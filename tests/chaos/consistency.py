@@ -28,8 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from stellwerk.core import names
-from stellwerk.events.v1 import events_pb2
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.events.v1 import events_pb2
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.workload import METHOD
 
 __all__ = [

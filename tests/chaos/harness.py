@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
 from stellwerk.core.publish import SUBJECT_FULL
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.checks import check_outcome
 from tests.chaos.client import Resolvers
 from tests.chaos.cluster import NATS, Cluster

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stellwerk.core.model import load_workflow
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.ledger import (
     COMMIT_MARGIN,
     REPORT_WINDOW,

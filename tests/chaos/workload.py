@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 __all__ = ["METHOD", "Expected", "TaskPlan", "WorkflowPlan", "fan_in_workflow", "random_workflow"]
 

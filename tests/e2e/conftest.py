@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stellwerk.core.natsd import NatsServer
-from stellwerk.execution.v1 import executor_service_pb2_grpc
-from stellwerk.monitoring.v1 import monitor_service_pb2_grpc
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, ServiceProcess
 

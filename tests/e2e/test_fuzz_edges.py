@@ -26,8 +26,8 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core import names
 from stellwerk.core.kvscan import list_keys
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_client.cli import main
 from tests.e2e.conftest import Stack, serving
 from tests.e2e.helpers import wait_done

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.e2e.helpers import submit, tasks_by_id, wait_done
 
 

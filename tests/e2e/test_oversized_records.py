@@ -21,9 +21,9 @@ import pytest
 from stellwerk.core import names, natsd
 from stellwerk.core.kvscan import list_keys
 from stellwerk.core.natsd import NatsServer
-from stellwerk.events.v1 import events_pb2
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.events.v1 import events_pb2
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from tests.e2e.helpers import submit, tasks_by_id, wait_done
 from tests.support.polling import eventually
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,10 +18,10 @@ import pytest
 from stellwerk.core import names
 from stellwerk.core.natsd import NatsServer
 from stellwerk.core.publish import SUBJECT_FULL
-from stellwerk.events.v1 import events_pb2
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_api.events.v1 import events_pb2
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 from tests.e2e.conftest import HANDLER_ENV, serving
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 from tests.support.polling import eventually

@@ -16,13 +16,13 @@ import pytest
 from stellwerk.core import names
 from stellwerk.core.natsd import NatsServer, free_port
 from stellwerk.core.settings import Settings
-from stellwerk.execution.v1 import executor_service_pb2 as exe
-from stellwerk.execution.v1 import executor_service_pb2_grpc as exe_grpc
 from stellwerk.monitor._janitor import Janitor
-from stellwerk.monitoring.v1 import monitor_service_pb2 as mon
-from stellwerk.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_api.execution.v1 import executor_service_pb2 as exe
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc as exe_grpc
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 from tests.e2e.conftest import HANDLER_ENV, serving
 from tests.e2e.helpers import submit, tasks_by_id, wait_done
 from tests.support.polling import eventually
@@ -86,7 +86,7 @@ async def test_dispatches_are_routed_by_method(nats_server: NatsServer) -> None:
 
 
 def pb_get(run_id: str) -> Any:
-    from stellwerk.workflow.v1 import workflow_service_pb2 as api
+    from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 
     return api.GetWorkflowRequest(id=run_id)
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,9 +29,9 @@ from stellwerk.core.errors import (
 )
 from stellwerk.core.grpc_errors import status_for
 from stellwerk.core.natsd import free_port
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as api_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 from stellwerk_client import WorkflowClient, wait_for_health
 from stellwerk_client.cli import main
 from stellwerk_client.cli._children import exit_description, stop_all

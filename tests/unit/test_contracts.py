@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
-SERVICES = ROOT / "services"
+CLIENT = ROOT / "clients" / "python"
 SCRIPT = ROOT / "scripts" / "gen_protos.py"
 PROTO_FILES = sorted(p.relative_to(PROTOS) for p in PROTOS.rglob("*.proto"))
 
@@ -45,7 +45,7 @@ def _buf() -> str:
 
 @pytest.fixture(scope="module")
 def fresh_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The generated tree, made from the protos now (DIR/stellwerk/...)."""
+    """The generated tree, made from the protos now (DIR/stellwerk_api/...)."""
     out = tmp_path_factory.mktemp("generated")
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--out", str(out)],
@@ -60,19 +60,50 @@ def fresh_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @needs_grpc_tools
 def test_committed_stubs_match_a_fresh_generation(fresh_tree: Path) -> None:
-    stale = gen_protos.stale_files(fresh_tree, SERVICES)
+    stale = gen_protos.stale_files(fresh_tree, CLIENT)
     assert stale == [], f"stale generated files, run `make proto`: {stale}"
+
+
+_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 @needs_grpc_tools
 def test_fresh_generation_covers_every_proto_file(fresh_tree: Path) -> None:
+    root = fresh_tree / "stellwerk_api"
     for proto in PROTO_FILES:
-        stem = fresh_tree / proto.parent / proto.stem
-        for suffix in gen_protos.GENERATED_SUFFIXES:
+        stem = root / proto.relative_to("stellwerk").parent / proto.stem
+        for suffix in _SUFFIXES:
             assert Path(f"{stem}{suffix}").is_file(), f"{proto}: no {suffix}"
-    for package in {fresh_tree / proto.parent for proto in PROTO_FILES}:
-        assert (package / "__init__.py").read_bytes() == b""
-        assert (package.parent / "__init__.py").read_bytes() == b""
+    assert (root / "py.typed").is_file()
+    assert "never edit by hand" in (root / "__init__.py").read_text()
+
+
+@needs_grpc_tools
+def test_generated_imports_point_at_the_generated_root_and_proto_names_stay(
+    fresh_tree: Path,
+) -> None:
+    texts = [p.read_text() for p in (fresh_tree / "stellwerk_api").rglob("*.py*")]
+    assert not [t for t in texts if "from stellwerk.workflow" in t or "import stellwerk." in t]
+    assert any("from stellwerk_api.workflow.v1 import workflow_pb2" in t for t in texts)
+    # Proto names are untouched: clients in other languages see stellwerk.<area>.v1.
+    from stellwerk_api.workflow.v1 import workflow_pb2, workflow_service_pb2
+
+    assert workflow_pb2.WorkflowSpec.DESCRIPTOR.full_name == "stellwerk.workflow.v1.WorkflowSpec"
+    service = workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"]
+    assert service.full_name == "stellwerk.workflow.v1.WorkflowService"
+
+
+def test_rewrite_touches_module_paths_only() -> None:
+    text = (
+        "from stellwerk.workflow.v1 import workflow_pb2 as w\n"
+        "x: stellwerk.events.v1.events_pb2.TaskEvent\n"
+        "NAME = 'stellwerk.workflow.v1.WorkflowRun'\n"
+    )
+    assert gen_protos.rewrite_imports(text) == (
+        "from stellwerk_api.workflow.v1 import workflow_pb2 as w\n"
+        "x: stellwerk_api.events.v1.events_pb2.TaskEvent\n"
+        "NAME = 'stellwerk.workflow.v1.WorkflowRun'\n"
+    )
 
 
 @needs_grpc_tools
@@ -82,49 +113,35 @@ def test_staleness_check_sees_changed_missing_and_extra_files(
     copy = tmp_path / "copy"
     shutil.copytree(fresh_tree, copy)
     assert gen_protos.stale_files(fresh_tree, copy) == []
-    pb2 = copy / "stellwerk" / "workflow" / "v1" / "workflow_pb2.py"
+    v1 = copy / "stellwerk_api"
+    pb2 = v1 / "workflow" / "v1" / "workflow_pb2.py"
     pb2.write_text(pb2.read_text() + "# edited by hand\n")
-    (copy / "stellwerk" / "events" / "v1" / "events_pb2.pyi").unlink()
-    (copy / "stellwerk" / "events" / "v1" / "gone_pb2.py").write_text("")
+    (v1 / "events" / "v1" / "events_pb2.pyi").unlink()
+    (v1 / "events" / "v1" / "gone_pb2.py").write_text("")
     assert gen_protos.stale_files(fresh_tree, copy) == [
-        "stellwerk/events/v1/events_pb2.pyi",
-        "stellwerk/events/v1/gone_pb2.py",
-        "stellwerk/workflow/v1/workflow_pb2.py",
+        "stellwerk_api/events/v1/events_pb2.pyi",
+        "stellwerk_api/events/v1/gone_pb2.py",
+        "stellwerk_api/workflow/v1/workflow_pb2.py",
     ]
 
 
 @needs_grpc_tools
-def test_sync_replaces_generated_files_and_removes_stale_ones(
+def test_sync_replaces_the_generated_root_and_leaves_its_neighbours(
     fresh_tree: Path, tmp_path: Path
 ) -> None:
-    target = tmp_path / "services"
-    handwritten = target / "stellwerk" / "core" / "model.py"
+    target = tmp_path / "python"
+    handwritten = target / "stellwerk_client" / "cli.py"
     handwritten.parent.mkdir(parents=True)
     handwritten.write_text("X = 1\n")
-    old_area = target / "stellwerk" / "retired" / "v1"
-    old_area.mkdir(parents=True)
-    (old_area / "retired_pb2.py").write_text("")
-    (old_area / "__init__.py").write_text("")
-    (old_area.parent / "__init__.py").write_text("")
+    retired = target / "stellwerk_api" / "retired" / "v1"
+    retired.mkdir(parents=True)
+    (retired / "retired_pb2.py").write_text("")
 
     gen_protos.sync(fresh_tree, target)
 
     assert gen_protos.stale_files(fresh_tree, target) == []
-    assert not old_area.parent.exists()
+    assert not retired.parent.exists()
     assert handwritten.read_text() == "X = 1\n"
-
-
-@needs_grpc_tools
-def test_sync_refuses_to_generate_into_hand_written_code(fresh_tree: Path, tmp_path: Path) -> None:
-    target = tmp_path / "services"
-    mine = target / "stellwerk" / "workflow" / "helpers.py"
-    mine.parent.mkdir(parents=True)
-    mine.write_text("Y = 2\n")
-
-    with pytest.raises(gen_protos.GenerationError, match="hand-written"):
-        gen_protos.sync(fresh_tree, target)
-
-    assert sorted(p.name for p in mine.parent.iterdir()) == ["helpers.py"]
 
 
 def test_buf_lint_and_format_pass() -> None:
@@ -153,20 +170,24 @@ def test_buf_lint_rejects_a_proto_that_breaks_the_style(tmp_path: Path) -> None:
         assert finding in result.stdout
 
 
+def _module_name(proto: Path, suffix: str) -> str:
+    """protos/stellwerk/<area>/v1/x.proto -> stellwerk_api.<area>.v1.x<suffix>."""
+    return ".".join(["stellwerk_api", *proto.parent.parts[1:], proto.stem + suffix])
+
+
 @pytest.mark.parametrize("proto", PROTO_FILES, ids=str)
 @pytest.mark.parametrize("suffix", ["_pb2", "_pb2_grpc"])
 def test_every_generated_module_imports(proto: Path, suffix: str) -> None:
-    name = ".".join([*proto.parent.parts, proto.stem + suffix])
-    module = importlib.import_module(name)
+    module = importlib.import_module(_module_name(proto, suffix))
     if suffix == "_pb2":
         assert module.DESCRIPTOR.name == proto.as_posix()
         assert module.DESCRIPTOR.package == ".".join(proto.parent.parts)
 
 
 def test_services_have_their_decided_full_names() -> None:
-    from stellwerk.execution.v1 import executor_service_pb2
-    from stellwerk.monitoring.v1 import monitor_service_pb2
-    from stellwerk.workflow.v1 import workflow_service_pb2
+    from stellwerk_api.execution.v1 import executor_service_pb2
+    from stellwerk_api.monitoring.v1 import monitor_service_pb2
+    from stellwerk_api.workflow.v1 import workflow_service_pb2
 
     names = {
         service.full_name
@@ -183,7 +204,7 @@ def test_services_have_their_decided_full_names() -> None:
 def _generated_messages() -> list[Descriptor]:
     found: list[Descriptor] = []
     for proto in PROTO_FILES:
-        module = importlib.import_module(".".join([*proto.parent.parts, proto.stem + "_pb2"]))
+        module = importlib.import_module(_module_name(proto, "_pb2"))
         pending = list(module.DESCRIPTOR.message_types_by_name.values())
         while pending:
             message = pending.pop()
@@ -211,7 +232,7 @@ def test_no_contract_uses_struct_for_json_values() -> None:
 
 
 def test_every_event_carries_its_format_version_as_field_one() -> None:
-    from stellwerk.events.v1 import events_pb2
+    from stellwerk_api.events.v1 import events_pb2
 
     messages = list(events_pb2.DESCRIPTOR.message_types_by_name.values())
     assert {m.name for m in messages} >= {"TaskDispatch", "TaskEvent"}

@@ -7,7 +7,7 @@ from nats.aio.msg import Msg
 
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.progress import decode_outcome
-from stellwerk.events.v1 import events_pb2
+from stellwerk_api.events.v1 import events_pb2
 
 
 def event(**fields: object) -> bytes:

@@ -9,7 +9,7 @@ import pytest
 
 from stellwerk.core.errors import WorkflowInvalidError
 from stellwerk.core.model import WorkflowSpec, load_workflow, load_workflow_file, read_document
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import grpc
 
 from stellwerk.core.errors import InvalidArgumentError, Problem, UnavailableError
 from stellwerk.core.grpc_errors import error_from_rpc
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as api_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 from ._channel import BaseClient, call, check_timeout
 

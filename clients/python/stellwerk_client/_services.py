@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from stellwerk.execution.v1 import executor_service_pb2 as exe
-from stellwerk.execution.v1 import executor_service_pb2_grpc as exe_grpc
-from stellwerk.monitoring.v1 import monitor_service_pb2 as mon
-from stellwerk.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
+from stellwerk_api.execution.v1 import executor_service_pb2 as exe
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc as exe_grpc
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
 
 from ._channel import BaseClient, call
 

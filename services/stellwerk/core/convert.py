@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from stellwerk.core.errors import Problem, WorkflowInvalidError
 from stellwerk.core.model._parse import FAILED, parse_document
 from stellwerk.core.records import RunRecord, TaskRecord
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 __all__ = [
     "run_to_proto",

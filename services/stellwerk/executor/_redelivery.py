@@ -14,7 +14,7 @@ from stellwerk.core import names
 from stellwerk.core.jetstream import last_message
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
-from stellwerk.events.v1 import events_pb2
+from stellwerk_api.events.v1 import events_pb2
 
 __all__ = ["RedeliveryChecks"]
 

@@ -34,10 +34,10 @@ from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
-from stellwerk.events.v1 import events_pb2
 from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._slots import Slots
 from stellwerk.executor.methods import MethodTable
+from stellwerk_api.events.v1 import events_pb2
 
 __all__ = ["TaskRunner"]
 

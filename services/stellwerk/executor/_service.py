@@ -17,11 +17,11 @@ from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
-from stellwerk.execution.v1 import executor_service_pb2 as api
-from stellwerk.execution.v1 import executor_service_pb2_grpc as api_grpc
 from stellwerk.executor._runner import TaskRunner
 from stellwerk.executor._servicer import ExecutorServicer
 from stellwerk.executor.methods import MethodTable, build_method_table
+from stellwerk_api.execution.v1 import executor_service_pb2 as api
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc as api_grpc
 
 __all__ = ["Executor"]
 

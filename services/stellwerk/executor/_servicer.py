@@ -11,9 +11,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from stellwerk.core.convert import timestamp
 from stellwerk.core.errors import InvalidArgumentError, Problem
-from stellwerk.execution.v1 import executor_service_pb2 as api
-from stellwerk.execution.v1 import executor_service_pb2_grpc as api_grpc
 from stellwerk.executor.methods import MethodKind, MethodTable
+from stellwerk_api.execution.v1 import executor_service_pb2 as api
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc as api_grpc
 
 __all__ = ["ExecutorServicer"]
 

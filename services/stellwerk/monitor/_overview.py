@@ -10,8 +10,8 @@ from nats.js.kv import KeyValue
 from stellwerk.core.convert import timestamp
 from stellwerk.core.kvscan import snapshot
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord
-from stellwerk.monitoring.v1 import monitor_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 __all__ = ["build_overview"]
 

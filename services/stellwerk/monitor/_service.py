@@ -18,8 +18,8 @@ from stellwerk.core.store import run_store, task_store
 from stellwerk.monitor._janitor import Janitor
 from stellwerk.monitor._overview import build_overview
 from stellwerk.monitor._reconciler import Reconciler
-from stellwerk.monitoring.v1 import monitor_service_pb2 as api
-from stellwerk.monitoring.v1 import monitor_service_pb2_grpc as api_grpc
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as api
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as api_grpc
 
 __all__ = ["Monitor"]
 

@@ -18,8 +18,8 @@ from stellwerk.resolver._events import EventConsumer
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as api_grpc
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 __all__ = ["Resolver"]
 

@@ -12,9 +12,9 @@ from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalid
 from stellwerk.core.records import RunState
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._submit import Submitter
-from stellwerk.workflow.v1 import workflow_pb2 as pb
-from stellwerk.workflow.v1 import workflow_service_pb2 as api
-from stellwerk.workflow.v1 import workflow_service_pb2_grpc as api_grpc
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 __all__ = ["WorkflowServicer"]
 

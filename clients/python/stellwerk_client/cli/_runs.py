@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from stellwerk.core.errors import NotFoundError, StellwerkError, shorten
 from stellwerk.core.names import is_run_id
-from stellwerk.workflow.v1 import workflow_pb2 as pb
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 from .._client import WorkflowClient
 from ._common import (

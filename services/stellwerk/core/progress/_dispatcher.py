@@ -23,7 +23,7 @@ from stellwerk.core.model import substitute
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
-from stellwerk.events.v1 import events_pb2
+from stellwerk_api.events.v1 import events_pb2
 
 __all__ = ["Dispatcher", "resolve_params"]
 

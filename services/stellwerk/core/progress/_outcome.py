@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from stellwerk.core.limits import MAX_EXECUTOR_ID_CHARS, clip_error, result_too_large
 from stellwerk.core.names import decode_token
 from stellwerk.core.records import TaskRecord, TaskState
-from stellwerk.events.v1 import events_pb2
+from stellwerk_api.events.v1 import events_pb2
 
 __all__ = [
     "TOO_EARLY",

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from stellwerk.workflow.v1 import workflow_service_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -5,7 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from stellwerk.workflow.v1 import workflow_service_pb2 as _workflow_service_pb2
+from stellwerk_api.workflow.v1 import workflow_service_pb2 as _workflow_service_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

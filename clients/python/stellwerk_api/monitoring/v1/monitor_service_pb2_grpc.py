@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from stellwerk.monitoring.v1 import monitor_service_pb2 as stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from stellwerk.execution.v1 import executor_service_pb2 as stellwerk_dot_execution_dot_v1_dot_executor__service__pb2
+from stellwerk_api.execution.v1 import executor_service_pb2 as stellwerk_dot_execution_dot_v1_dot_executor__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
