@@ -7,6 +7,10 @@ The public surface for users writing task handlers::
     @handler("shop/charge")
     async def charge(params: dict, ctx: TaskContext) -> dict: ...
 
+``@handler`` only marks the function; an executor runs what it is given
+(``Executor(settings, handlers=[charge])``) or finds in the modules it scans
+(``STELLWERK_HANDLER_MODULES``).
+
 Services live in ``stellwerk.resolver``, ``stellwerk.executor`` and ``stellwerk.monitor``; the
 shared core (model, substitution, DAG analysis, NATS plumbing, settings, errors) in
 ``stellwerk.core``; generated contract stubs in ``stellwerk.<area>.v1``.

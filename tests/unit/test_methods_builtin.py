@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from stellwerk.core.errors import TaskError
-from stellwerk.core.handlers import TaskContext, _isolated_registry
+from stellwerk.core.handlers import TaskContext
 from stellwerk.executor.methods import MethodKind, MethodTable, build_method_table
 
 CTX = TaskContext(
     workflow_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="mcp/tool.echo"
 )
 BUILTINS = ["mcp/tool.add", "mcp/tool.concat", "mcp/tool.echo", "mcp/tool.multiply"]
-
-
-@pytest.fixture(autouse=True)
-def _empty_registry() -> Iterator[None]:
-    with _isolated_registry():
-        yield
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from stellwerk.core.errors import InvalidArgumentError, TaskError
-from stellwerk.core.handlers import TaskContext, _isolated_registry
+from stellwerk.core.handlers import TaskContext
 from stellwerk.executor.methods import MethodKind, MethodTable, _python_script, build_method_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +28,6 @@ CTX = TaskContext(
     workflow_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="python/execute"
 )
 OUTSIDE = "is outside the allowed script directories (STELLWERK_SCRIPT_DIRS)"
-
-
-@pytest.fixture(autouse=True)
-def _empty_registry() -> Iterator[None]:
-    with _isolated_registry():
-        yield
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Registration of Python task handlers: ``@handler("name")``.
+"""Marking Python task handlers: ``@handler("name")``.
 
 A handler is a plain function, sync or async, that an executor runs for every task whose
 ``method`` equals the handler's name::
@@ -10,29 +10,34 @@ A handler is a plain function, sync or async, that an executor runs for every ta
         return await gateway.charge(params["card"], key=ctx.idempotency_key)
 
 The function takes the task's parameters (``fn(params)``) and optionally the task's context
-(``fn(params, ctx)``); its return value must be JSON-serialisable. Registration happens at import
-time into a process-wide registry; the executor imports the modules named in its settings and
-takes what they registered. This module imports no service, so workers and clients can use it.
+(``fn(params, ctx)``); its return value must be JSON-serialisable.
+
+The decorator only checks the function and marks it; nothing is registered anywhere. An executor
+is handed its handlers explicitly (``Executor(settings, handlers=[charge])``, as Temporal's
+``Worker(..., activities=[...])``) or scans the modules named in ``STELLWERK_HANDLER_MODULES``
+for marked functions (:func:`handlers_in`). With no process-wide registry, what an executor
+offers depends only on what it was given, and importing a module has no effect to undo.
+This module imports no service, so workers and clients can use it.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import ModuleType
 from typing import Any, TypeVar
 
 from stellwerk.core.errors import AlreadyExistsError, InvalidArgumentError
 
 __all__ = [
-    "RegisteredHandler",
+    "HandlerDefinition",
     "TaskContext",
+    "collect_handlers",
     "handler",
-    "registered_handlers",
+    "handler_definition",
+    "handlers_in",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +46,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # flat namespace so that they read like ``area/verb`` and cannot shadow a bare protocol name.
 _NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_./:-]*$")
 _MAX_NAME_LENGTH = 200
+# The attribute @handler sets on the function (Temporal's @activity.defn does the same).
+_MARK = "__stellwerk_handler__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,8 @@ class TaskContext:
 
 
 @dataclass(frozen=True, slots=True)
-class RegisteredHandler:
-    """One registered handler, with what the executor needs to know to call it."""
+class HandlerDefinition:
+    """One marked handler, with what the executor needs to know to call it."""
 
     name: str
     fn: Callable[..., Any]
@@ -71,12 +78,8 @@ class RegisteredHandler:
     description: str
 
 
-_lock = threading.Lock()
-_registry: dict[str, RegisteredHandler] = {}
-
-
 def handler(name: str, *, description: str = "") -> Callable[[F], F]:
-    """Register the decorated function as the implementation of method ``name``.
+    """Mark the decorated function as the implementation of method ``name``.
 
     Args:
         name: The task method this function implements, e.g. ``"billing/charge"``. It must match
@@ -84,60 +87,95 @@ def handler(name: str, *, description: str = "") -> Callable[[F], F]:
         description: One line shown when an executor lists its methods.
 
     Returns:
-        A decorator that registers the function and returns it unchanged.
+        A decorator that marks the function and returns it unchanged.
 
     Raises:
-        InvalidArgumentError: the name or the function's signature is not acceptable (raised when
-            the decorator is created or applied, i.e. at import time, not when a task runs).
-        AlreadyExistsError: another function is already registered under ``name``.
+        InvalidArgumentError: the name or the function's signature is not acceptable, or the
+            function is already marked under another name (raised when the decorator is
+            created or applied, i.e. at import time, not when a task runs).
     """
     _check_name(name)
     if not isinstance(description, str):
         raise InvalidArgumentError(f"handler {name!r}: description must be a string")
 
-    def register(fn: F) -> F:
+    def mark(fn: F) -> F:
         is_async, wants_ctx = _inspect_callable(name, fn)
-        entry = RegisteredHandler(
+        existing = handler_definition(fn)
+        if existing is not None and existing.name != name:
+            raise InvalidArgumentError(
+                f"handler {name!r}: {_describe(fn)} is already marked as {existing.name!r}; "
+                "one function implements one method"
+            )
+        definition = HandlerDefinition(
             name=name, fn=fn, is_async=is_async, wants_ctx=wants_ctx, description=description
         )
-        with _lock:
-            existing = _registry.get(name)
-            if existing is not None and existing.fn is not fn:
-                raise AlreadyExistsError(
-                    f"handler {name!r} is already registered by {_describe(existing.fn)}; "
-                    f"cannot register {_describe(fn)} under the same name",
-                    metadata={"handler": name},
-                )
-            _registry[name] = entry
+        try:
+            setattr(fn, _MARK, definition)
+        except (AttributeError, TypeError) as exc:  # bound methods, objects with __slots__
+            raise InvalidArgumentError(
+                f"handler {name!r}: cannot mark {_describe(fn)} ({exc}); "
+                "decorate a function or an object that takes attributes"
+            ) from exc
         return fn
 
-    return register
+    return mark
 
 
-def registered_handlers() -> Mapping[str, RegisteredHandler]:
-    """A read-only snapshot of every handler registered so far, by name."""
-    with _lock:
-        return MappingProxyType(dict(_registry))
+def handler_definition(fn: object) -> HandlerDefinition | None:
+    """The definition ``@handler`` attached to ``fn``, or ``None`` when it is not marked."""
+    definition = getattr(fn, _MARK, None)
+    # A mark that points at another object was inherited (a subclass instance, a wrapper copying
+    # __dict__ with functools.wraps): that object was never decorated itself.
+    if isinstance(definition, HandlerDefinition) and definition.fn is fn:
+        return definition
+    return None
 
 
-def _clear_registry_for_tests() -> None:
-    """Forget every registered handler. For tests only."""
-    with _lock:
-        _registry.clear()
+def handlers_in(module: ModuleType) -> list[HandlerDefinition]:
+    """Every marked handler among the names of ``module``, in the module's order.
+
+    Handlers the module imported from elsewhere count too: a module listing the handlers of a
+    worker is a fine way to gather them.
+    """
+    found: dict[int, HandlerDefinition] = {}
+    for value in list(vars(module).values()):
+        definition = handler_definition(value)
+        if definition is not None:
+            found.setdefault(id(definition.fn), definition)
+    return list(found.values())
 
 
-@contextmanager
-def _isolated_registry() -> Iterator[None]:
-    """Run a block with an empty registry and restore the previous one afterwards. For tests."""
-    with _lock:
-        saved = dict(_registry)
-        _registry.clear()
-    try:
-        yield
-    finally:
-        with _lock:
-            _registry.clear()
-            _registry.update(saved)
+def collect_handlers(
+    handlers: Iterable[object] = (), modules: Iterable[ModuleType] = ()
+) -> dict[str, HandlerDefinition]:
+    """Method name → definition for the given functions and every handler of ``modules``.
+
+    Raises:
+        InvalidArgumentError: an entry of ``handlers`` is not marked with ``@handler``.
+        AlreadyExistsError: two different functions implement the same method name.
+    """
+    definitions: list[HandlerDefinition] = []
+    for fn in handlers:
+        definition = handler_definition(fn)
+        if definition is None:
+            hint = 'decorate it with @handler("area/name")'
+            if isinstance(getattr(fn, _MARK, None), HandlerDefinition):
+                hint = "it wraps a handler; put @handler outermost"
+            raise InvalidArgumentError(f"{_describe(fn)} is not a handler; {hint}")
+        definitions.append(definition)
+    for module in modules:
+        definitions.extend(handlers_in(module))
+
+    by_name: dict[str, HandlerDefinition] = {}
+    for definition in definitions:
+        existing = by_name.setdefault(definition.name, definition)
+        if existing.fn is not definition.fn:
+            raise AlreadyExistsError(
+                f"handler {definition.name!r} is defined by both {_describe(existing.fn)} and "
+                f"{_describe(definition.fn)}; one method name needs one function",
+                metadata={"handler": definition.name},
+            )
+    return by_name
 
 
 def _check_name(name: object) -> None:

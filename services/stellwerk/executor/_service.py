@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from nats.aio.client import Client as NatsClient
@@ -36,12 +38,36 @@ class Executor(Service):
     name = "executor"
 
     def __init__(
-        self, settings: Settings, *, listen: str | None = None, table: MethodTable | None = None
+        self,
+        settings: Settings,
+        *,
+        listen: str | None = None,
+        handlers: Sequence[Callable[..., Any]] = (),
+        table: MethodTable | None = None,
     ) -> None:
+        """Prepare an executor; nothing connects until :meth:`run`.
+
+        Args:
+            settings: The service settings; ``handler_modules`` names modules to scan for
+                ``@handler`` functions, ``script_dirs`` turns ``python/execute`` on.
+            listen: The gRPC address, instead of ``settings.executor_listen``.
+            handlers: Functions marked with ``@handler`` that this executor runs, besides those
+                found in ``settings.handler_modules``.
+            table: A prepared method table (tests); ``handlers`` and the settings' modules and
+                script directories are then not looked at.
+
+        Raises:
+            InvalidArgumentError: a handler module cannot be imported or a given function is
+                not a handler.
+            AlreadyExistsError: two functions implement the same method, or one takes a
+                built-in's name.
+        """
         super().__init__(settings, listen=listen or settings.executor_listen)
         # Built before serving, so a bad handler module fails the start, not the first task.
         self.table = table or build_method_table(
-            script_dirs=settings.script_dir_paths(), handler_modules=settings.handler_module_names()
+            script_dirs=settings.script_dir_paths(),
+            handlers=handlers,
+            handler_modules=settings.handler_module_names(),
         )
         self.executor_id = settings.executor_id
         self.started_at = time.time()

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from stellwerk.core.errors import TaskError
-from stellwerk.core.handlers import RegisteredHandler, TaskContext
+from stellwerk.core.handlers import HandlerDefinition, TaskContext
 
 __all__ = ["call_handler", "ensure_json", "exception_message", "with_deadline"]
 
@@ -42,8 +42,8 @@ async def with_deadline(method: str, time_limit: float | None, awaitable: Awaita
         raise
 
 
-async def call_handler(entry: RegisteredHandler, params: dict[str, Any], ctx: TaskContext) -> Any:
-    """Run a registered handler and turn anything it raises into a :class:`TaskError`.
+async def call_handler(entry: HandlerDefinition, params: dict[str, Any], ctx: TaskContext) -> Any:
+    """Run a handler and turn anything it raises into a :class:`TaskError`.
 
     Sync handlers run in a worker thread so the event loop (and the heartbeats that keep the
     attempt's claim alive) keeps running; note that a thread cannot be stopped, so a sync handler

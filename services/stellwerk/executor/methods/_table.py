@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from stellwerk.core.errors import (
@@ -16,7 +17,7 @@ from stellwerk.core.errors import (
     StellwerkError,
     TaskError,
 )
-from stellwerk.core.handlers import RegisteredHandler, TaskContext, registered_handlers
+from stellwerk.core.handlers import HandlerDefinition, TaskContext, collect_handlers
 
 from ._invoke import call_handler, ensure_json, exception_message, with_deadline
 from ._mcp_tools import BUILTIN_TOOLS
@@ -37,7 +38,7 @@ class MethodKind(StrEnum):
     BUILTIN = "builtin"
     """Shipped with Stellwerk (the Gleitzeit ``mcp/tool.*`` tools)."""
     HANDLER = "handler"
-    """A Python function registered with ``@handler``."""
+    """A Python function marked with ``@handler`` and given to the executor."""
     SCRIPT = "script"
     """``python/execute``: a script file run in a child process."""
 
@@ -125,22 +126,28 @@ class MethodTable:
 
 
 def build_method_table(
-    *, script_dirs: Sequence[Path] = (), handler_modules: Sequence[str] = ()
+    *,
+    script_dirs: Sequence[Path] = (),
+    handlers: Iterable[Callable[..., Any]] = (),
+    handler_modules: Sequence[str] = (),
 ) -> MethodTable:
-    """Build the table: built-ins, registered handlers and (optionally) ``python/execute``.
+    """Build the table: built-ins, the given handlers and (optionally) ``python/execute``.
 
     Args:
         script_dirs: Directories ``python/execute`` may run scripts from
             (``STELLWERK_SCRIPT_DIRS``). Empty (the default) leaves ``python/execute`` out.
-        handler_modules: Dotted module names to import; their ``@handler`` functions, and every
-            handler registered before, become methods.
+        handlers: Functions marked with ``@handler``; each becomes a method.
+        handler_modules: Dotted module names to import and scan; every ``@handler`` function
+            among their names becomes a method too.
 
     Raises:
-        InvalidArgumentError: a module cannot be imported or a script directory does not exist.
-        AlreadyExistsError: a handler uses the name of a built-in method.
+        InvalidArgumentError: a module cannot be imported, an entry of ``handlers`` is not a
+            handler, or a script directory does not exist.
+        AlreadyExistsError: a handler uses the name of a built-in method, or two different
+            functions (given, or found in the modules) implement the same method.
     """
-    for module in handler_modules:
-        _import_handler_module(module)
+    modules = [_import_handler_module(module) for module in handler_modules]
+    definitions = collect_handlers(handlers, modules)
 
     methods: dict[str, _Method] = {}
     for tool, (fn, description) in BUILTIN_TOOLS.items():
@@ -151,24 +158,24 @@ def build_method_table(
         methods[PYTHON_EXECUTE] = _Method(
             MethodInfo(PYTHON_EXECUTE, MethodKind.SCRIPT, description), runner
         )
-    for name, entry in registered_handlers().items():
+    for name, definition in definitions.items():
         if name in _RESERVED:
             raise AlreadyExistsError(
                 f"handler {name!r} uses the name of a built-in method; choose another name",
                 metadata={"handler": name},
             )
-        info = MethodInfo(name, MethodKind.HANDLER, entry.description)
-        methods[name] = _Method(info, _handler(entry))
+        info = MethodInfo(name, MethodKind.HANDLER, definition.description)
+        methods[name] = _Method(info, _handler(definition))
     return MethodTable(methods)
 
 
-def _import_handler_module(module: str) -> None:
+def _import_handler_module(module: str) -> ModuleType:
     if not isinstance(module, str) or not module:
         raise InvalidArgumentError(f"handler module name must be a non-empty string: {module!r}")
     try:
-        importlib.import_module(module)
+        return importlib.import_module(module)
     except StellwerkError:
-        raise  # e.g. AlreadyExistsError from a clashing @handler: already says what is wrong
+        raise  # e.g. InvalidArgumentError from a bad @handler: already says what is wrong
     except Exception as exc:  # ImportError, or whatever the module raised while importing
         raise InvalidArgumentError(
             f"cannot import handler module {module!r}: {exception_message(exc)}",
@@ -189,8 +196,10 @@ def _builtin(fn: Callable[[Mapping[str, Any]], dict[str, Any]]) -> _Call:
     return call
 
 
-def _handler(entry: RegisteredHandler) -> _Call:
+def _handler(definition: HandlerDefinition) -> _Call:
     async def call(params: dict[str, Any], ctx: TaskContext, time_limit: float | None) -> Any:
-        return await with_deadline(entry.name, time_limit, call_handler(entry, params, ctx))
+        return await with_deadline(
+            definition.name, time_limit, call_handler(definition, params, ctx)
+        )
 
     return call
