@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from stellwerk.core.errors import InvalidArgumentError, Problem
 from stellwerk.core.grpc_errors import error_from_rpc
+from stellwerk.core.limits import GRPC_MAX_MESSAGE_BYTES
 from stellwerk.core.settings import Settings
 
 __all__ = [
@@ -26,9 +27,6 @@ __all__ = [
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take unless the client was connected with another ``timeout``."""
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Same limit as the servers: a run of many tasks with large results is one message."""
-
 _T = TypeVar("_T")
 
 
@@ -37,8 +35,8 @@ def open_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
         ],
     )
 
@@ -113,6 +111,3 @@ class BaseClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    def _deadline(self, timeout: float | None) -> float:
-        return self.timeout if timeout is None else check_timeout(timeout)

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from stellwerk.core.errors import StellwerkError, UnavailableError
 from stellwerk.core.grpc_errors import DomainErrorInterceptor
 from stellwerk.core.jetstream import Topology, cancel_requested, connect, ensure_topology
+from stellwerk.core.limits import GRPC_MAX_MESSAGE_BYTES
 from stellwerk.core.metrics import MetricsServer, Registry
 from stellwerk.core.settings import Settings, parse_listen
 
@@ -44,8 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ServiceFailedError(StellwerkError):
@@ -153,8 +152,8 @@ class Service(ABC):
         self._server = grpc.aio.server(
             interceptors=[DomainErrorInterceptor()],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
             ],
         )
         service_names = self.register(self._server)

@@ -24,6 +24,7 @@ from stellwerk.core.errors import StellwerkError
 
 __all__ = [
     "BOOKKEEPING",
+    "GRPC_MAX_MESSAGE_BYTES",
     "HEADROOM",
     "MAX_ERROR_CHARS",
     "MAX_EXECUTOR_ID_CHARS",
@@ -33,6 +34,11 @@ __all__ = [
     "clip_error",
     "result_too_large",
 ]
+
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Largest gRPC message a server or client sends or accepts (gRPC's default is 4 MiB): a run of
+many tasks with large results is one reply, a large document one request. Servers and
+clients share this one figure, so neither refuses what the other may send."""
 
 HEADROOM = 1024
 """Bytes of each message kept for the headers that travel with it (``Nats-Msg-Id``, the
