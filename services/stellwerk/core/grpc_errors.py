@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -37,6 +36,7 @@ from stellwerk.core.errors import (
     WrongStateError,
     clip,
 )
+from stellwerk.core.publish import NATS_FAILURES
 
 __all__ = [
     "DOMAIN",
@@ -61,8 +61,6 @@ _MAX_DESCRIPTION_CHARS = 300
 _MAX_METADATA_ENTRIES = 16
 _MAX_METADATA_CHARS = 200
 
-# Failures of the messaging layer under a handler: the call may succeed if retried.
-_TRANSPORT = (nats.errors.Error, TimeoutError, ConnectionError)
 
 _CODES: list[tuple[type[StellwerkError], grpc.StatusCode]] = [
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -181,7 +179,7 @@ async def _refuse(context: Context, exc: BaseException) -> None:
     """Abort the call for a domain or messaging error; anything else propagates."""
     if isinstance(exc, StellwerkError):
         await _abort(context, exc)
-    elif isinstance(exc, _TRANSPORT):
+    elif isinstance(exc, NATS_FAILURES):
         await _abort(context, UnavailableError(f"NATS is unavailable: {exc}"))
 
 
@@ -196,7 +194,7 @@ def _wrap_unary_request(
                     raise _malformed(request, method)
                 async for item in behaviour(request, context):
                     yield item
-            except (StellwerkError, *_TRANSPORT) as exc:
+            except (StellwerkError, *NATS_FAILURES) as exc:
                 await _refuse(context, exc)
 
         return stream
@@ -207,7 +205,7 @@ def _wrap_unary_request(
             if isinstance(request, _Undecodable):
                 raise _malformed(request, method)
             return await behaviour(request, context)
-        except (StellwerkError, *_TRANSPORT) as exc:
+        except (StellwerkError, *NATS_FAILURES) as exc:
             await _refuse(context, exc)
             raise  # unreachable: abort raises
 

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
-import nats.errors
 import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -31,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from stellwerk.core import names
 from stellwerk.core.errors import UnavailableError, WrongStateError
-from stellwerk.core.publish import JetStreamWriter
+from stellwerk.core.publish import NATS_FAILURES, JetStreamWriter
 from stellwerk.core.settings import Settings
 
 __all__ = [
@@ -47,8 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_CONNECT_ERRORS = (OSError, TimeoutError, nats.errors.Error)
 
 
 async def connect(
@@ -70,7 +67,7 @@ async def connect(
     """
     servers = settings.nats_servers()
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(_CONNECT_ERRORS),
+        retry=retry_if_exception_type(NATS_FAILURES),
         # nats-py may turn our cancellation into a TimeoutError: never retry once asked to stop.
         stop=lambda _state: cancel_requested(),
         wait=wait_exponential_jitter(initial=0.2, max=5.0),
@@ -108,22 +105,35 @@ class Delivery:
     stored_at: float | None  # epoch seconds the message was stored at
 
 
+# Token positions in an ack subject, as nats-py numbers them (``Msg.Ack``) for the form with
+# domain and account hash: ``$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.
+# <stream seq>.<consumer seq>.<stored ns>.<pending>[.<random>]``. The older form,
+# ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<stored ns>.<pending>``,
+# lacks the two tokens after ``ACK``, so each position is two less.
+_ACK_TOKENS_OLD = 9
+_ACK_TOKENS_NEW_MIN = 11
+_ACK_DELIVERED = Msg.Ack.NumDelivered
+_ACK_STORED = Msg.Ack.Timestamp
+_ACK_OLD_SHIFT = Msg.Ack.Stream - Msg.Ack.Domain
+
+
 def delivery_of(msg: Msg) -> Delivery:
-    """``msg``'s delivery count and store time, read straight from its ack subject
-    (``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>``, or the form with
-    domain and account hash): ``msg.metadata`` builds timezone-aware datetimes, which showed in
-    the resolver's profile."""
+    """``msg``'s delivery count and store time, read straight from its ack subject (either
+    form, see ``_ACK_*``): ``msg.metadata`` builds timezone-aware datetimes, which showed in the
+    resolver's profile. A subject of neither form counts as a first delivery of unknown age."""
     tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9:
-        delivered, stored = tokens[4], tokens[7]
-    elif len(tokens) >= 11:
-        delivered, stored = tokens[6], tokens[9]
+    if len(tokens) == _ACK_TOKENS_OLD:
+        shift = _ACK_OLD_SHIFT
+    elif len(tokens) >= _ACK_TOKENS_NEW_MIN:
+        shift = 0
     else:
         return Delivery(1, None)
     try:
-        return Delivery(max(1, int(delivered)), int(stored) / 1e9)
+        delivered = int(tokens[_ACK_DELIVERED - shift])
+        stored = int(tokens[_ACK_STORED - shift])
     except ValueError:
         return Delivery(1, None)
+    return Delivery(max(1, delivered), stored / 1e9)
 
 
 async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
@@ -133,7 +143,7 @@ async def last_message(js: JetStreamContext, stream: str, subject: str) -> RawSt
         return await js.get_last_msg(stream, subject)
     except jserr.NotFoundError:
         return None
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
+    except NATS_FAILURES as exc:
         raise UnavailableError(f"could not look up {subject}: {exc}") from exc
 
 

@@ -30,7 +30,13 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core.errors import UnavailableError
 
-__all__ = ["Ack", "JetStreamWriter", "Message", "kv_subject", "publish_all"]
+__all__ = ["NATS_FAILURES", "Ack", "JetStreamWriter", "Message", "kv_subject", "publish_all"]
+
+NATS_FAILURES = (nats.errors.Error, TimeoutError, OSError)
+"""What a NATS call raises when NATS could not do it *now* (server away, connection closed or
+reconnecting, no reply in time; sockets raise ``OSError``). Such a failure is "unavailable":
+the caller may repeat the call. Defined here, the lowest module that talks to NATS, so that
+``jetstream`` and ``store`` (which import this one) share it."""
 
 # JetStream's "wrong last sequence" error codes: the key exists (create) or moved on (update).
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
@@ -126,7 +132,7 @@ async def publish_all(
             await asyncio.wait_for(complete, ack_within)
         finally:
             await sub.unsubscribe()
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
+    except NATS_FAILURES as exc:
         raise UnavailableError(
             f"JetStream did not acknowledge {missing} of {len(messages)} messages: {exc!r}"
         ) from exc
@@ -169,7 +175,7 @@ class JetStreamWriter:
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
             return await future
-        except (OSError, nats.errors.Error) as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"could not publish to {subject}: {exc!r}") from exc
         finally:
             del self._waiting[token]

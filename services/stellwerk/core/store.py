@@ -13,22 +13,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import nats.errors
 import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
 from stellwerk.core.errors import ConflictError, NotFoundError, UnavailableError
-from stellwerk.core.publish import JetStreamWriter, Message, kv_subject, publish_all
+from stellwerk.core.publish import (
+    NATS_FAILURES,
+    JetStreamWriter,
+    Message,
+    kv_subject,
+    publish_all,
+)
 from stellwerk.core.records import RunRecord, TaskRecord
 
 __all__ = ["DocumentStore", "Versioned", "run_store", "task_store"]
 
 T = TypeVar("T")
-
-# Whatever else NATS raises (timeouts, 503 during a leader election or a server restart,
-# a closed or reconnecting connection) means "not now": callers retry later.
-_UNAVAILABLE = (TimeoutError, OSError, nats.errors.Error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class DocumentStore(Generic[T]):
         except jserr.KeyNotFoundError:
             self.forget(key)
             return None
-        except _UNAVAILABLE as exc:
+        except NATS_FAILURES as exc:  # not now (503 in an election, a reconnect): retry later
             raise UnavailableError(f"NATS unavailable reading {key}: {exc}") from exc
         # A TTL/limit marker reads back as an entry without a value: treat it as absent.
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
@@ -98,7 +99,7 @@ class DocumentStore(Generic[T]):
             revision = await self.kv.create(key, self._encode(value))
         except jserr.KeyWrongLastSequenceError:
             return None
-        except _UNAVAILABLE as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, revision))
 
@@ -126,7 +127,7 @@ class DocumentStore(Generic[T]):
         """Unconditional write (only for documents with a single writer)."""
         try:
             revision = await self.kv.put(key, self._encode(value))
-        except _UNAVAILABLE as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, revision))
 
@@ -151,7 +152,7 @@ class DocumentStore(Generic[T]):
         except jserr.KeyWrongLastSequenceError as exc:
             self.forget(key)
             raise ConflictError(f"{key} changed since revision {revision}") from exc
-        except _UNAVAILABLE as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, new_revision))
 
@@ -187,7 +188,7 @@ class DocumentStore(Generic[T]):
         self.forget(key)
         try:
             await self.kv.purge(key)
-        except _UNAVAILABLE as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"NATS unavailable deleting {key}: {exc}") from exc
 
 

@@ -35,6 +35,7 @@ from stellwerk.core.errors import (
 from stellwerk.core.kvscan import remove, snapshot
 from stellwerk.core.model import MAX_ID_LENGTH, WorkflowSpec, load_workflow, read_document
 from stellwerk.core.progress import Dispatcher, resolve_params
+from stellwerk.core.publish import NATS_FAILURES
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
@@ -215,7 +216,7 @@ class Submitter:
                 )
             await self._runs_kv.put(names.order_key(run_id), dumps(docs.order))
             created = await self._runs.create(names.run_key(run_id), docs.header)
-        except (StellwerkError, OSError, TimeoutError, nats.errors.Error) as exc:
+        except (StellwerkError, *NATS_FAILURES) as exc:
             # A request key this call bound goes too, so a retry starts afresh (one bound by
             # an earlier call stays: that call's run may still be committing).
             await self._abandon(run_id, request_key if claimed else "")

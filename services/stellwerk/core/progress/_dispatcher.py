@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import nats.errors
 import nats.js.errors as jserr
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -21,7 +20,7 @@ from stellwerk.core.jetstream import last_message
 from stellwerk.core.limits import Limits, TooLargeError
 from stellwerk.core.model import substitute
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
-from stellwerk.core.publish import JetStreamWriter
+from stellwerk.core.publish import NATS_FAILURES, JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk_api.events.v1 import events_pb2
 
@@ -132,7 +131,7 @@ class Dispatcher:
             info = await self._js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
         except jserr.NotFoundError:
             return True  # no resolver has consumed anything yet
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
+        except NATS_FAILURES as exc:
             raise UnavailableError(f"could not read the resolvers' consumer: {exc}") from exc
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
         return (found.seq or 0) > (floor or 0)
