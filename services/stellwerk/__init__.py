@@ -19,6 +19,7 @@ shared core (model, substitution, DAG analysis, NATS plumbing, settings, errors)
 from stellwerk.core.errors import (
     AlreadyExistsError,
     ConflictError,
+    DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
     Problem,
@@ -34,6 +35,7 @@ from stellwerk.core.handlers import TaskContext, handler
 __all__ = [
     "AlreadyExistsError",
     "ConflictError",
+    "DeadlineExceededError",
     "InvalidArgumentError",
     "NotFoundError",
     "Problem",

@@ -11,10 +11,18 @@ Every error a service, the client or the CLI raises on purpose is one of these::
     ├── WrongStateError           the resource's state forbids the call (FAILED_PRECONDITION)
     ├── ConflictError             lost a compare-and-set race; retry at a higher level (ABORTED)
     ├── UnavailableError          NATS (or a peer) cannot be reached right now (UNAVAILABLE)
+    │   └── DeadlineExceededError the call got no answer within its deadline (DEADLINE_EXCEEDED)
     └── TaskError                 a task failed while running; its message is recorded on the task
         └── ReferenceResolutionError  a ``${...}`` reference could not be resolved at run time
 
 The mapping to gRPC status codes lives in one place, ``stellwerk.core.grpc_errors``.
+
+``DeadlineExceededError`` is a kind of ``UnavailableError`` rather than its sibling: both say
+"the call did not go through now; it may or may not have taken effect, and may be repeated", so
+every ``except UnavailableError`` that retries or reports an unreachable service stays right for
+a deadline too. Callers to whom the difference matters (a server that is slow rather than gone:
+raising the deadline helps, reconnecting does not) catch ``DeadlineExceededError`` first, as
+with httpx's ``TimeoutException`` beside ``NetworkError`` under ``TransportError``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "AlreadyExistsError",
     "ConflictError",
+    "DeadlineExceededError",
     "InvalidArgumentError",
     "MalformedRequestError",
     "NotFoundError",
@@ -172,6 +181,13 @@ class UnavailableError(StellwerkError):
     """NATS or a peer service cannot be reached right now; retrying the call may help."""
 
     reason = "UNAVAILABLE"
+
+
+class DeadlineExceededError(UnavailableError):
+    """The call got no answer within its deadline: the peer may be slow rather than gone, and
+    the call may still take effect. Retrying with a longer deadline may help."""
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 class TaskError(StellwerkError):

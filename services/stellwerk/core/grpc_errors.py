@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from stellwerk.core.errors import (
     AlreadyExistsError,
     ConflictError,
+    DeadlineExceededError,
     InvalidArgumentError,
     MalformedRequestError,
     NotFoundError,
@@ -68,6 +69,8 @@ _CODES: list[tuple[type[StellwerkError], grpc.StatusCode]] = [
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (WrongStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (ConflictError, grpc.StatusCode.ABORTED),
+    # Before its base class: the first match wins, both ways.
+    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
 ]
 
@@ -293,7 +296,8 @@ def _status_from_metadata(metadata: Any) -> status_pb2.Status | None:
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> StellwerkError:
-    """The domain error behind a failed call (``UnavailableError`` for transport failures)."""
+    """The domain error behind a failed call: ``DeadlineExceededError`` when no answer came
+    within the deadline, ``UnavailableError`` for other transport failures."""
     code = exc.code()
     message = exc.details() or code.name
     status = _status_from_metadata(exc.trailing_metadata())
@@ -321,7 +325,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> StellwerkError:
     for error_type, error_code in _CODES:
         if code == error_code:
             return error_type(message, metadata=metadata)
-    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+    if code == grpc.StatusCode.CANCELLED:
         return UnavailableError(message)
     return StellwerkError(f"{code.name}: {message}", metadata=metadata)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stellwerk.core.errors import (
+    DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
     Problem,
@@ -42,7 +43,9 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 """Invalid input: a bad workflow, a bad flag, a missing file or an unknown run id."""
 EXIT_UNAVAILABLE = 3
-"""The resolver cannot be reached, or reports UNAVAILABLE."""
+"""The resolver cannot be reached, reports UNAVAILABLE, or did not answer a call in time
+(the call's own deadline, not ``--timeout``: the service is as good as unreachable, and trying
+again may help either way)."""
 EXIT_TIMEOUT = 4
 """``--timeout`` expired while the run goes on."""
 
@@ -82,6 +85,13 @@ def exit_for_error(exc: StellwerkError, *, prog: str, address: str, as_json: boo
         return report_problems(problems, as_json=as_json)
     if isinstance(exc, NotFoundError):
         return report_problems([Problem(None, "id", exc.message)], as_json=as_json)
+    if isinstance(exc, DeadlineExceededError):
+        # Not "unavailable": it may be up but slow, and the call may still have taken effect.
+        print(
+            f"{prog}: the resolver at {address} did not answer in time: {exc.message}",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
     if isinstance(exc, UnavailableError):
         print(f"{prog}: the resolver at {address} is unavailable: {exc.message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
