@@ -12,7 +12,7 @@ from stellwerk.core import names
 from stellwerk.core.limits import BOOKKEEPING, MAX_ERROR_CHARS, Limits, clip_error
 from stellwerk.core.model import load_workflow
 from stellwerk.core.progress import decode_outcome, unreadable_outcome
-from stellwerk.resolver._records import build_run_documents, new_run_id
+from stellwerk.resolver._documents import build_run_documents, new_run_id
 from stellwerk.resolver._sizes import size_problems, task_problems
 from stellwerk_api.events.v1 import events_pb2
 

@@ -24,7 +24,7 @@ from stellwerk.core.errors import Problem
 from stellwerk.core.limits import BOOKKEEPING, Limits
 from stellwerk.core.model import WorkflowSpec, find_references
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState, dumps, new_bitmap
-from stellwerk.resolver._records import new_run_id
+from stellwerk.resolver._documents import new_run_id
 
 __all__ = ["size_problems"]
 

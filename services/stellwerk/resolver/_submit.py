@@ -39,7 +39,7 @@ from stellwerk.core.publish import NATS_FAILURES
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord, TaskState, dumps
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
-from stellwerk.resolver._records import build_run_documents, new_run_id
+from stellwerk.resolver._documents import build_run_documents, new_run_id
 from stellwerk.resolver._sizes import size_problems
 
 __all__ = ["Submitter"]
