@@ -32,10 +32,11 @@ from stellwerk.core.errors import (
     UnavailableError,
 )
 from stellwerk.core.limits import clip_error
+from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
-from stellwerk.core.records import TaskRecord, TaskState
-from stellwerk.core.store import Versioned
+from stellwerk.core.records import RunRecord, TaskRecord, TaskState
+from stellwerk.core.store import DocumentStore, Versioned
 
 __all__ = ["Progress"]
 
@@ -67,8 +68,30 @@ def _decision(
     return Commit(key, current.revision, outcome, recorded(task, outcome))
 
 
-class Progress(Propagation):
-    """Applies outcomes to the KV documents of their runs."""
+class Progress:
+    """Applies outcomes to the KV documents of their runs; what follows from a settled task
+    (dependents, dispatches, sinks) is its :class:`Propagation`'s work."""
+
+    def __init__(
+        self,
+        *,
+        tasks: DocumentStore[TaskRecord],
+        runs: DocumentStore[RunRecord],
+        dispatcher: Dispatcher,
+    ) -> None:
+        self._tasks = tasks
+        self._dispatcher = dispatcher
+        self._propagation = Propagation(tasks=tasks, runs=runs, dispatcher=dispatcher)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """Where this progress publishes dispatches."""
+        return self._dispatcher
+
+    async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
+        """Settle the dependents (and the run, for sinks) of a task recorded as settled (the
+        reconciler's repair of a propagation cut short)."""
+        await self._propagation.propagate(settled, may_republish=may_republish)
 
     async def apply(self, outcome: Outcome, *, may_republish: bool) -> bool:
         """Record ``outcome`` and everything that follows from it (see :meth:`apply_many`);
@@ -112,11 +135,13 @@ class Progress(Propagation):
         settled += [d for d in decided if isinstance(d, TaskRecord)]
         await run_all(
             *(self._write(c) for c in commits),
-            self.propagate_many(settled, may_republish=may_republish, with_sinks=False),
+            self._propagation.propagate_many(
+                settled, may_republish=may_republish, with_sinks=False
+            ),
         )
         # Sinks last: the write that ends a run comes after its tasks' own documents, so a
         # reader that sees the run ended also sees every result.
-        await self._settle_sinks_of(settled)
+        await self._propagation.settle_sinks_of(settled)
         return early
 
     def _decide_cached(self, outcome: Outcome) -> Commit | TaskRecord | _AskKv:
@@ -209,7 +234,7 @@ class Progress(Propagation):
             return False
         task = current.value
         try:
-            data = self._dispatcher.encode(task, await self._params(task))
+            data = self._dispatcher.encode(task, await self._propagation.params(task))
         except (TaskError, StellwerkError) as exc:
             if isinstance(exc, UnavailableError):
                 raise

@@ -87,7 +87,9 @@ def _blocked_reason(dep: TaskRecord) -> str:
 
 
 class Propagation:
-    """Propagates settled tasks to their dependents and runs (see the module docstring)."""
+    """Propagates settled tasks to their dependents and runs (see the module docstring).
+
+    :class:`~stellwerk.core.progress.Progress` holds one and adds applying outcomes."""
 
     def __init__(
         self,
@@ -99,11 +101,6 @@ class Propagation:
         self._tasks = tasks
         self._runs = runs
         self._dispatcher = dispatcher
-
-    @property
-    def dispatcher(self) -> Dispatcher:
-        """Where this progress publishes dispatches."""
-        return self._dispatcher
 
     async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
         """Settle the dependents (and the run, for sinks) of a settled task."""
@@ -189,7 +186,7 @@ class Propagation:
                     dispatched_at=time.time(),
                 )
                 try:
-                    dispatch = self._dispatcher.encode(new, await self._params(new, known))
+                    dispatch = self._dispatcher.encode(new, await self.params(new, known))
                 except (TaskError, StellwerkError) as exc:
                     if isinstance(exc, UnavailableError):
                         raise
@@ -252,16 +249,18 @@ class Propagation:
                 or fresh.value.state is not TaskState.DISPATCHED
             ):
                 return None
-            data = self._dispatcher.encode(fresh.value, await self._params(fresh.value))
+            data = self._dispatcher.encode(fresh.value, await self.params(fresh.value))
             await self._dispatcher.publish(fresh.value, data)
             return None
         if task.state in (TaskState.BLOCKED, TaskState.FAILED):
             return task
         return None
 
-    async def _params(
+    async def params(
         self, task: TaskRecord, known: Mapping[tuple[str, str], TaskRecord] | None = None
     ) -> dict[str, Any]:
+        """``task``'s params with its references resolved from the settled tasks in ``known``,
+        else from KV or the stored outcomes."""
         targets = sorted(set(task.refs.values()))
         outputs: dict[str, Any] = {}
         if targets:  # most tasks reference nothing: no gather for them
@@ -293,7 +292,8 @@ class Propagation:
             raise UnavailableError(f"the result of {task_id!r} is not readable yet")
         return outcome.result
 
-    async def _settle_sinks_of(self, settled: list[TaskRecord]) -> None:
+    async def settle_sinks_of(self, settled: list[TaskRecord]) -> None:
+        """Set the sink bits of the sinks among ``settled`` in their runs' headers."""
         by_run: dict[str, list[TaskRecord]] = defaultdict(list)
         for task in settled:
             if task.sink_index is not None:
