@@ -56,7 +56,6 @@ def main(
     overrides = {
         k: v for k, v in vars(args).items() if v is not None and k not in ("listen", "log_level")
     }
-    overrides = {("nats_url" if k == "nats_url" else k): v for k, v in overrides.items()}
     try:
         settings = Settings(**overrides)
         if args.listen is not None:
