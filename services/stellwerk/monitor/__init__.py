@@ -1,4 +1,5 @@
-"""The monitor: overview of workflows and executors, retention and (later) reconciliation."""
+"""The monitor: overview of runs and executors, the reconciler (re-drives what a crash left
+between two writes) and the janitor (retention)."""
 
 from stellwerk.monitor._service import Monitor
 
