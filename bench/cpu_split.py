@@ -39,16 +39,16 @@ async def one_round(stub: wf_grpc.WorkflowServiceAsyncStub, pids: dict[str, int]
     tasks = shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
-    request = api.SubmitWorkflowRequest(document=doc, document_format="json")
+    request = api.StartRunRequest(document=doc, document_format="json")
     runs = await asyncio.gather(
-        *(stub.SubmitWorkflow(request, timeout=60) for _ in range(shapes.DIAMOND_WORKFLOWS))
+        *(stub.StartRun(request, timeout=60) for _ in range(shapes.DIAMOND_WORKFLOWS))
     )
     for reply in runs:
-        get = api.GetWorkflowRequest(id=reply.workflow.id, view=pb.WORKFLOW_VIEW_BASIC)
+        get = api.GetRunRequest(run_id=reply.run.run_id, view=pb.RUN_VIEW_BASIC)
 
-        async def ended(get: api.GetWorkflowRequest = get) -> bool:
-            state = (await stub.GetWorkflow(get, timeout=30)).workflow.state
-            return bool(state != pb.WORKFLOW_STATE_RUNNING)
+        async def ended(get: api.GetRunRequest = get) -> bool:
+            state = (await stub.GetRun(get, timeout=30)).run.state
+            return bool(state != pb.RUN_STATE_RUNNING)
 
         await eventually(ended, timeout=120, interval=0.05)
     elapsed = time.perf_counter() - started

@@ -30,19 +30,17 @@ def chain(n: int, method: str) -> str:
 
 async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int, method: str) -> float:
     """Per-hop ms of one chain: submit to the end time the resolver stamps, found by polling
-    (a WatchWorkflow stream would cost the resolver CPU on every hop)."""
+    (a WatchRun stream would cost the resolver CPU on every hop)."""
     started = time.time()
-    request = api.SubmitWorkflowRequest(document=chain(n, method), document_format="json")
-    run = (await stub.SubmitWorkflow(request, timeout=60)).workflow
-    get = api.GetWorkflowRequest(id=run.id, view=pb.WORKFLOW_VIEW_BASIC)
+    request = api.StartRunRequest(document=chain(n, method), document_format="json")
+    run = (await stub.StartRun(request, timeout=60)).run
+    get = api.GetRunRequest(run_id=run.run_id, view=pb.RUN_VIEW_BASIC)
 
     async def ended() -> bool:
-        return bool(
-            (await stub.GetWorkflow(get, timeout=30)).workflow.state != pb.WORKFLOW_STATE_RUNNING
-        )
+        return bool((await stub.GetRun(get, timeout=30)).run.state != pb.RUN_STATE_RUNNING)
 
     await eventually(ended, timeout=300, interval=0.02)
-    end = (await stub.GetWorkflow(get, timeout=30)).workflow.end_time.ToNanoseconds() / 1e9
+    end = (await stub.GetRun(get, timeout=30)).run.end_time.ToNanoseconds() / 1e9
     return (end - started) / n * 1000
 
 

@@ -176,7 +176,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "method": {
             "completion": "the run's end_time stamped by the resolver (Stellwerk), the last "
             "task's date_done (Celery), the awaited engine call (Gleitzeit, in process); the "
-            "harness polls GetWorkflow BASIC one run at a time to notice the end",
+            "harness polls GetRun BASIC one run at a time to notice the end",
             "latency_window": "diamonds of 20 submitted at a steady 500 tasks/s; p50/p99 from "
             "the resolver's stellwerk_resolution_seconds histogram delta over the window, "
             "interpolated linearly inside buckets",

@@ -3,7 +3,7 @@ against a :class:`bench.stack.Stack`.
 
 Every figure that ends at "the workflow finished" uses the run's ``end_time``, which the
 resolver stamps when it commits the run's final state; the harness notices the end by polling
-``GetWorkflow`` (BASIC view) one run at a time, every 20-100 ms, so neither its polling load nor
+``GetRun`` (BASIC view) one run at a time, every 20-100 ms, so neither its polling load nor
 its detection lag enters the figures.
 """
 
@@ -32,7 +32,7 @@ __all__ = ["BenchConfig", "document", "run_stellwerk"]
 
 METHOD = "bench/noop"
 HISTOGRAM = "stellwerk_resolution_seconds"
-TERMINAL = (pb.WORKFLOW_STATE_COMPLETED, pb.WORKFLOW_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
 RPC_TIMEOUT = 120.0
 
 
@@ -87,21 +87,21 @@ class Client:
         self.stub = stub
 
     async def submit(self, doc: str, *, skip_method_check: bool = False) -> str:
-        request = api.SubmitWorkflowRequest(
+        request = api.StartRunRequest(
             document=doc, document_format="json", allow_unregistered_methods=skip_method_check
         )
-        reply = await self.stub.SubmitWorkflow(request, timeout=RPC_TIMEOUT)
-        return str(reply.workflow.id)
+        reply = await self.stub.StartRun(request, timeout=RPC_TIMEOUT)
+        return str(reply.run.run_id)
 
     async def ended(self, run_id: str, *, within: float, interval: float) -> float:
         """Poll until the run ends; returns its ``end_time`` (epoch seconds)."""
         deadline = time.monotonic() + within
-        request = api.GetWorkflowRequest(id=run_id, view=pb.WORKFLOW_VIEW_BASIC)
+        request = api.GetRunRequest(run_id=run_id, view=pb.RUN_VIEW_BASIC)
         while True:
-            run = (await self.stub.GetWorkflow(request, timeout=RPC_TIMEOUT)).workflow
+            run = (await self.stub.GetRun(request, timeout=RPC_TIMEOUT)).run
             if run.state in TERMINAL:
-                if run.state != pb.WORKFLOW_STATE_COMPLETED:
-                    raise RuntimeError(f"run {run_id} ended {pb.WorkflowState.Name(run.state)}")
+                if run.state != pb.RUN_STATE_COMPLETED:
+                    raise RuntimeError(f"run {run_id} ended {pb.RunState.Name(run.state)}")
                 return _seconds(run.end_time)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still running after {within} s")
@@ -203,7 +203,7 @@ async def paced(client: Client, stack: Stack, *, rate: float, seconds: float) ->
 
 
 async def w4(client: Client, wait: bool) -> tuple[float, float | None]:
-    """Seconds for SubmitWorkflow (validate + write + dispatch roots) of a 10,000-task DAG;
+    """Seconds for StartRun (validate + write + dispatch roots) of a 10,000-task DAG;
     then, if ``wait``, the tasks/s at which it ran."""
     doc = document("large", shapes.layered())
     started_wall, started = time.time(), time.perf_counter()
@@ -245,8 +245,8 @@ async def w5(client: Client, stack: Stack, workflows: int) -> dict[str, Any]:
             await asyncio.sleep(0.25)
             samples.append(rss_mb(stack.resolver.pid)[0])
         rss, hwm = rss_mb(stack.resolver.pid)
-        request = api.GetWorkflowRequest(id=ids[-1], view=pb.WORKFLOW_VIEW_BASIC)
-        state = (await client.stub.GetWorkflow(request, timeout=RPC_TIMEOUT)).workflow.state
+        request = api.GetRunRequest(run_id=ids[-1], view=pb.RUN_VIEW_BASIC)
+        state = (await client.stub.GetRun(request, timeout=RPC_TIMEOUT)).run.state
         await asyncio.to_thread(Path(release).touch)  # release the gates; then tear down
         return {
             "resolver_rss_mb": max(rss, samples[-1]),
@@ -255,7 +255,7 @@ async def w5(client: Client, stack: Stack, workflows: int) -> dict[str, Any]:
             "w5_workflows": workflows,
             "w5_tasks": workflows * shapes.HELD_TASKS,
             "w5_submit_s": submit_s,
-            "w5_last_run_state": pb.WorkflowState.Name(state),
+            "w5_last_run_state": pb.RunState.Name(state),
         }
 
 

@@ -24,7 +24,7 @@ def check_outcome(
     report: Report,
     plans: list[WorkflowPlan],
     run_ids: dict[int, str],
-    finals: dict[int, pb.WorkflowRun],
+    finals: dict[int, pb.Run],
     cluster: Cluster,
 ) -> None:
     """Fill ``report`` with the verdict on states, results and every execution in the ledger."""
@@ -33,22 +33,22 @@ def check_outcome(
         run = finals[index]
         tasks = {t.task_id: t for t in run.tasks}
         fine = run.state == plan.expected_state
-        if run.state in (pb.WORKFLOW_STATE_COMPLETED, pb.WORKFLOW_STATE_FAILED):
+        if run.state in (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED):
             report.workflows_terminal += 1
         if not fine:
             report.problems.append(
-                f"run {run.id} ({plan.name}): {pb.WorkflowState.Name(run.state)}, expected "
-                f"{pb.WorkflowState.Name(plan.expected_state)} ({run.error})"
+                f"run {run.run_id} ({plan.name}): {pb.RunState.Name(run.state)}, expected "
+                f"{pb.RunState.Name(plan.expected_state)} ({run.error})"
             )
         for task_id, want in plan.expected().items():
             got = tasks.get(task_id)
             if got is None:
                 fine = False
                 report.lost_results += 1
-                report.problems.append(f"run {run.id}: task {task_id} is missing")
+                report.problems.append(f"run {run.run_id}: task {task_id} is missing")
                 continue
             if (committed := _seconds(got)) is not None and got.state in _COMMITTED:
-                commits[(run.id, task_id)] = committed
+                commits[(run.run_id, task_id)] = committed
             result = json.loads(got.result_json) if got.result_json else None
             if want.state == pb.TASK_STATE_COMPLETED and (
                 got.state != want.state or result != want.result
@@ -56,7 +56,7 @@ def check_outcome(
                 fine = False
                 report.lost_results += 1
                 report.problems.append(
-                    f"lost result: run {run.id} task {task_id} is "
+                    f"lost result: run {run.run_id} task {task_id} is "
                     f"{pb.TaskState.Name(got.state)} with {got.result_json or 'no result'}, "
                     f"expected {want.result} ({got.error})"
                 )
@@ -64,7 +64,8 @@ def check_outcome(
                 fine = False
                 report.wrong_states += 1
                 report.problems.append(
-                    f"wrong state: run {run.id} task {task_id} is {pb.TaskState.Name(got.state)}"
+                    f"wrong state: run {run.run_id} task {task_id} is "
+                    f"{pb.TaskState.Name(got.state)}"
                     f", expected {pb.TaskState.Name(want.state)} ({got.error})"
                 )
         if fine:
@@ -75,7 +76,7 @@ def check_outcome(
 def _check_ledger(
     report: Report,
     plans: list[WorkflowPlan],
-    finals: dict[int, pb.WorkflowRun],
+    finals: dict[int, pb.Run],
     cluster: Cluster,
     commits: dict[tuple[str, str], float],
 ) -> None:
@@ -107,7 +108,7 @@ def _check_ledger(
             f"{sum(found.drop_recovery) / len(found.drop_recovery):.1f} s over "
             f"{len(found.drop_recovery)} drops"
         )
-    ours = {run.id for run in finals.values()}
+    ours = {run.run_id for run in finals.values()}
     strangers = {e.run for e in executions} - ours
     if strangers:
         report.problems.append(f"executions of runs nobody submitted: {sorted(strangers)[:5]}")
@@ -115,18 +116,20 @@ def _check_ledger(
     for index, plan in enumerate(plans):
         run = finals[index]
         for task in run.tasks:
-            runs_of_task = found.per_task[(run.id, task.task_id)]
+            runs_of_task = found.per_task[(run.run_id, task.task_id)]
             if task.state == pb.TASK_STATE_BLOCKED and runs_of_task:
-                report.problems.append(f"run {run.id}: BLOCKED task {task.task_id} was executed")
+                report.problems.append(
+                    f"run {run.run_id}: BLOCKED task {task.task_id} was executed"
+                )
             if task.state == pb.TASK_STATE_COMPLETED and (
-                (run.id, task.task_id, task.attempts) not in finished
+                (run.run_id, task.task_id, task.attempts) not in finished
             ):
                 report.problems.append(
-                    f"run {run.id}: task {task.task_id} COMPLETED (attempt {task.attempts}) "
+                    f"run {run.run_id}: task {task.task_id} COMPLETED (attempt {task.attempts}) "
                     "without a finished execution of that attempt in the ledger"
                 )
         if plan.name == "fan-in":
-            joins = found.per_task[(run.id, "join")]
+            joins = found.per_task[(run.run_id, "join")]
             report.extra["fan-in join executions"] = str(joins)
             if joins != 1:
                 report.problems.append(f"the fan-in join ran {joins} times, expected exactly once")

@@ -50,34 +50,34 @@ class Resolvers:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def submit(self, document: str, request_id: str, *, deadline: float) -> pb.WorkflowRun:
+    async def submit(self, document: str, request_id: str, *, deadline: float) -> pb.Run:
         """Submit (idempotently, by ``request_id``) and return the run."""
-        request = api.SubmitWorkflowRequest(
+        request = api.StartRunRequest(
             document=document,
             document_format="json",
             request_id=request_id,
             allow_unregistered_methods=True,  # every executor may be dead at this moment
         )
-        reply = await self.call("SubmitWorkflow", request, deadline=deadline, timeout=15)
-        run: pb.WorkflowRun = reply.workflow
+        reply = await self.call("StartRun", request, deadline=deadline, timeout=15)
+        run: pb.Run = reply.run
         return run
 
-    async def get(self, run_id: str, *, full: bool = True, within: float = 60) -> pb.WorkflowRun:
+    async def get(self, run_id: str, *, full: bool = True, within: float = 60) -> pb.Run:
         """The run (with its tasks when ``full``)."""
-        view = pb.WORKFLOW_VIEW_FULL if full else pb.WORKFLOW_VIEW_BASIC
-        request = api.GetWorkflowRequest(id=run_id, view=view)
-        reply = await self.call("GetWorkflow", request, deadline=time.monotonic() + within)
-        run: pb.WorkflowRun = reply.workflow
+        view = pb.RUN_VIEW_FULL if full else pb.RUN_VIEW_BASIC
+        request = api.GetRunRequest(run_id=run_id, view=view)
+        reply = await self.call("GetRun", request, deadline=time.monotonic() + within)
+        run: pb.Run = reply.run
         return run
 
     async def count_runs(self, *, within: float = 60) -> int:
-        """How many runs exist (all pages of ListWorkflows)."""
+        """How many runs exist (all pages of ListRuns)."""
         total, token = 0, ""
         deadline = time.monotonic() + within
         while True:
-            request = api.ListWorkflowsRequest(page_size=500, page_token=token)
-            reply = await self.call("ListWorkflows", request, deadline=deadline)
-            total += len(reply.workflows)
+            request = api.ListRunsRequest(page_size=500, page_token=token)
+            reply = await self.call("ListRuns", request, deadline=deadline)
+            total += len(reply.runs)
             token = reply.next_page_token
             if not token:
                 return total

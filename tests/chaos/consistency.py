@@ -1,7 +1,7 @@
 """State consistency: for every unfinished task, does KV agree with what the streams hold, and
 what will move it on?
 
-KV (read through ``GetWorkflow`` FULL) says where a task is; the two work queues say what is
+KV (read through ``GetRun`` FULL) says where a task is; the two work queues say what is
 still in flight: a dispatch message for the task (pending for an executor, or delivered and not
 yet acknowledged) or an outcome event (waiting for a resolver). Each unfinished task gets one
 *path to progress*:
@@ -53,9 +53,9 @@ RECONCILER_NEEDED = "reconciler needed"
 MOVED_ON = "moved on during the check"
 
 SETTLED = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_BLOCKED)
-TERMINAL = (pb.WORKFLOW_STATE_COMPLETED, pb.WORKFLOW_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
 
-ReadRun = Callable[[str], Awaitable[pb.WorkflowRun]]
+ReadRun = Callable[[str], Awaitable[pb.Run]]
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ async def classify(js: JetStreamContext, runs: Iterable[str], read: ReadRun) -> 
         if not open_tasks:
             waiting = [await events.waiting(run_id, t) for t in tasks.values()]
             path = OUTCOME_WAITING if any(waiting) else RECONCILER_NEEDED
-            findings.append(Finding(run_id, "", pb.WorkflowState.Name(run.state), path))
+            findings.append(Finding(run_id, "", pb.RunState.Name(run.state), path))
     return await _recheck(findings, snapshots, read)
 
 
@@ -160,7 +160,7 @@ async def _path(
 
 
 async def _recheck(
-    findings: list[Finding], before: dict[str, pb.WorkflowRun], read: ReadRun
+    findings: list[Finding], before: dict[str, pb.Run], read: ReadRun
 ) -> list[Finding]:
     """Re-read runs with a task seemingly stuck: one that moved on was merely caught mid-step."""
     suspicious = {f.run for f in findings if f.path == RECONCILER_NEEDED}
@@ -173,7 +173,7 @@ async def _recheck(
     return checked
 
 
-def _changed(old: pb.WorkflowRun, new: pb.WorkflowRun, task_id: str) -> bool:
+def _changed(old: pb.Run, new: pb.Run, task_id: str) -> bool:
     if not task_id:
         return bool(old.state != new.state)
     was = {t.task_id: (t.state, t.attempts) for t in old.tasks}

@@ -31,7 +31,7 @@ from tests.chaos.workload import WorkflowPlan, fan_in_workflow, random_workflow
 
 __all__ = ["run_scenario"]
 
-TERMINAL = (pb.WORKFLOW_STATE_COMPLETED, pb.WORKFLOW_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
 Log = Callable[[str], None]
 
 
@@ -141,7 +141,7 @@ async def _submit_all(run: _Run) -> None:
         request_id = f"chaos-{run.scenario.name}-{run.report.seed}-{index}"
         deadline = time.monotonic() + 120
         created = await run.api.submit(plan.document(), request_id, deadline=deadline)
-        run.run_ids[index] = created.id
+        run.run_ids[index] = created.run_id
 
     pending = []
     for index, plan in enumerate(run.plans):
@@ -305,9 +305,7 @@ async def _start_capture(run: _Run) -> _Capture:
     return capture
 
 
-async def _replay_after_the_end(
-    run: _Run, capture: _Capture, finals: dict[int, pb.WorkflowRun]
-) -> None:
+async def _replay_after_the_end(run: _Run, capture: _Capture, finals: dict[int, pb.Run]) -> None:
     """Republish every captured event once more after the runs ended: nothing may change."""
     await asyncio.gather(*capture.tasks, return_exceptions=True)
     executions_before = run.cluster.ledger.read_bytes().count(b'"ev":"start"')
@@ -316,11 +314,11 @@ async def _replay_after_the_end(
     await _settle_queues(run)
     executions_after = run.cluster.ledger.read_bytes().count(b'"ev":"start"')
     for index, before in finals.items():
-        after = await run.api.get(before.id)
+        after = await run.api.get(before.run_id)
         was = [(t.task_id, t.state, t.result_json, t.attempts) for t in before.tasks]
         now = [(t.task_id, t.state, t.result_json, t.attempts) for t in after.tasks]
         if after.state != before.state or was != now:
-            run.report.problems.append(f"run {before.id} (plan {index}) changed after replay")
+            run.report.problems.append(f"run {before.run_id} (plan {index}) changed after replay")
     if executions_after != executions_before:
         run.report.problems.append(
             f"replaying events after the end ran {executions_after - executions_before} handlers"

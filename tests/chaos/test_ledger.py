@@ -171,7 +171,7 @@ def test_expected_outcomes_follow_the_graph() -> None:
     assert (want["a"].result, want["b"].result, want["e"].result) == (1, 11, 16)
     assert want["c"].state == pb.TASK_STATE_FAILED
     assert want["d"].state == pb.TASK_STATE_BLOCKED
-    assert plan.expected_state == pb.WORKFLOW_STATE_FAILED
+    assert plan.expected_state == pb.RUN_STATE_FAILED
 
 
 @pytest.mark.parametrize("seed", range(20))

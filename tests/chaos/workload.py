@@ -65,10 +65,10 @@ class WorkflowPlan:
         return json.dumps({"name": self.name, "tasks": tasks})
 
     @property
-    def expected_state(self) -> pb.WorkflowState.ValueType:
+    def expected_state(self) -> pb.RunState.ValueType:
         """FAILED when some task is told to fail, else COMPLETED."""
         failing = any(t.fail for t in self.tasks)
-        return pb.WORKFLOW_STATE_FAILED if failing else pb.WORKFLOW_STATE_COMPLETED
+        return pb.RUN_STATE_FAILED if failing else pb.RUN_STATE_COMPLETED
 
     def expected(self) -> dict[str, Expected]:
         """Every task's expected final state and result."""

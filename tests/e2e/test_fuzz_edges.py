@@ -147,7 +147,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 def _document_requests(rng: random.Random, count: int) -> list[tuple[str, Any, bool]]:
-    """(label, SubmitWorkflowRequest, validate-too) from byte mutations of real documents."""
+    """(label, StartRunRequest, validate-too) from byte mutations of real documents."""
     sources = [EXAMPLE.encode(), json.dumps(json.loads(json.dumps(_json_example()))).encode()]
     requests = []
     for i in range(count):
@@ -159,9 +159,7 @@ def _document_requests(rng: random.Random, count: int) -> list[tuple[str, Any, b
         requests.append(
             (
                 f"document #{i}",
-                api.SubmitWorkflowRequest(
-                    document=text, document_format=fmt, request_id=request_id
-                ),
+                api.StartRunRequest(document=text, document_format=fmt, request_id=request_id),
                 rng.random() < 0.5,
             )
         )
@@ -245,7 +243,7 @@ def _structured_requests(rng: random.Random, count: int) -> list[tuple[str, Any,
             tasks=tasks,
         )
         fmt = rng.choice(["", "xml", "json"])
-        request = api.SubmitWorkflowRequest(workflow=spec, document_format=fmt)
+        request = api.StartRunRequest(workflow=spec, document_format=fmt)
         requests.append((f"structured #{i}", request, rng.random() < 0.5))
     return requests
 
@@ -266,9 +264,9 @@ async def _submit_family(
             await _call(
                 outcomes, f"validate {label}", stub.ValidateWorkflow(validation, timeout=30)
             )
-        reply = await _call(outcomes, f"submit {label}", stub.SubmitWorkflow(request, timeout=30))
+        reply = await _call(outcomes, f"submit {label}", stub.StartRun(request, timeout=30))
         if reply is not None:
-            outcomes.accepted_runs.add(reply.workflow.id)
+            outcomes.accepted_runs.add(reply.run.run_id)
             if request.request_id:
                 outcomes.accepted_requests.add(request.request_id)
 
@@ -284,12 +282,12 @@ async def _read_family(stub: Any, rng: random.Random, outcomes: Outcomes, count:
     for i in range(count):
         run_id = rng.choice([*HOSTILE_IDS, _random_text(rng), _hostile(rng)])
         await _call(
-            outcomes, f"get #{i}", stub.GetWorkflow(api.GetWorkflowRequest(id=run_id), timeout=10)
+            outcomes, f"get #{i}", stub.GetRun(api.GetRunRequest(run_id=run_id), timeout=10)
         )
         await _stream(
             outcomes,
             f"watch #{i}",
-            stub.WatchWorkflow(api.WatchWorkflowRequest(id=run_id), timeout=10),
+            stub.WatchRun(api.WatchRunRequest(run_id=run_id), timeout=10),
         )
         token = rng.choice(
             [
@@ -301,12 +299,12 @@ async def _read_family(stub: Any, rng: random.Random, outcomes: Outcomes, count:
                 base64.urlsafe_b64encode(b"[" * rng.randint(1, 10_000)).decode(),
             ]
         )
-        listing = api.ListWorkflowsRequest(
+        listing = api.ListRunsRequest(
             page_size=rng.choice([-1, 0, 1, 10**6, -(2**31)]),
             page_token=token if rng.random() < 0.7 else "",
             state=rng.choice([0, 1, 2, 3, 4, 77]),  # type: ignore[arg-type]
         )
-        await _call(outcomes, f"list #{i}", stub.ListWorkflows(listing, timeout=10))
+        await _call(outcomes, f"list #{i}", stub.ListRuns(listing, timeout=10))
 
 
 async def _raw_family(stack: Stack, rng: random.Random, outcomes: Outcomes, rounds: int) -> None:
@@ -382,12 +380,12 @@ async def _check_after(
     }
     assert not stray_events, f"{family}: events of refused submits"
     # The resolver still does real work.
-    reply = await stub.SubmitWorkflow(
-        api.SubmitWorkflowRequest(document=json.dumps(_json_example()), document_format="json"),
+    reply = await stub.StartRun(
+        api.StartRunRequest(document=json.dumps(_json_example()), document_format="json"),
         timeout=30,
     )
-    done = await wait_done(stub, reply.workflow.id, timeout=60)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED, f"after {family}: {done}"
+    done = await wait_done(stub, reply.run.run_id, timeout=60)
+    assert done.state == pb.RUN_STATE_COMPLETED, f"after {family}: {done}"
 
 
 @pytest.fixture

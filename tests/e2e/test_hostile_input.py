@@ -94,8 +94,8 @@ async def assert_serving(stack: Stack, workflows: Any) -> None:
     """The resolver still does real work: health SERVING and a workflow runs to its end."""
     assert await serving(stack.resolver.address)
     run = await submit(workflows, json.dumps(VALID), document_format="json")
-    done = await wait_done(workflows, run.id, timeout=30)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(workflows, run.run_id, timeout=30)
+    assert done.state == pb.RUN_STATE_COMPLETED
 
 
 @pytest.mark.parametrize("run_id", HOSTILE_IDS, ids=range(len(HOSTILE_IDS)))
@@ -103,17 +103,17 @@ async def test_hostile_run_ids_are_not_found_and_the_resolver_keeps_serving(
     ready_stack: Stack, workflows: Any, run_id: str
 ) -> None:
     await refused(
-        workflows.GetWorkflow(api.GetWorkflowRequest(id=run_id), timeout=10),
+        workflows.GetRun(api.GetRunRequest(run_id=run_id), timeout=10),
         grpc.StatusCode.NOT_FOUND,
     )
-    stream = workflows.WatchWorkflow(api.WatchWorkflowRequest(id=run_id), timeout=10)
+    stream = workflows.WatchRun(api.WatchRunRequest(run_id=run_id), timeout=10)
     await refused(stream.read(), grpc.StatusCode.NOT_FOUND)
     await assert_serving(ready_stack, workflows)
 
 
 async def test_a_well_formed_id_of_no_run_is_not_found(workflows: Any) -> None:
     exc = await refused(
-        workflows.GetWorkflow(api.GetWorkflowRequest(id="0" * 22), timeout=10),
+        workflows.GetRun(api.GetRunRequest(run_id="0" * 22), timeout=10),
         grpc.StatusCode.NOT_FOUND,
     )
     assert "no workflow run" in (exc.details() or "")
@@ -149,8 +149,8 @@ async def test_large_refusals_stay_small_and_validate_lists_every_problem(
 ) -> None:
     document = json.dumps(LARGE_REFUSALS[name])
     exc = await refused(
-        workflows.SubmitWorkflow(
-            api.SubmitWorkflowRequest(document=document, document_format="json"), timeout=30
+        workflows.StartRun(
+            api.StartRunRequest(document=document, document_format="json"), timeout=30
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
@@ -177,7 +177,7 @@ async def test_deep_params_json_is_invalid_argument(workflows: Any) -> None:
         tasks=[pb.TaskSpec(id="a", method="mcp/tool.add", params_json="[" * 10_000 + "]" * 10_000)],
     )
     exc = await refused(
-        workflows.SubmitWorkflow(api.SubmitWorkflowRequest(workflow=spec), timeout=10),
+        workflows.StartRun(api.StartRunRequest(workflow=spec), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert any("params_json" in v.field for v in violations(exc))
@@ -195,7 +195,7 @@ async def test_deep_params_json_is_invalid_argument(workflows: Any) -> None:
 )
 async def test_foreign_page_tokens_are_invalid_argument(workflows: Any, token: str) -> None:
     await refused(
-        workflows.ListWorkflows(api.ListWorkflowsRequest(page_token=token), timeout=10),
+        workflows.ListRuns(api.ListRunsRequest(page_token=token), timeout=10),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
 
@@ -204,11 +204,11 @@ async def test_structured_submit_ignores_the_document_format(workflows: Any) -> 
     spec = pb.WorkflowSpec(
         name="fmt", tasks=[pb.TaskSpec(id="a", method="mcp/tool.add", params_json='{"a":1,"b":2}')]
     )
-    reply = await workflows.SubmitWorkflow(
-        api.SubmitWorkflowRequest(workflow=spec, document_format="xml"), timeout=10
+    reply = await workflows.StartRun(
+        api.StartRunRequest(workflow=spec, document_format="xml"), timeout=10
     )
-    done = await wait_done(workflows, reply.workflow.id, timeout=30)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(workflows, reply.run.run_id, timeout=30)
+    assert done.state == pb.RUN_STATE_COMPLETED
 
 
 def _health_request() -> bytes:
@@ -238,11 +238,11 @@ def _rpcs(stack: Stack) -> list[tuple[str, str, bool]]:
         stack.monitor.address,
     )
     calls = [
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/SubmitWorkflow", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/GetWorkflow", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/ListWorkflows", False),
+        (resolver, "/stellwerk.workflow.v1.WorkflowService/StartRun", False),
+        (resolver, "/stellwerk.workflow.v1.WorkflowService/GetRun", False),
+        (resolver, "/stellwerk.workflow.v1.WorkflowService/ListRuns", False),
         (resolver, "/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/WatchWorkflow", True),
+        (resolver, "/stellwerk.workflow.v1.WorkflowService/WatchRun", True),
         (executor, "/stellwerk.execution.v1.ExecutorService/ListMethods", False),
         (executor, "/stellwerk.execution.v1.ExecutorService/GetExecutor", False),
         (monitor, "/stellwerk.monitoring.v1.MonitorService/GetOverview", False),
@@ -333,8 +333,8 @@ async def test_handler_text_that_is_not_unicode_fails_the_task_cleanly(
         ],
     }
     run = await submit(workflows, json.dumps(document), document_format="json")
-    done = await wait_done(workflows, run.id, timeout=30)
-    assert done.state == pb.WORKFLOW_STATE_FAILED
+    done = await wait_done(workflows, run.run_id, timeout=30)
+    assert done.state == pb.RUN_STATE_FAILED
     tasks = {t.task_id: t for t in done.tasks}
     assert tasks["a"].state == pb.TASK_STATE_FAILED and error in tasks["a"].error
     assert tasks["b"].state == pb.TASK_STATE_BLOCKED

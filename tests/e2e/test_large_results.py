@@ -18,8 +18,8 @@ async def test_echo_of_a_million_characters_fails_naming_the_result_cap(workflow
          "params": {"message": "${echo.response}"}},
     ]})  # fmt: skip
     run = await submit(workflows, document, document_format="json")
-    done = await wait_done(workflows, run.id, timeout=60)
-    assert done.state == pb.WORKFLOW_STATE_FAILED, done.error
+    done = await wait_done(workflows, run.run_id, timeout=60)
+    assert done.state == pb.RUN_STATE_FAILED, done.error
     tasks = tasks_by_id(done)
     assert tasks["echo"].state == pb.TASK_STATE_FAILED
     error = tasks["echo"].error

@@ -111,7 +111,7 @@ async def test_records_beyond_max_payload_are_refused_by_validate_and_submit_ali
     assert names.request_key(request_id) not in before
 
 
-async def _waiting_task(workflows: Any, params: dict[str, Any] | None = None) -> pb.WorkflowRun:
+async def _waiting_task(workflows: Any, params: dict[str, Any] | None = None) -> pb.Run:
     """A run whose task ``slow`` waits for an executor that never comes; ``after`` needs it."""
     document = json.dumps({"name": "forged", "tasks": [
         {"id": "slow", "method": "test/nobody", "params": params or {}},
@@ -139,8 +139,8 @@ async def _all_acknowledged(nc: Any) -> bool:
 
 def _success(run_id: str, result_json: str) -> bytes:
     return events_pb2.TaskEvent(
-        format_version=1,
-        workflow_id=run_id,
+        format_version=2,
+        run_id=run_id,
         task_id="slow",
         attempt=1,
         outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -151,7 +151,7 @@ def _success(run_id: str, result_json: str) -> bytes:
 
 async def _failed_with(workflows: Any, run_id: str, *fragments: str) -> None:
     done = await wait_done(workflows, run_id, timeout=30)
-    assert done.state == pb.WORKFLOW_STATE_FAILED, done
+    assert done.state == pb.RUN_STATE_FAILED, done
     tasks = tasks_by_id(done)
     assert tasks["slow"].state == pb.TASK_STATE_FAILED
     for fragment in fragments:
@@ -167,19 +167,19 @@ async def test_outcome_whose_document_would_not_fit_fails_its_task_instead_of_st
     run = await _waiting_task(workflows)
     numbers = "[" + ",".join(["1e5"] * 125_000) + "]"
     assert len(numbers) < RESULT_LIMIT
-    await _report(nc, run.id, _success(run.id, numbers))
+    await _report(nc, run.run_id, _success(run.run_id, numbers))
     await _failed_with(
-        workflows, run.id, "the task document with this outcome would be", "1,047,552 bytes"
+        workflows, run.run_id, "the task document with this outcome would be", "1,047,552 bytes"
     )
     await eventually(lambda: _all_acknowledged(nc), timeout=10, message="event acknowledged")
 
 
 async def test_outcome_with_a_result_beyond_the_cap_fails_its_task(workflows: Any, nc: Any) -> None:
     run = await _waiting_task(workflows)
-    await _report(nc, run.id, _success(run.id, json.dumps("x" * 600_000)))
+    await _report(nc, run.run_id, _success(run.run_id, json.dumps("x" * 600_000)))
     await _failed_with(
         workflows,
-        run.id,
+        run.run_id,
         f"the result is 600,002 bytes; this deployment stores at most {RESULT_LIMIT:,} bytes",
     )
     await eventually(lambda: _all_acknowledged(nc), timeout=10, message="event acknowledged")
@@ -189,8 +189,8 @@ async def test_unreadable_outcome_fails_its_task_instead_of_being_dropped(
     workflows: Any, nc: Any
 ) -> None:
     run = await _waiting_task(workflows)
-    await _report(nc, run.id, b"\xff\xfe not a TaskEvent")
-    await _failed_with(workflows, run.id, "the outcome of attempt 1 could not be read")
+    await _report(nc, run.run_id, b"\xff\xfe not a TaskEvent")
+    await _failed_with(workflows, run.run_id, "the outcome of attempt 1 could not be read")
     await eventually(lambda: _all_acknowledged(nc), timeout=10, message="event acknowledged")
 
 

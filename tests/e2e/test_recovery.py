@@ -92,11 +92,11 @@ tasks:
   - {id: a, method: test/ledger, params: {value: 1}}
   - {id: b, method: test/ledger, dependencies: [a], params: {value: 10, inputs: ["${a}"]}}
 """
-    done = await wait_done(stub, (await submit(stub, document)).id)
+    done = await wait_done(stub, (await submit(stub, document)).run_id)
     before = {t.task_id: (t.state, t.result_json, t.attempts) for t in done.tasks}
     forged = events_pb2.TaskEvent(
-        format_version=1,
-        workflow_id=done.id,
+        format_version=2,
+        run_id=done.run_id,
         task_id="a",
         attempt=1,
         outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -104,8 +104,8 @@ tasks:
         executor_id="forger",
     )
     failed = events_pb2.TaskEvent(
-        format_version=1,
-        workflow_id=done.id,
+        format_version=2,
+        run_id=done.run_id,
         task_id="b",
         attempt=1,
         outcome=events_pb2.TASK_OUTCOME_FAILED,
@@ -115,7 +115,7 @@ tasks:
         for task, event in (("a", forged), ("b", failed)):
             with pytest.raises(nats.js.errors.APIError) as refused:
                 await js.publish(
-                    names.event_subject(done.id, task, 1),
+                    names.event_subject(done.run_id, task, 1),
                     event.SerializeToString(),
                     headers={"Nats-Msg-Id": f"forged-{task}-{i}"},
                 )
@@ -124,16 +124,16 @@ tasks:
     stray = events_pb2.TaskEvent()
     stray.CopyFrom(forged)
     stray.attempt = 7
-    await js.publish(names.event_subject(done.id, "a", 7), stray.SerializeToString())
+    await js.publish(names.event_subject(done.run_id, "a", 7), stray.SerializeToString())
 
     async def applied() -> bool:
         info = await js.consumer_info(names.EVENTS_STREAM, names.RESOLVER_CONSUMER)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     await eventually(applied, message="events consumed")
-    after = (await stub.GetWorkflow(api.GetWorkflowRequest(id=done.id), timeout=10)).workflow
+    after = (await stub.GetRun(api.GetRunRequest(run_id=done.run_id), timeout=10)).run
     assert {t.task_id: (t.state, t.result_json, t.attempts) for t in after.tasks} == before
-    assert after.state == pb.WORKFLOW_STATE_COMPLETED
+    assert after.state == pb.RUN_STATE_COMPLETED
     assert len(cluster.starts("b")) == 1  # the dependent was not dispatched again
 
 
@@ -156,8 +156,8 @@ tasks:
 
     async def outcome(task: str, value: int) -> None:
         event = events_pb2.TaskEvent(
-            format_version=1,
-            workflow_id=run.id,
+            format_version=2,
+            run_id=run.run_id,
             task_id=task,
             attempt=1,
             outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -165,9 +165,9 @@ tasks:
             executor_id="elsewhere",
         )
         await js.publish(
-            names.event_subject(run.id, task, 1),
+            names.event_subject(run.run_id, task, 1),
             event.SerializeToString(),
-            headers={"Nats-Msg-Id": names.event_msg_id(run.id, task, 1, 0)},
+            headers={"Nats-Msg-Id": names.event_msg_id(run.run_id, task, 1, 0)},
         )
 
     await outcome("b", 42)
@@ -178,8 +178,8 @@ tasks:
 
     await eventually(offered_again, message="the early outcome was offered again")
     await outcome("a", 1)
-    done = await wait_done(stub, run.id)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(stub, run.run_id)
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert result(tasks_by_id(done)["b"]) == 42  # the early outcome, kept until it fit
     assert cluster.executions() == []
 
@@ -195,17 +195,17 @@ async def test_a_stale_dispatch_whose_attempt_has_reported_does_not_run(
     run = await submit(await stub_for(resolver), "tasks: [{id: only, method: test/ledger}]")
     resolver.terminate()
     event = events_pb2.TaskEvent(
-        format_version=1,
-        workflow_id=run.id,
+        format_version=2,
+        run_id=run.run_id,
         task_id="only",
         attempt=1,
         outcome=events_pb2.TASK_OUTCOME_SUCCEEDED,
         result_json="41",
         executor_id="elsewhere",
     )
-    await js.publish(names.event_subject(run.id, "only", 1), event.SerializeToString())
+    await js.publish(names.event_subject(run.run_id, "only", 1), event.SerializeToString())
     dispatched = await js.get_last_msg(
-        names.DISPATCH_STREAM, names.dispatch_subject("test/ledger", run.id, "only")
+        names.DISPATCH_STREAM, names.dispatch_subject("test/ledger", run.run_id, "only")
     )
     lease = float(FAST["STELLWERK_TASK_LEASE"])
 
@@ -221,7 +221,7 @@ async def test_a_stale_dispatch_whose_attempt_has_reported_does_not_run(
     await eventually(consumed, message="the stale dispatch was acknowledged")
     assert cluster.starts("only") == []
     resolver = await cluster.start("resolver")
-    done = await wait_done(await stub_for(resolver), run.id)
+    done = await wait_done(await stub_for(resolver), run.run_id)
     assert result(tasks_by_id(done)["only"]) == 41
 
 
@@ -235,9 +235,9 @@ async def test_lost_dispatch_is_redispatched_by_the_reconciler(cluster: Cluster,
     # Lose the dispatch, as if the resolver had died between its state write and its publish.
     await js.purge_stream(names.DISPATCH_STREAM)
     await cluster.start("executor")
-    done = await wait_done(stub, run.id, timeout=60)
+    done = await wait_done(stub, run.run_id, timeout=60)
     task = tasks_by_id(done)["only"]
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert result(task) == 5 and task.attempts == 1  # a re-dispatch is not a new attempt
     assert len(cluster.starts("only")) == 1
 
@@ -252,9 +252,9 @@ async def test_killed_executor_hands_its_attempt_to_another(cluster: Cluster) ->
     await eventually(lambda: _true(cluster.starts("slow")), message="handler started")
     victim.kill()
     await cluster.start("executor", STELLWERK_EXECUTOR_ID="heir")
-    done = await wait_done(stub, run.id, timeout=60)
+    done = await wait_done(stub, run.run_id, timeout=60)
     task = tasks_by_id(done)["slow"]
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED and task.executor_id == "heir"
+    assert done.state == pb.RUN_STATE_COMPLETED and task.executor_id == "heir"
     starts = cluster.starts("slow")
     assert len(starts) == 2 and starts[0]["pid"] == victim.pid
     assert starts[0]["key"] == starts[1]["key"]  # same idempotency key for the re-run
@@ -268,8 +268,8 @@ async def test_sigterm_drains_a_running_handler(cluster: Cluster) -> None:
     run = await submit(stub, "tasks: [{id: slow, method: test/ledger, params: {seconds: 1.5}}]")
     await eventually(lambda: _true(cluster.starts("slow")), message="handler started")
     assert executor.terminate() == 0
-    done = await wait_done(stub, run.id)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(stub, run.run_id)
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert len(cluster.starts("slow")) == 1  # finished during the drain, not re-run
 
 
@@ -287,7 +287,7 @@ async def test_sigterm_past_the_drain_timeout_hands_over_at_once(cluster: Cluste
     assert executor.terminate() == 0
     await cluster.start("executor", STELLWERK_EXECUTOR_ID="staying", STELLWERK_TASK_LEASE="60")
     # With a 60 s lease, only the released claim (nak) explains a quick hand-over.
-    done = await wait_done(stub, run.id, timeout=30)
+    done = await wait_done(stub, run.run_id, timeout=30)
     assert tasks_by_id(done)["slow"].executor_id == "staying"
 
 
@@ -309,8 +309,8 @@ async def test_resolver_killed_mid_run_resumes_from_kv(cluster: Cluster) -> None
     await eventually(lambda: _true(len(cluster.starts("t5")) > 0), message="chain under way")
     resolver.kill()
     second = await cluster.start("resolver")
-    done = await wait_done(await stub_for(second), run.id, timeout=90)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(await stub_for(second), run.run_id, timeout=90)
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert result(tasks_by_id(done)["t29"]) == 29
     counts = Counter(e["task"] for e in cluster.executions() if e["ev"] == "start")
     assert set(counts.values()) == {1}  # no task ran twice
@@ -338,15 +338,15 @@ tasks:
         ]
         if not live:
             await cluster.start("executor", **env)
-        reply = await stub.GetWorkflow(
-            api.GetWorkflowRequest(id=run.id, view=pb.WORKFLOW_VIEW_BASIC), timeout=10
+        reply = await stub.GetRun(
+            api.GetRunRequest(run_id=run.run_id, view=pb.RUN_VIEW_BASIC), timeout=10
         )
-        return reply.workflow.state != pb.WORKFLOW_STATE_RUNNING
+        return reply.run.state != pb.RUN_STATE_RUNNING
 
     await eventually(finished_with_restarts, timeout=90, interval=0.2, message="poison run ended")
-    done = (await stub.GetWorkflow(api.GetWorkflowRequest(id=run.id), timeout=10)).workflow
+    done = (await stub.GetRun(api.GetRunRequest(run_id=run.run_id), timeout=10)).run
     tasks = tasks_by_id(done)
-    assert done.state == pb.WORKFLOW_STATE_FAILED
+    assert done.state == pb.RUN_STATE_FAILED
     assert tasks["poison"].state == pb.TASK_STATE_FAILED and "poison" in tasks["poison"].error
     assert tasks["after"].state == pb.TASK_STATE_BLOCKED
     assert tasks["fine"].state == pb.TASK_STATE_COMPLETED
@@ -368,8 +368,10 @@ async def test_fan_in_of_200_dispatches_the_join_once_with_two_resolvers(cluster
             "params": {"value": 0, "inputs": [f"${{p{i}}}" for i in range(200)]},
         }
     )
-    done = await wait_done(stub, (await submit(stub, json.dumps({"tasks": tasks}))).id, timeout=120)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(
+        stub, (await submit(stub, json.dumps({"tasks": tasks}))).run_id, timeout=120
+    )
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert result(tasks_by_id(done)["join"]) == sum(range(200))
     assert len(cluster.starts("join")) == 1
     counts = Counter(e["task"] for e in cluster.executions() if e["ev"] == "start")

@@ -65,18 +65,18 @@ async def test_dispatches_are_routed_by_method(nats_server: NatsServer) -> None:
             run = await submit(stub, document, allow_unregistered_methods=True)
 
             async def echo_done() -> bool:
-                done = tasks_by_id((await stub.GetWorkflow(pb_get(run.id), timeout=10)).workflow)
+                done = tasks_by_id((await stub.GetRun(pb_get(run.run_id), timeout=10)).run)
                 return done["a"].state == pb.TASK_STATE_COMPLETED
 
             await eventually(echo_done, message="echo done by the plain executor")
-            waiting = tasks_by_id((await stub.GetWorkflow(pb_get(run.id), timeout=10)).workflow)
+            waiting = tasks_by_id((await stub.GetRun(pb_get(run.run_id), timeout=10)).run)
             assert waiting["b"].state == pb.TASK_STATE_DISPATCHED  # nobody serves test/noop yet
             special = ServiceProcess(
                 "executor", url, env={**HANDLER_ENV, "STELLWERK_EXECUTOR_ID": "special"}
             ).start()
-            done = await wait_done(stub, run.id)
+            done = await wait_done(stub, run.run_id)
             tasks = tasks_by_id(done)
-            assert done.state == pb.WORKFLOW_STATE_COMPLETED
+            assert done.state == pb.RUN_STATE_COMPLETED
             assert tasks["a"].executor_id == "plain"
             assert tasks["b"].executor_id == "special"
     finally:
@@ -88,7 +88,7 @@ async def test_dispatches_are_routed_by_method(nats_server: NatsServer) -> None:
 def pb_get(run_id: str) -> Any:
     from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 
-    return api.GetWorkflowRequest(id=run_id)
+    return api.GetRunRequest(run_id=run_id)
 
 
 async def test_services_report_not_serving_until_nats_is_reachable(tmp_path: Path) -> None:
@@ -171,9 +171,9 @@ async def test_executor_and_monitor_report_their_state(nats_server: NatsServer) 
                     await submit(
                         stub, "tasks: [{id: a, method: test/fail}, {id: b, method: test/noop}]"
                     )
-                ).id,
+                ).run_id,
             )
-            assert done.state == pb.WORKFLOW_STATE_FAILED
+            assert done.state == pb.RUN_STATE_FAILED
         async with grpc.aio.insecure_channel(procs[1].address) as channel:
             executor_api = exe_grpc.ExecutorServiceStub(channel)
             methods = (await executor_api.ListMethods(exe.ListMethodsRequest(), timeout=10)).methods
@@ -189,9 +189,7 @@ async def test_executor_and_monitor_report_their_state(nats_server: NatsServer) 
             overview = await mon_grpc.MonitorServiceStub(channel).GetOverview(
                 mon.GetOverviewRequest(), timeout=10
             )
-            assert {(c.state, c.count) for c in overview.workflow_counts} == {
-                (pb.WORKFLOW_STATE_FAILED, 1)
-            }
+            assert {(c.state, c.count) for c in overview.run_counts} == {(pb.RUN_STATE_FAILED, 1)}
             tasks = {c.state: c.count for c in overview.task_counts}
             assert tasks == {pb.TASK_STATE_FAILED: 1, pb.TASK_STATE_COMPLETED: 1}
             assert [e.id for e in overview.executors] == ["ex-a"] and overview.executors[0].alive
@@ -219,7 +217,7 @@ async def test_janitor_removes_expired_runs_and_crashed_submits(
                         "tasks: [{id: a, method: mcp/tool.echo, params: {message: x}}]",
                         request_id="r1",
                     )
-                ).id,
+                ).run_id,
             )
         js = nc.jetstream()
         runs = await js.key_value(names.RUNS_BUCKET)
@@ -239,11 +237,11 @@ async def test_janitor_removes_expired_runs_and_crashed_submits(
         )
         assert await janitor.sweep() == 1  # only the crashed submit; the finished run is young
         assert await tasks_keys(tasks, "crashedrun") == []
-        assert await tasks_keys(tasks, kept.id) != []
+        assert await tasks_keys(tasks, kept.run_id) != []
         assert await janitor.sweep(now=time.time() + 101) == 1
-        assert await tasks_keys(tasks, kept.id) == []
+        assert await tasks_keys(tasks, kept.run_id) == []
         outcomes = await js.stream_info(names.EVENTS_STREAM, subjects_filter=">")
-        assert not any(kept.id in subject for subject in (outcomes.state.subjects or {}))
+        assert not any(kept.run_id in subject for subject in (outcomes.state.subjects or {}))
         assert await tasks_keys(runs, ">") == [names.encode_token("x")][:0] or all(
             not k.startswith(("run.", "order.", "fin.", "req.", "staging."))
             for k in await tasks_keys(runs, ">")
@@ -278,7 +276,7 @@ async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer)
                 stub,
                 (
                     await submit(stub, (ROOT / "examples" / "simple_mcp_workflow.yaml").read_text())
-                ).id,
+                ).run_id,
             )
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
             text = reply.read().decode()

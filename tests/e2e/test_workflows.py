@@ -33,9 +33,9 @@ def bad_request(exc: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 async def test_example_workflow_runs_with_gleitzeit_results(workflows: Any) -> None:
     run = await submit(workflows, EXAMPLE)
-    assert run.state == pb.WORKFLOW_STATE_RUNNING
-    done = await wait_done(workflows, run.id)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED, done
+    assert run.state == pb.RUN_STATE_RUNNING
+    done = await wait_done(workflows, run.run_id)
+    assert done.state == pb.RUN_STATE_COMPLETED, done
     tasks = tasks_by_id(done)
     assert (
         result(tasks["combine_results"])["response"]
@@ -66,9 +66,9 @@ async def test_structured_submit_with_unicode_ids_and_exact_ints(workflows: Any)
         dependencies=["Größe berechnen"],
         params_json=json.dumps({"n": "${Größe berechnen}", "s": "n=${Größe berechnen}"}),
     )
-    reply = await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(workflow=spec), timeout=30)
-    done = await wait_done(workflows, reply.workflow.id)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED, done
+    reply = await workflows.StartRun(api.StartRunRequest(workflow=spec), timeout=30)
+    done = await wait_done(workflows, reply.run.run_id)
+    assert done.state == pb.RUN_STATE_COMPLETED, done
     out = result(tasks_by_id(done)["日本 語"])
     assert out["params"] == {"n": big, "s": f"n={big}"}
     assert out["task"] == "日本 語"
@@ -78,9 +78,9 @@ async def test_retried_submit_with_request_id_returns_the_same_run(workflows: An
     first = await submit(workflows, EXAMPLE, request_id="req-42")
     second = await submit(workflows, EXAMPLE, request_id="req-42")
     other = await submit(workflows, EXAMPLE, request_id="req-43")
-    assert first.id == second.id != other.id
-    done = await wait_done(workflows, first.id)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    assert first.run_id == second.run_id != other.run_id
+    done = await wait_done(workflows, first.run_id)
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert all(t.attempts == 1 for t in done.tasks)
 
 
@@ -94,8 +94,8 @@ tasks:
   - {id: fine, method: test/noop, params: {value: 7}}
   - {id: join, method: test/noop, dependencies: [fine, later]}
 """
-    done = await wait_done(workflows, (await submit(workflows, document)).id)
-    assert done.state == pb.WORKFLOW_STATE_FAILED
+    done = await wait_done(workflows, (await submit(workflows, document)).run_id)
+    assert done.state == pb.RUN_STATE_FAILED
     tasks = tasks_by_id(done)
     assert tasks["boom"].state == pb.TASK_STATE_FAILED
     assert "kaputt" in tasks["boom"].error
@@ -114,7 +114,7 @@ tasks:
   - {id: a, method: test/noop, params: {value: {x: 1}}}
   - {id: b, method: test/noop, dependencies: [a], params: {value: "${a.result.y}"}}
 """
-    done = await wait_done(workflows, (await submit(workflows, document)).id)
+    done = await wait_done(workflows, (await submit(workflows, document)).run_id)
     task = tasks_by_id(done)["b"]
     assert task.state == pb.TASK_STATE_FAILED
     assert "a.result.y" in task.error and "x" in task.error
@@ -122,9 +122,9 @@ tasks:
 
 async def test_handler_returning_non_json_fails_its_task(workflows: Any) -> None:
     done = await wait_done(
-        workflows, (await submit(workflows, "tasks: [{id: a, method: test/not-json}]")).id
+        workflows, (await submit(workflows, "tasks: [{id: a, method: test/not-json}]")).run_id
     )
-    assert done.state == pb.WORKFLOW_STATE_FAILED
+    assert done.state == pb.RUN_STATE_FAILED
     assert "JSON" in tasks_by_id(done)["a"].error
 
 
@@ -166,17 +166,17 @@ async def test_malformed_documents_are_invalid_argument(workflows: Any, document
 
 async def test_request_without_source_is_invalid_argument(workflows: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(), timeout=10)
+        await workflows.StartRun(api.StartRunRequest(), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.SubmitWorkflow(
-            api.SubmitWorkflowRequest(document="tasks: []", document_format="xml"), timeout=10
+        await workflows.StartRun(
+            api.StartRunRequest(document="tasks: []", document_format="xml"), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     spec = pb.WorkflowSpec(name="x")
     spec.tasks.add(id="a", method="test/noop", params_json="{not json")
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.SubmitWorkflow(api.SubmitWorkflowRequest(workflow=spec), timeout=10)
+        await workflows.StartRun(api.StartRunRequest(workflow=spec), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert any("params_json" in f for f, _ in bad_request(info.value))
 
@@ -199,7 +199,7 @@ async def test_two_mib_parameter_is_refused_naming_the_limit(workflows: Any) -> 
 async def test_unknown_ids_are_not_found(workflows: Any) -> None:
     for run_id in ["nope", "", "a.b", "x y", "*"]:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await workflows.GetWorkflow(api.GetWorkflowRequest(id=run_id), timeout=10)
+            await workflows.GetRun(api.GetRunRequest(run_id=run_id), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -209,9 +209,9 @@ async def test_unregistered_method_allowed_on_request_waits_for_a_worker(workflo
         await submit(workflows, document)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     run = await submit(workflows, document, allow_unregistered_methods=True)
-    reply = await workflows.GetWorkflow(api.GetWorkflowRequest(id=run.id), timeout=10)
-    assert reply.workflow.state == pb.WORKFLOW_STATE_RUNNING
-    assert reply.workflow.tasks[0].state == pb.TASK_STATE_DISPATCHED
+    reply = await workflows.GetRun(api.GetRunRequest(run_id=run.run_id), timeout=10)
+    assert reply.run.state == pb.RUN_STATE_RUNNING
+    assert reply.run.tasks[0].state == pb.TASK_STATE_DISPATCHED
 
 
 async def test_validate_reports_problems_without_writing(workflows: Any) -> None:
@@ -231,33 +231,33 @@ async def test_validate_reports_problems_without_writing(workflows: Any) -> None
 async def test_watch_streams_changes_until_the_run_ends(workflows: Any) -> None:
     run = await submit(workflows, EXAMPLE)
     seen: list[Any] = []
-    async for change in workflows.WatchWorkflow(api.WatchWorkflowRequest(id=run.id), timeout=60):
+    async for change in workflows.WatchRun(api.WatchRunRequest(run_id=run.run_id), timeout=60):
         seen.append(change)
-    assert seen[-1].workflow.state == pb.WORKFLOW_STATE_COMPLETED
+    assert seen[-1].run.state == pb.RUN_STATE_COMPLETED
     assert {c.task.task_id for c in seen if c.HasField("task")} >= {"combine_results"}
 
 
 async def test_list_pages_through_runs(workflows: Any) -> None:
-    ids = {(await submit(workflows, EXAMPLE)).id for _ in range(3)}
+    ids = {(await submit(workflows, EXAMPLE)).run_id for _ in range(3)}
     found: set[str] = set()
     token = ""
     pages = 0
     while True:
-        reply = await workflows.ListWorkflows(
-            api.ListWorkflowsRequest(page_size=2, page_token=token), timeout=10
+        reply = await workflows.ListRuns(
+            api.ListRunsRequest(page_size=2, page_token=token), timeout=10
         )
-        assert len(reply.workflows) <= 2
-        found |= {w.id for w in reply.workflows}
+        assert len(reply.runs) <= 2
+        found |= {w.run_id for w in reply.runs}
         pages += 1
         token = reply.next_page_token
         if not token:
             break
     assert ids <= found and pages >= 2
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.ListWorkflows(api.ListWorkflowsRequest(page_size=-1), timeout=10)
+        await workflows.ListRuns(api.ListRunsRequest(page_size=-1), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await workflows.ListWorkflows(api.ListWorkflowsRequest(page_token="garbage!"), timeout=10)
+        await workflows.ListRuns(api.ListRunsRequest(page_token="garbage!"), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -274,9 +274,9 @@ async def test_chain_of_100_tasks(workflows: Any) -> None:
     ]
     started = time.perf_counter()
     run = await submit(workflows, json.dumps({"name": "chain", "tasks": tasks}))
-    done = await wait_done(workflows, run.id, timeout=120)
+    done = await wait_done(workflows, run.run_id, timeout=120)
     elapsed = time.perf_counter() - started
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert result(tasks_by_id(done)["t99"])["result"] == 100
     print(f"\n100-task chain end to end: {elapsed:.2f} s ({elapsed * 10:.1f} ms per task)")
 
@@ -295,6 +295,6 @@ async def test_ten_thousand_task_workflow_validates_and_runs(workflows: Any) -> 
     ]
     run = await submit(workflows, json.dumps({"name": "ten-k", "tasks": tasks}))
     assert run.task_count == 10_000
-    done = await wait_done(workflows, run.id, timeout=300)
-    assert done.state == pb.WORKFLOW_STATE_COMPLETED
+    done = await wait_done(workflows, run.run_id, timeout=300)
+    assert done.state == pb.RUN_STATE_COMPLETED
     assert len(done.tasks) == 10_000

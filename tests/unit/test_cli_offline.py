@@ -412,12 +412,12 @@ def test_stop_all_kills_a_process_that_ignores_sigterm() -> None:
 # -- rendering -------------------------------------------------------------------------------
 
 
-def _finished_run(run_id: str = "r1") -> pb.WorkflowRun:
-    run = pb.WorkflowRun(
-        id=run_id,
-        name="demo",
+def _finished_run(run_id: str = "r1") -> pb.Run:
+    run = pb.Run(
+        run_id=run_id,
+        workflow_name="demo",
         workflow_id="demo-file",
-        state=pb.WORKFLOW_STATE_COMPLETED,
+        state=pb.RUN_STATE_COMPLETED,
         task_count=2,
     )
     run.create_time.FromSeconds(1_700_000_000)
@@ -439,6 +439,9 @@ def _finished_run(run_id: str = "r1") -> pb.WorkflowRun:
 
 def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
     document = run_json(_finished_run())
+    assert (document["run_id"], document["workflow_id"]) == ("r1", "demo-file")
+    assert document["workflow_name"] == "demo"
+    # The first release's keys stay, as documented aliases.
     assert document["id"] == "r1"
     assert document["workflow"] == "demo-file"
     assert document["state"] == "COMPLETED"
@@ -488,24 +491,24 @@ def _abort(context: grpc.ServicerContext, exc: StellwerkError) -> None:
 
 @dataclass
 class FakeResolver(api_grpc.WorkflowServiceServicer):
-    """Answers like the resolver; ``watch_script`` decides what each WatchWorkflow call does."""
+    """Answers like the resolver; ``watch_script`` decides what each WatchRun call does."""
 
-    runs: dict[str, pb.WorkflowRun] = field(default_factory=dict)
+    runs: dict[str, pb.Run] = field(default_factory=dict)
     watch_calls: int = 0
     watch_script: list[str] = field(default_factory=list)
-    final_state: pb.WorkflowState.ValueType = pb.WORKFLOW_STATE_COMPLETED
-    submitted: list[api.SubmitWorkflowRequest] = field(default_factory=list)
+    final_state: pb.RunState.ValueType = pb.RUN_STATE_COMPLETED
+    submitted: list[api.StartRunRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def SubmitWorkflow(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def StartRun(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.submitted.append(request)
         if "unknown/method" in request.document and not request.allow_unregistered_methods:
             problem = Problem("a", "method", "unknown method 'unknown/method'")
             _abort(context, WorkflowInvalidError(problems=[problem]))
         run = _finished_run(f"run-{len(self.submitted)}")
-        run.state = pb.WORKFLOW_STATE_RUNNING
-        self.runs[run.id] = run
-        return api.SubmitWorkflowResponse(workflow=run)
+        run.state = pb.RUN_STATE_RUNNING
+        self.runs[run.run_id] = run
+        return api.StartRunResponse(run=run)
 
     def ValidateWorkflow(self, request: Any, context: Any) -> Any:  # noqa: N802
         if "unknown/method" in request.document and not request.allow_unregistered_methods:
@@ -518,48 +521,46 @@ class FakeResolver(api_grpc.WorkflowServiceServicer):
             )
         return api.ValidateWorkflowResponse(task_count=1)
 
-    def GetWorkflow(self, request: Any, context: Any) -> Any:  # noqa: N802
-        if request.id not in self.runs:
-            _abort(context, NotFoundError(f"no workflow run {request.id!r}"))
-        return api.GetWorkflowResponse(workflow=self.runs[request.id])
+    def GetRun(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.run_id not in self.runs:
+            _abort(context, NotFoundError(f"no workflow run {request.run_id!r}"))
+        return api.GetRunResponse(run=self.runs[request.run_id])
 
-    def ListWorkflows(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ListRuns(self, request: Any, context: Any) -> Any:  # noqa: N802
         ids = sorted(self.runs)
         start = int(request.page_token or 0)
         size = request.page_size or 50
         page = ids[start : start + size]
         token = str(start + size) if start + size < len(ids) else ""
-        return api.ListWorkflowsResponse(
-            workflows=[self.runs[i] for i in page], next_page_token=token
-        )
+        return api.ListRunsResponse(runs=[self.runs[i] for i in page], next_page_token=token)
 
-    def WatchWorkflow(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+    def WatchRun(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
         with self.lock:
             self.watch_calls += 1
             step = self.watch_script.pop(0) if self.watch_script else "finish"
-        run = self.runs.get(request.id)
+        run = self.runs.get(request.run_id)
         if run is None:
-            _abort(context, NotFoundError(f"no workflow run {request.id!r}"))
+            _abort(context, NotFoundError(f"no workflow run {request.run_id!r}"))
             return
         if step == "unavailable":
             _abort(context, UnavailableError("NATS is down"))
-        header = pb.WorkflowRun(id=run.id, name=run.name, state=pb.WORKFLOW_STATE_RUNNING)
-        yield api.WatchWorkflowResponse(workflow=header)
+        header = pb.Run(
+            run_id=run.run_id, workflow_name=run.workflow_name, state=pb.RUN_STATE_RUNNING
+        )
+        yield api.WatchRunResponse(run=header)
         if step == "hang":
             time.sleep(30)  # the client's deadline ends this stream
             return
         if step == "end_early":
             return
         task = pb.TaskRun(task_id="sum", state=pb.TASK_STATE_RUNNING)
-        yield api.WatchWorkflowResponse(workflow=header, task=task)
+        yield api.WatchRunResponse(run=header, task=task)
         run.state = self.final_state
         header.state = run.state
         task.state = (
-            pb.TASK_STATE_COMPLETED
-            if run.state == pb.WORKFLOW_STATE_COMPLETED
-            else pb.TASK_STATE_FAILED
+            pb.TASK_STATE_COMPLETED if run.state == pb.RUN_STATE_COMPLETED else pb.TASK_STATE_FAILED
         )
-        yield api.WatchWorkflowResponse(workflow=header, task=task)
+        yield api.WatchRunResponse(run=header, task=task)
 
 
 @pytest.fixture
@@ -604,9 +605,9 @@ def test_run_human_mode_prints_state_changes_then_results(
 def test_run_exits_1_when_the_run_fails(fake: tuple[FakeResolver, str]) -> None:
     servicer, address = fake
     servicer.watch_script = ["end_early"] * 3
-    servicer.final_state = pb.WORKFLOW_STATE_FAILED
+    servicer.final_state = pb.RUN_STATE_FAILED
     servicer.runs[RUN_ID] = _finished_run(RUN_ID)
-    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_RUNNING
+    servicer.runs[RUN_ID].state = pb.RUN_STATE_RUNNING
     assert main(["watch", RUN_ID, "--address", address, "--json"]) == 1
     assert servicer.watch_calls == 4  # three streams that ended early, then the end
 
@@ -668,7 +669,7 @@ def test_status_prints_the_run_whatever_its_state(
 ) -> None:
     servicer, address = fake
     servicer.runs[RUN_ID] = _finished_run(RUN_ID)
-    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_FAILED
+    servicer.runs[RUN_ID].state = pb.RUN_STATE_FAILED
     servicer.runs[RUN_ID].error = "task 'sum' failed"
     assert main(["status", RUN_ID, "--address", address, "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -680,7 +681,7 @@ def test_watch_timeout_exits_4_and_names_the_run(
 ) -> None:
     servicer, address = fake
     servicer.runs[RUN_ID] = _finished_run(RUN_ID)
-    servicer.runs[RUN_ID].state = pb.WORKFLOW_STATE_RUNNING
+    servicer.runs[RUN_ID].state = pb.RUN_STATE_RUNNING
     servicer.watch_script = ["hang"] * 5
     started = time.monotonic()
     assert main(["watch", RUN_ID, "--address", address, "--timeout", "0.5"]) == 4
@@ -709,11 +710,11 @@ def test_list_prints_one_line_per_run_and_follows_pages(
 async def test_wait_reconnects_after_a_broken_stream(fake: tuple[FakeResolver, str]) -> None:
     servicer, address = fake
     servicer.runs["r"] = _finished_run("r")
-    servicer.runs["r"].state = pb.WORKFLOW_STATE_RUNNING
+    servicer.runs["r"].state = pb.RUN_STATE_RUNNING
     servicer.watch_script = ["unavailable", "end_early", "finish"]
     async with await WorkflowClient.connect(address, timeout=5) as client:
         run = await client.wait("r", timeout=20)
-    assert run.state == pb.WORKFLOW_STATE_COMPLETED
+    assert run.state == pb.RUN_STATE_COMPLETED
     assert servicer.watch_calls == 3
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.msg import Msg
 
+from stellwerk.core import names
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.progress import decode_outcome
 from stellwerk_api.events.v1 import events_pb2
@@ -12,8 +13,8 @@ from stellwerk_api.events.v1 import events_pb2
 
 def event(**fields: object) -> bytes:
     base: dict[str, object] = {
-        "format_version": 1,
-        "workflow_id": "run-1",
+        "format_version": names.EVENT_FORMAT_VERSION,
+        "run_id": "run-1",
         "task_id": "t",
         "attempt": 1,
         "outcome": events_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -36,8 +37,9 @@ def test_results_that_are_not_json_are_refused(text: str) -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        {"format_version": 2},
-        {"workflow_id": ""},
+        {"format_version": 3},
+        {"format_version": 0},
+        {"run_id": ""},
         {"attempt": 0},
         {"outcome": 0},
         {"result_json": "{"},
@@ -70,3 +72,10 @@ def test_delivery_read_from_both_ack_subject_forms() -> None:
 def test_unreadable_delivery_subjects_count_as_first_delivery(reply: str) -> None:
     delivery = delivery_of(_msg(reply))
     assert delivery.num_delivered == 1 and delivery.stored_at is None
+
+
+def test_a_version_1_event_still_reads_its_run() -> None:
+    # Version 1 called field 2 `workflow_id`; the number and type are the same, so an event
+    # still in the stream across an upgrade keeps its run.
+    outcome = decode_outcome(event(format_version=1))
+    assert outcome.run_id == "run-1" and outcome.succeeded

@@ -30,7 +30,7 @@ from stellwerk.executor.methods import MethodKind, MethodTable, build_method_tab
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CTX = TaskContext(
-    workflow_id="wf-1",
+    run_id="wf-1",
     task_id="t-1",
     attempt=2,
     idempotency_key="wf-1/t-1/2",

@@ -94,8 +94,8 @@ def test_limits_at_the_nats_default_and_at_8_mib() -> None:
 
 def _event(result_json: str = "", error: str = "") -> bytes:
     return events_pb2.TaskEvent(
-        format_version=1,
-        workflow_id="r",
+        format_version=2,
+        run_id="r",
         task_id="t",
         attempt=1,
         outcome=events_pb2.TASK_OUTCOME_FAILED if error else events_pb2.TASK_OUTCOME_SUCCEEDED,

@@ -11,8 +11,15 @@ from stellwerk.core.handlers import TaskContext
 from stellwerk.executor.methods import MethodKind, MethodTable, build_method_table
 
 CTX = TaskContext(
-    workflow_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="mcp/tool.echo"
+    run_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="mcp/tool.echo"
 )
+
+
+def test_the_context_names_the_run_and_keeps_the_old_name_as_an_alias() -> None:
+    assert CTX.run_id == "wf"
+    assert CTX.workflow_id == CTX.run_id  # handlers written for 0.1 read ctx.workflow_id
+
+
 BUILTINS = ["mcp/tool.add", "mcp/tool.concat", "mcp/tool.echo", "mcp/tool.multiply"]
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "fixtures" / "scripts"
 EXAMPLES = ROOT / "examples"
 CTX = TaskContext(
-    workflow_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="python/execute"
+    run_id="wf", task_id="t", attempt=1, idempotency_key="wf/t/1", method="python/execute"
 )
 OUTSIDE = "is outside the allowed script directories (STELLWERK_SCRIPT_DIRS)"
 

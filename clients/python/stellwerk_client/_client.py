@@ -28,7 +28,7 @@ message (the first message of a watch always carries the current state).
 
 _RECONNECT_WINDOW = 30.0
 _BROKEN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
-_Request = TypeVar("_Request", api.SubmitWorkflowRequest, api.ValidateWorkflowRequest)
+_Request = TypeVar("_Request", api.StartRunRequest, api.ValidateWorkflowRequest)
 
 
 def _with_source(
@@ -69,7 +69,7 @@ class WorkflowClient(BaseClient):
         document_format: str = "",
         request_id: str = "",
         allow_unregistered: bool = False,
-    ) -> pb.WorkflowRun:
+    ) -> pb.Run:
         """Start a new run of a workflow given as file text (``document``) or as a spec.
 
         ``document_format`` is ``"yaml"``, ``"json"`` or ``""`` (detect). A repeated
@@ -77,34 +77,34 @@ class WorkflowClient(BaseClient):
         ``WorkflowInvalidError`` listing every problem if the workflow is invalid.
         """
         request = _with_source(
-            api.SubmitWorkflowRequest(
+            api.StartRunRequest(
                 request_id=request_id, allow_unregistered_methods=allow_unregistered
             ),
             document,
             workflow,
             document_format,
         )
-        response = await call(self._stub.SubmitWorkflow(request, timeout=self.timeout))
-        return response.workflow
+        response = await call(self._stub.StartRun(request, timeout=self.timeout))
+        return response.run
 
-    async def get(self, id: str, *, full: bool = True) -> pb.WorkflowRun:
+    async def get(self, run_id: str, *, full: bool = True) -> pb.Run:
         """One run, with its tasks unless ``full=False``; ``NotFoundError`` if there is none."""
-        view = pb.WORKFLOW_VIEW_FULL if full else pb.WORKFLOW_VIEW_BASIC
-        request = api.GetWorkflowRequest(id=id, view=view)
-        response = await call(self._stub.GetWorkflow(request, timeout=self.timeout))
-        return response.workflow
+        view = pb.RUN_VIEW_FULL if full else pb.RUN_VIEW_BASIC
+        request = api.GetRunRequest(run_id=run_id, view=view)
+        response = await call(self._stub.GetRun(request, timeout=self.timeout))
+        return response.run
 
     async def list(
         self,
         *,
         page_size: int = 0,
         page_token: str = "",
-        state: pb.WorkflowState.ValueType = pb.WORKFLOW_STATE_UNSPECIFIED,
-    ) -> tuple[builtins.list[pb.WorkflowRun], str]:
+        state: pb.RunState.ValueType = pb.RUN_STATE_UNSPECIFIED,
+    ) -> tuple[builtins.list[pb.Run], str]:
         """One page of runs (newest first, without tasks) and the token of the next page."""
-        request = api.ListWorkflowsRequest(page_size=page_size, page_token=page_token, state=state)
-        response = await call(self._stub.ListWorkflows(request, timeout=self.timeout))
-        return builtins.list(response.workflows), response.next_page_token
+        request = api.ListRunsRequest(page_size=page_size, page_token=page_token, state=state)
+        response = await call(self._stub.ListRuns(request, timeout=self.timeout))
+        return builtins.list(response.runs), response.next_page_token
 
     async def validate(
         self,
@@ -126,18 +126,18 @@ class WorkflowClient(BaseClient):
 
     async def watch(
         self,
-        id: str,
+        run_id: str,
         *,
         timeout: float = WATCH_SEGMENT,  # noqa: ASYNC109 -- becomes the stream's gRPC deadline
-    ) -> AsyncIterator[api.WatchWorkflowResponse]:
+    ) -> AsyncIterator[api.WatchRunResponse]:
         """One watch stream: the run's current state, then one message per change.
 
         Ends when the run is COMPLETED or FAILED. ``timeout`` is the stream's deadline; when
         it passes the stream fails with ``UnavailableError`` (see :meth:`follow`, which
         renews streams and survives broken connections).
         """
-        stream = self._stub.WatchWorkflow(
-            api.WatchWorkflowRequest(id=id), timeout=check_timeout(timeout)
+        stream = self._stub.WatchRun(
+            api.WatchRunRequest(run_id=run_id), timeout=check_timeout(timeout)
         )
         try:
             async for item in stream:
@@ -149,11 +149,11 @@ class WorkflowClient(BaseClient):
 
     async def follow(
         self,
-        id: str,
+        run_id: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 -- spans several streams and reconnects
         reconnect_window: float = _RECONNECT_WINDOW,
-    ) -> AsyncIterator[api.WatchWorkflowResponse]:
+    ) -> AsyncIterator[api.WatchRunResponse]:
         """Watch a run until it ends, renewing the stream whenever it breaks or expires.
 
         After a reconnect the first message repeats the current state, so a consumer may see
@@ -168,16 +168,16 @@ class WorkflowClient(BaseClient):
         while True:
             remaining = None if end is None else end - loop.time()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"workflow run {id!r} still running after {timeout} s")
+                raise TimeoutError(f"run {run_id!r} still running after {timeout} s")
             segment = WATCH_SEGMENT if remaining is None else min(remaining, WATCH_SEGMENT)
-            stream = self._stub.WatchWorkflow(api.WatchWorkflowRequest(id=id), timeout=segment)
+            stream = self._stub.WatchRun(api.WatchRunRequest(run_id=run_id), timeout=segment)
             # None after a clean end of stream before the run ended (e.g. a server shutting down).
             failure: grpc.aio.AioRpcError | None = None
             try:
                 async for item in stream:
                     broken_since, delay = None, 0.1
                     yield item
-                    if item.workflow.state != pb.WORKFLOW_STATE_RUNNING:
+                    if item.run.state != pb.RUN_STATE_RUNNING:
                         return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -192,21 +192,21 @@ class WorkflowClient(BaseClient):
             if now - broken_since >= reconnect_window:
                 if failure is not None:
                     raise error_from_rpc(failure) from failure
-                raise UnavailableError(f"the watch of run {id!r} keeps ending early")
+                raise UnavailableError(f"the watch of run {run_id!r} keeps ending early")
             pause = delay if end is None else min(delay, max(0.0, end - now))
             await asyncio.sleep(pause)
             delay = min(delay * 2, 2.0)
 
     async def wait(
         self,
-        id: str,
+        run_id: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 -- spans several streams and reconnects
-    ) -> pb.WorkflowRun:
+    ) -> pb.Run:
         """Follow a run until it is no longer RUNNING and return it with every task.
 
         Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on).
         """
-        async for _ in self.follow(id, timeout=timeout):
+        async for _ in self.follow(run_id, timeout=timeout):
             pass
-        return await self.get(id, full=True)
+        return await self.get(run_id, full=True)

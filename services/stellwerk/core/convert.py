@@ -39,10 +39,10 @@ _BACKOFF_TO_PB = {
     "fixed": pb.BACKOFF_FIXED,
 }
 _BACKOFF_FROM_PB = {v: k for k, v in _BACKOFF_TO_PB.items()}
-_WORKFLOW_STATE = {
-    "RUNNING": pb.WORKFLOW_STATE_RUNNING,
-    "COMPLETED": pb.WORKFLOW_STATE_COMPLETED,
-    "FAILED": pb.WORKFLOW_STATE_FAILED,
+_RUN_STATE = {
+    "RUNNING": pb.RUN_STATE_RUNNING,
+    "COMPLETED": pb.RUN_STATE_COMPLETED,
+    "FAILED": pb.RUN_STATE_FAILED,
 }
 _TASK_STATE = {
     "PENDING": pb.TASK_STATE_PENDING,
@@ -211,14 +211,14 @@ def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:
     return message
 
 
-def run_to_proto(run: RunRecord, tasks: list[TaskRecord] | None = None) -> pb.WorkflowRun:
-    """A run header (and, for the full view, its tasks) as the ``WorkflowRun`` clients see."""
-    message = pb.WorkflowRun(
-        id=run.id,
+def run_to_proto(run: RunRecord, tasks: list[TaskRecord] | None = None) -> pb.Run:
+    """A run header (and, for the full view, its tasks) as the ``Run`` clients see."""
+    message = pb.Run(
+        run_id=run.id,
         workflow_id=run.workflow_id,
-        name=run.name,
+        workflow_name=run.name,
         description=run.description,
-        state=_WORKFLOW_STATE[run.state.value],
+        state=_RUN_STATE[run.state.value],
         task_count=run.task_count,
         request_id=run.request_id,
         error=run.error or "" if run.state.value != "RUNNING" else "",

@@ -56,13 +56,20 @@ class TaskContext:
 
     ``idempotency_key`` is stable across every delivery of the same attempt (and differs between
     attempts), so a handler can make its external effects happen at most once per attempt.
+    ``run_id`` is the run's id (one execution of a workflow); ``workflow_id`` is kept as an
+    alias of it, because handlers written before the terms were settled read that name.
     """
 
-    workflow_id: str
+    run_id: str
     task_id: str
     attempt: int
     idempotency_key: str
     method: str
+
+    @property
+    def workflow_id(self) -> str:
+        """Deprecated alias of :attr:`run_id` (the run's id, not the workflow file's id)."""
+        return self.run_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ import re
 __all__ = [
     "DISPATCH_STREAM",
     "EVENTS_STREAM",
+    "EVENT_FORMAT_VERSION",
     "EXECUTORS_BUCKET",
+    "READABLE_FORMAT_VERSIONS",
     "RESOLVER_CONSUMER",
     "RUNS_BUCKET",
     "TASKS_BUCKET",
@@ -47,6 +49,13 @@ attempt is stored, later ones are refused (first result wins, decided by JetStre
 the janitor removes the run."""
 EVENTS_SUBJECTS = "stellwerk.events.>"
 RESOLVER_CONSUMER = "resolver"
+
+EVENT_FORMAT_VERSION = 2
+"""``format_version`` of the messages this code publishes on the streams (``TaskDispatch``,
+``TaskEvent``). 2 named the run ``run_id``; 1 called the same field (same number, same type)
+``workflow_id``, so a version-1 message still reads correctly."""
+READABLE_FORMAT_VERSIONS = frozenset({1, 2})
+"""Versions a receiver accepts: messages still in the streams across an upgrade keep working."""
 
 RUNS_BUCKET = "stellwerk-runs"
 """Run headers (the commit point of a submit), task order, request ids, finished index."""

@@ -31,7 +31,7 @@ class RedeliveryChecks:
         that makes (the first delivery counts as one), or ``None`` if the attempt is over. Only
         runs that really start are counted, so a delivery that waited in our queue while a
         poison task killed us is not blamed."""
-        key = names.task_key(dispatch.workflow_id, dispatch.task_id)
+        key = names.task_key(dispatch.run_id, dispatch.task_id)
 
         def change(task: TaskRecord) -> TaskRecord | None:
             if task.state.settled or task.attempt != dispatch.attempt:
@@ -45,12 +45,10 @@ class RedeliveryChecks:
         """On redelivery only (off the hot path): is this attempt over already? ``None`` while
         the task is not recorded as dispatched yet (the resolver publishes a dispatch together
         with the write that records it)."""
-        reported = names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt)
+        reported = names.event_subject(dispatch.run_id, dispatch.task_id, dispatch.attempt)
         if await last_message(self._js, names.EVENTS_STREAM, reported) is not None:
             return True  # an outcome of this attempt is stored: it stands, whatever KV says yet
-        found = await self._tasks.get(
-            names.task_key(dispatch.workflow_id, dispatch.task_id), fresh=True
-        )
+        found = await self._tasks.get(names.task_key(dispatch.run_id, dispatch.task_id), fresh=True)
         if found is None:
             return True  # the run is gone (retention or abandoned submit)
         task = found.value

@@ -152,7 +152,11 @@ class TaskRunner:
         dispatch = events_pb2.TaskDispatch()
         try:
             dispatch.ParseFromString(msg.data)
-            if dispatch.format_version != 1 or not dispatch.workflow_id or dispatch.attempt < 1:
+            if (
+                dispatch.format_version not in names.READABLE_FORMAT_VERSIONS
+                or not dispatch.run_id
+                or dispatch.attempt < 1
+            ):
                 raise ValueError("not a dispatch this executor understands")
             params = json.loads(dispatch.params_json or "{}")
             if not isinstance(params, dict):
@@ -175,7 +179,7 @@ class TaskRunner:
             except StellwerkError as exc:
                 logger.warning(
                     "cannot check %s/%s (%s); retrying later",
-                    dispatch.workflow_id,
+                    dispatch.run_id,
                     dispatch.task_id,
                     exc,
                 )
@@ -216,7 +220,7 @@ class TaskRunner:
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
                 "fault injection: dropping the outcome of %s/%s attempt %d",
-                dispatch.workflow_id,
+                dispatch.run_id,
                 dispatch.task_id,
                 dispatch.attempt,
             )
@@ -242,7 +246,7 @@ class TaskRunner:
                 logger.warning(
                     "lost the claim on %s/%s attempt %d (NATS unreachable longer than the "
                     "lease); abandoned it to the executor that gets the redelivery",
-                    dispatch.workflow_id,
+                    dispatch.run_id,
                     dispatch.task_id,
                     dispatch.attempt,
                 )
@@ -255,8 +259,8 @@ class TaskRunner:
     def _event_for(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
         """An outcome message for ``dispatch``'s attempt, still without its outcome."""
         return events_pb2.TaskEvent(
-            format_version=1,
-            workflow_id=dispatch.workflow_id,
+            format_version=names.EVENT_FORMAT_VERSION,
+            run_id=dispatch.run_id,
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             generation=dispatch.generation,
@@ -309,7 +313,7 @@ class TaskRunner:
         self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]
     ) -> events_pb2.TaskEvent:
         ctx = TaskContext(
-            workflow_id=dispatch.workflow_id,
+            run_id=dispatch.run_id,
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             idempotency_key=dispatch.idempotency_key,
@@ -343,7 +347,7 @@ class TaskRunner:
     async def _report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
         """Publish the outcome, retrying with the same id until JetStream has it."""
         msg_id = names.event_msg_id(
-            dispatch.workflow_id, dispatch.task_id, dispatch.attempt, dispatch.generation
+            dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.generation
         )
         data = event.SerializeToString()
         delay = 0.1
@@ -352,7 +356,7 @@ class TaskRunner:
                 raise asyncio.CancelledError
             try:
                 ack = await self._writer.publish(
-                    names.event_subject(dispatch.workflow_id, dispatch.task_id, dispatch.attempt),
+                    names.event_subject(dispatch.run_id, dispatch.task_id, dispatch.attempt),
                     data,
                     {"Nats-Msg-Id": msg_id},
                 )

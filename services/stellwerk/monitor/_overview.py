@@ -29,9 +29,7 @@ async def build_overview(
         task_states[TaskRecord.from_bytes(data).state.value] += 1
     response = api.GetOverviewResponse()
     for state, count in sorted(run_states.items()):
-        response.workflow_counts.add(
-            state=pb.WorkflowState.Value(f"WORKFLOW_STATE_{state}"), count=count
-        )
+        response.run_counts.add(state=pb.RunState.Value(f"RUN_STATE_{state}"), count=count)
     for state, count in sorted(task_states.items()):
         response.task_counts.add(state=pb.TaskState.Value(f"TASK_STATE_{state}"), count=count)
     records = [ExecutorRecord.from_bytes(d) for d in (await snapshot(executors, ">")).values()]

@@ -20,10 +20,10 @@ __all__ = ["WorkflowServicer"]
 
 _FORMATS = {"", "yaml", "yml", "json"}
 _STATE_FILTER = {
-    pb.WORKFLOW_STATE_UNSPECIFIED: "",
-    pb.WORKFLOW_STATE_RUNNING: RunState.RUNNING.value,
-    pb.WORKFLOW_STATE_COMPLETED: RunState.COMPLETED.value,
-    pb.WORKFLOW_STATE_FAILED: RunState.FAILED.value,
+    pb.RUN_STATE_UNSPECIFIED: "",
+    pb.RUN_STATE_RUNNING: RunState.RUNNING.value,
+    pb.RUN_STATE_COMPLETED: RunState.COMPLETED.value,
+    pb.RUN_STATE_FAILED: RunState.FAILED.value,
 }
 _MAX_REQUEST_ID = 256
 _MAX_VALIDATION_BYTES = 1024 * 1024
@@ -83,9 +83,9 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         self._submitter = submitter
         self._reader = reader
 
-    async def SubmitWorkflow(
-        self, request: api.SubmitWorkflowRequest, context: Context
-    ) -> api.SubmitWorkflowResponse:
+    async def StartRun(
+        self, request: api.StartRunRequest, context: Context
+    ) -> api.StartRunResponse:
         if len(request.request_id) > _MAX_REQUEST_ID:
             raise InvalidArgumentError(
                 problems=[
@@ -98,7 +98,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
             source, document_format=fmt, allow_unregistered=request.allow_unregistered_methods
         )
         run = await submitter.submit(spec, request_id=request.request_id)
-        return api.SubmitWorkflowResponse(workflow=run_to_proto(run))
+        return api.StartRunResponse(run=run_to_proto(run))
 
     async def ValidateWorkflow(
         self, request: api.ValidateWorkflowRequest, context: Context
@@ -112,18 +112,16 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
             return _validation_response(exc.problems)
         return api.ValidateWorkflowResponse(task_count=len(spec.tasks))
 
-    async def GetWorkflow(
-        self, request: api.GetWorkflowRequest, context: Context
-    ) -> api.GetWorkflowResponse:
+    async def GetRun(self, request: api.GetRunRequest, context: Context) -> api.GetRunResponse:
         reader = self._reader()
-        run = await reader.header(request.id)
-        full = request.view != pb.WORKFLOW_VIEW_BASIC
+        run = await reader.header(request.run_id)
+        full = request.view != pb.RUN_VIEW_BASIC
         tasks = await reader.tasks(run.id) if full else None
-        return api.GetWorkflowResponse(workflow=run_to_proto(run, tasks))
+        return api.GetRunResponse(run=run_to_proto(run, tasks))
 
-    async def ListWorkflows(
-        self, request: api.ListWorkflowsRequest, context: Context
-    ) -> api.ListWorkflowsResponse:
+    async def ListRuns(
+        self, request: api.ListRunsRequest, context: Context
+    ) -> api.ListRunsResponse:
         state = _STATE_FILTER.get(request.state)
         if state is None:
             raise InvalidArgumentError(
@@ -132,15 +130,13 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         runs, token = await self._reader().list(
             page_size=request.page_size, page_token=request.page_token, state=state
         )
-        return api.ListWorkflowsResponse(
-            workflows=[run_to_proto(r) for r in runs], next_page_token=token
-        )
+        return api.ListRunsResponse(runs=[run_to_proto(r) for r in runs], next_page_token=token)
 
-    async def WatchWorkflow(
-        self, request: api.WatchWorkflowRequest, context: Context
-    ) -> AsyncIterator[api.WatchWorkflowResponse]:
-        async for change in self._reader().watch(request.id):
-            response = api.WatchWorkflowResponse(workflow=run_to_proto(change.run))
+    async def WatchRun(
+        self, request: api.WatchRunRequest, context: Context
+    ) -> AsyncIterator[api.WatchRunResponse]:
+        async for change in self._reader().watch(request.run_id):
+            response = api.WatchRunResponse(run=run_to_proto(change.run))
             if change.task is not None:
                 response.task.CopyFrom(task_to_proto(change.task))
             yield response

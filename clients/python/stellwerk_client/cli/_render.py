@@ -15,16 +15,16 @@ __all__ = [
     "iso_time",
     "parse_json_text",
     "run_json",
+    "run_state",
     "run_summary",
     "task_change_line",
     "task_state",
-    "workflow_state",
 ]
 
 
-def workflow_state(state: pb.WorkflowState.ValueType) -> str:
+def run_state(state: pb.RunState.ValueType) -> str:
     """``RUNNING``, ``COMPLETED``, ``FAILED`` (``UNSPECIFIED`` for an unset state)."""
-    return _enum_name(pb.WorkflowState, int(state), "WORKFLOW_STATE_")
+    return _enum_name(pb.RunState, int(state), "RUN_STATE_")
 
 
 def task_state(state: pb.TaskState.ValueType) -> str:
@@ -79,12 +79,19 @@ def _task_json(task: pb.TaskRun) -> dict[str, Any]:
     }
 
 
-def run_json(run: pb.WorkflowRun) -> dict[str, Any]:
-    """The JSON document ``run``, ``status`` and ``watch`` print with ``--json``."""
+def run_json(run: pb.Run) -> dict[str, Any]:
+    """The JSON document ``run``, ``status`` and ``watch`` print with ``--json``.
+
+    ``id`` (= ``run_id``) and ``workflow`` (= ``workflow_id``, else ``workflow_name``) are the
+    keys of the first release, kept as documented aliases for scripts that read them."""
+    workflow = run.workflow_id or run.workflow_name
     return {
-        "id": run.id,
-        "workflow": run.workflow_id or run.name,
-        "state": workflow_state(run.state),
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id or None,
+        "workflow_name": run.workflow_name,
+        "id": run.run_id,
+        "workflow": workflow,
+        "state": run_state(run.state),
         "tasks": {task.task_id: _task_json(task) for task in run.tasks},
         "created_at": iso_time(run, "create_time"),
         "ended_at": iso_time(run, "end_time"),
@@ -102,10 +109,10 @@ def task_change_line(task: pb.TaskRun) -> str:
     return line
 
 
-def run_summary(run: pb.WorkflowRun) -> list[str]:
+def run_summary(run: pb.Run) -> list[str]:
     """The final report of a run: its state, then each task's state and result or error."""
-    title = run.name or run.workflow_id
-    lines = [f"run {run.id} ({title}): {workflow_state(run.state)}"]
+    title = run.workflow_name or run.workflow_id
+    lines = [f"run {run.run_id} ({title}): {run_state(run.state)}"]
     if run.error:
         lines.append(f"  error: {run.error}")
     width = max((len(task.task_id) for task in run.tasks), default=0)

@@ -20,7 +20,7 @@ from ._common import (
     exit_for_error,
     read_workflow_file,
 )
-from ._render import iso_time, run_json, run_summary, task_change_line, workflow_state
+from ._render import iso_time, run_json, run_state, run_summary, task_change_line
 
 __all__ = [
     "STATE_NAMES",
@@ -33,17 +33,17 @@ __all__ = [
 ]
 
 _STATES = {
-    "RUNNING": pb.WORKFLOW_STATE_RUNNING,
-    "COMPLETED": pb.WORKFLOW_STATE_COMPLETED,
-    "FAILED": pb.WORKFLOW_STATE_FAILED,
+    "RUNNING": pb.RUN_STATE_RUNNING,
+    "COMPLETED": pb.RUN_STATE_COMPLETED,
+    "FAILED": pb.RUN_STATE_FAILED,
 }
 STATE_NAMES = tuple(_STATES)
 
 _Body = Callable[[WorkflowClient], Awaitable[int]]
 
 
-def _finished(run: pb.WorkflowRun) -> bool:
-    return run.state not in (pb.WORKFLOW_STATE_RUNNING, pb.WORKFLOW_STATE_UNSPECIFIED)
+def _finished(run: pb.Run) -> bool:
+    return run.state not in (pb.RUN_STATE_RUNNING, pb.RUN_STATE_UNSPECIFIED)
 
 
 async def _follow(
@@ -73,16 +73,16 @@ async def _follow(
             emit_json(run_json(run))
         else:
             print(
-                f"run {run_id} is still {workflow_state(run.state)} after {timeout:g} s; "
+                f"run {run_id} is still {run_state(run.state)} after {timeout:g} s; "
                 f"follow it with: stellwerk watch {run_id}",
                 flush=True,
             )
         return EXIT_TIMEOUT
     _print_run(run, as_json=as_json)
-    return EXIT_OK if run.state == pb.WORKFLOW_STATE_COMPLETED else EXIT_FAILED
+    return EXIT_OK if run.state == pb.RUN_STATE_COMPLETED else EXIT_FAILED
 
 
-def _print_run(run: pb.WorkflowRun, *, as_json: bool) -> None:
+def _print_run(run: pb.Run, *, as_json: bool) -> None:
     if as_json:
         emit_json(run_json(run))
     else:
@@ -124,8 +124,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
             allow_unregistered=args.allow_unregistered,
         )
         if not args.json:
-            print(f"run {run.id} submitted ({run.name}, {run.task_count} tasks)", flush=True)
-        return await _follow(client, run.id, as_json=args.json, timeout=args.timeout)
+            print(
+                f"run {run.run_id} submitted ({run.workflow_name}, {run.task_count} tasks)",
+                flush=True,
+            )
+        return await _follow(client, run.run_id, as_json=args.json, timeout=args.timeout)
 
     return await with_client(args, "stellwerk run", body)
 
@@ -144,7 +147,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             request_id=args.request_id or "",
             allow_unregistered=args.allow_unregistered,
         )
-        print(run.id, flush=True)
+        print(run.run_id, flush=True)
         return EXIT_OK
 
     return await with_client(args, "stellwerk submit", body)
@@ -171,7 +174,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     async def body(client: WorkflowClient) -> int:
         if not args.json:
             run = await client.get(args.id, full=False)
-            print(f"run {run.id} ({run.name}): {workflow_state(run.state)}", flush=True)
+            print(f"run {run.run_id} ({run.workflow_name}): {run_state(run.state)}", flush=True)
         return await _follow(client, args.id, as_json=args.json, timeout=args.timeout)
 
     return await with_client(args, "stellwerk watch", body)
@@ -179,7 +182,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 async def cmd_list(args: argparse.Namespace) -> int:
     """``stellwerk list``: one tab-separated line per run: id, state, name, created."""
-    state = _STATES[args.state] if args.state else pb.WORKFLOW_STATE_UNSPECIFIED
+    state = _STATES[args.state] if args.state else pb.RUN_STATE_UNSPECIFIED
 
     async def body(client: WorkflowClient) -> int:
         token = ""
@@ -187,7 +190,10 @@ async def cmd_list(args: argparse.Namespace) -> int:
             runs, token = await client.list(page_size=args.page_size, page_token=token, state=state)
             for run in runs:
                 created = iso_time(run, "create_time") or "-"
-                print(f"{run.id}\t{workflow_state(run.state)}\t{run.name}\t{created}", flush=True)
+                print(
+                    f"{run.run_id}\t{run_state(run.state)}\t{run.workflow_name}\t{created}",
+                    flush=True,
+                )
             if not token:
                 return EXIT_OK
             if not args.all:

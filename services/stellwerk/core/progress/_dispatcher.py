@@ -28,8 +28,6 @@ __all__ = ["Dispatcher", "resolve_params"]
 
 logger = logging.getLogger(__name__)
 
-EVENT_FORMAT_VERSION = 1
-
 
 def resolve_params(task: TaskRecord, outputs: Callable[[str], Any]) -> dict[str, Any]:
     """``task.params`` with every ``${...}`` replaced; ``outputs(task_id)`` gives a dependency's
@@ -60,8 +58,8 @@ class Dispatcher:
         """The dispatch message of ``task``'s current attempt; raises ``StellwerkError`` if it
         would exceed the server's message size limit."""
         message = events_pb2.TaskDispatch(
-            format_version=EVENT_FORMAT_VERSION,
-            workflow_id=task.run_id,
+            format_version=names.EVENT_FORMAT_VERSION,
+            run_id=task.run_id,
             task_id=task.id,
             attempt=task.attempt,
             generation=task.generation,

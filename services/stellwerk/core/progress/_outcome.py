@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from stellwerk.core import names
 from stellwerk.core.limits import MAX_EXECUTOR_ID_CHARS, clip_error, result_too_large
 from stellwerk.core.names import decode_token
 from stellwerk.core.records import TaskRecord, TaskState
@@ -28,8 +29,6 @@ __all__ = [
     "recorded",
     "unreadable_outcome",
 ]
-
-EVENT_FORMAT_VERSION = 1
 
 
 class Outcome:
@@ -110,10 +109,10 @@ def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
         event.ParseFromString(data)
     except DecodeError as exc:  # not a ValueError: callers would miss it
         raise ValueError(f"not a TaskEvent: {exc}") from exc
-    if event.format_version != EVENT_FORMAT_VERSION:
+    if event.format_version not in names.READABLE_FORMAT_VERSIONS:
         raise ValueError(f"unknown event format version {event.format_version}")
-    if not event.workflow_id or not event.task_id or event.attempt < 1:
-        raise ValueError("event lacks workflow_id, task_id or attempt")
+    if not event.run_id or not event.task_id or event.attempt < 1:
+        raise ValueError("event lacks run_id, task_id or attempt")
     succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
     if not succeeded and event.outcome != events_pb2.TASK_OUTCOME_FAILED:
         raise ValueError(f"unknown outcome {event.outcome}")
@@ -124,7 +123,7 @@ def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
         if size > max_result:
             succeeded, error = False, result_too_large(size, max_result)
     return Outcome(
-        run_id=event.workflow_id,
+        run_id=event.run_id,
         task_id=event.task_id,
         attempt=event.attempt,
         succeeded=succeeded,

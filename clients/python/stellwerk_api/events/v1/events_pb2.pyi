@@ -3,9 +3,12 @@
 isort:skip_file
 Messages carried on NATS JetStream between the resolver and the executors.
 
-Every message carries `format_version` (currently 1) so that a receiver can refuse or
-translate a format it does not know. Stream, subject and header names are defined in
-the shared core (stellwerk.core), not here.
+Every message carries `format_version` (currently 2) so that a receiver can refuse or
+translate a format it does not know (2: the run is `run_id`; 1 called it `workflow_id`).
+Stream, subject and header names are defined in the shared core (stellwerk.core), not here.
+
+Terms: a workflow is a definition (a workflow file, WorkflowSpec); a run is one execution
+of it (Run), with its own server-made run id.
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -55,7 +58,7 @@ class TaskDispatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FORMAT_VERSION_FIELD_NUMBER: _builtins.int
-    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
@@ -65,9 +68,9 @@ class TaskDispatch(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     DISPATCH_TIME_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
-    """Version of this message's format; currently 1."""
-    workflow_id: _builtins.str
-    """The run's id (WorkflowRun.id), not the workflow file's id."""
+    """Version of this message's format; currently 2."""
+    run_id: _builtins.str
+    """The run's id (Run.run_id), not the workflow file's id."""
     task_id: _builtins.str
     """The task's id within the run."""
     attempt: _builtins.int
@@ -99,7 +102,7 @@ class TaskDispatch(_message.Message):
         self,
         *,
         format_version: _builtins.int = ...,
-        workflow_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
         task_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
         generation: _builtins.int = ...,
@@ -111,7 +114,7 @@ class TaskDispatch(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "idempotency_key", b"idempotency_key", "method", b"method", "params_json", b"params_json", "task_id", b"task_id", "timeout", b"timeout", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "idempotency_key", b"idempotency_key", "method", b"method", "params_json", b"params_json", "run_id", b"run_id", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,7 +127,7 @@ class TaskEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FORMAT_VERSION_FIELD_NUMBER: _builtins.int
-    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
@@ -135,9 +138,9 @@ class TaskEvent(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
-    """Version of this message's format; currently 1."""
-    workflow_id: _builtins.str
-    """The run's id (WorkflowRun.id)."""
+    """Version of this message's format; currently 2."""
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
     task_id: _builtins.str
     """The task's id within the run."""
     attempt: _builtins.int
@@ -164,7 +167,7 @@ class TaskEvent(_message.Message):
         self,
         *,
         format_version: _builtins.int = ...,
-        workflow_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
         task_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
         generation: _builtins.int = ...,
@@ -177,7 +180,7 @@ class TaskEvent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "outcome", b"outcome", "result_json", b"result_json", "start_time", b"start_time", "task_id", b"task_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "outcome", b"outcome", "result_json", b"result_json", "run_id", b"run_id", "start_time", b"start_time", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,9 +3,12 @@
 isort:skip_file
 Messages carried on NATS JetStream between the resolver and the executors.
 
-Every message carries `format_version` (currently 1) so that a receiver can refuse or
-translate a format it does not know. Stream, subject and header names are defined in
-the shared core (stellwerk.core), not here.
+Every message carries `format_version` (currently 2) so that a receiver can refuse or
+translate a format it does not know (2: the run is `run_id`; 1 called it `workflow_id`).
+Stream, subject and header names are defined in the shared core (stellwerk.core), not here.
+
+Terms: a workflow is a definition (a workflow file, WorkflowSpec); a run is one execution
+of it (Run), with its own server-made run id.
 """
 
 from collections import abc as _abc

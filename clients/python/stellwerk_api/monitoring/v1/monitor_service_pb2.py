@@ -26,23 +26,23 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stellwerk_api.workflow.v1 import workflow_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/monitoring/v1/monitor_service.proto\x12\x17stellwerk.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"f\n\x12WorkflowStateCount\x12:\n\x05state\x18\x01 \x01(\x0e\x32$.stellwerk.workflow.v1.WorkflowStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"^\n\x0eTaskStateCount\x12\x36\n\x05state\x18\x01 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x92\x01\n\x0e\x45xecutorStatus\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07methods\x18\x02 \x03(\tR\x07methods\x12@\n\x0elast_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastSeenTime\x12\x14\n\x05\x61live\x18\x04 \x01(\x08R\x05\x61live\"\x14\n\x12GetOverviewRequest\"\xb6\x02\n\x13GetOverviewResponse\x12T\n\x0fworkflow_counts\x18\x01 \x03(\x0b\x32+.stellwerk.monitoring.v1.WorkflowStateCountR\x0eworkflowCounts\x12H\n\x0btask_counts\x18\x02 \x03(\x0b\x32\'.stellwerk.monitoring.v1.TaskStateCountR\ntaskCounts\x12\x45\n\texecutors\x18\x03 \x03(\x0b\x32\'.stellwerk.monitoring.v1.ExecutorStatusR\texecutors\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime2z\n\x0eMonitorService\x12h\n\x0bGetOverview\x12+.stellwerk.monitoring.v1.GetOverviewRequest\x1a,.stellwerk.monitoring.v1.GetOverviewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/monitoring/v1/monitor_service.proto\x12\x17stellwerk.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"\\\n\rRunStateCount\x12\x35\n\x05state\x18\x01 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"^\n\x0eTaskStateCount\x12\x36\n\x05state\x18\x01 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x92\x01\n\x0e\x45xecutorStatus\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07methods\x18\x02 \x03(\tR\x07methods\x12@\n\x0elast_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastSeenTime\x12\x14\n\x05\x61live\x18\x04 \x01(\x08R\x05\x61live\"\x14\n\x12GetOverviewRequest\"\xa7\x02\n\x13GetOverviewResponse\x12\x45\n\nrun_counts\x18\x01 \x03(\x0b\x32&.stellwerk.monitoring.v1.RunStateCountR\trunCounts\x12H\n\x0btask_counts\x18\x02 \x03(\x0b\x32\'.stellwerk.monitoring.v1.TaskStateCountR\ntaskCounts\x12\x45\n\texecutors\x18\x03 \x03(\x0b\x32\'.stellwerk.monitoring.v1.ExecutorStatusR\texecutors\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime2z\n\x0eMonitorService\x12h\n\x0bGetOverview\x12+.stellwerk.monitoring.v1.GetOverviewRequest\x1a,.stellwerk.monitoring.v1.GetOverviewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.monitoring.v1.monitor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOWSTATECOUNT']._serialized_start=145
-  _globals['_WORKFLOWSTATECOUNT']._serialized_end=247
-  _globals['_TASKSTATECOUNT']._serialized_start=249
-  _globals['_TASKSTATECOUNT']._serialized_end=343
-  _globals['_EXECUTORSTATUS']._serialized_start=346
-  _globals['_EXECUTORSTATUS']._serialized_end=492
-  _globals['_GETOVERVIEWREQUEST']._serialized_start=494
-  _globals['_GETOVERVIEWREQUEST']._serialized_end=514
-  _globals['_GETOVERVIEWRESPONSE']._serialized_start=517
-  _globals['_GETOVERVIEWRESPONSE']._serialized_end=827
-  _globals['_MONITORSERVICE']._serialized_start=829
-  _globals['_MONITORSERVICE']._serialized_end=951
+  _globals['_RUNSTATECOUNT']._serialized_start=145
+  _globals['_RUNSTATECOUNT']._serialized_end=237
+  _globals['_TASKSTATECOUNT']._serialized_start=239
+  _globals['_TASKSTATECOUNT']._serialized_end=333
+  _globals['_EXECUTORSTATUS']._serialized_start=336
+  _globals['_EXECUTORSTATUS']._serialized_end=482
+  _globals['_GETOVERVIEWREQUEST']._serialized_start=484
+  _globals['_GETOVERVIEWREQUEST']._serialized_end=504
+  _globals['_GETOVERVIEWRESPONSE']._serialized_start=507
+  _globals['_GETOVERVIEWRESPONSE']._serialized_end=802
+  _globals['_MONITORSERVICE']._serialized_start=804
+  _globals['_MONITORSERVICE']._serialized_end=926
 # @@protoc_insertion_point(module_scope)

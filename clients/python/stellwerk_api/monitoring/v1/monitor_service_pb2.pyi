@@ -21,21 +21,21 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class WorkflowStateCount(_message.Message):
-    """How many workflow runs are in one state."""
+class RunStateCount(_message.Message):
+    """How many runs are in one state."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
-    state: _workflow_pb2.WorkflowState.ValueType
+    state: _workflow_pb2.RunState.ValueType
     """The state counted."""
     count: _builtins.int
     """Number of runs in that state."""
     def __init__(
         self,
         *,
-        state: _workflow_pb2.WorkflowState.ValueType = ...,
+        state: _workflow_pb2.RunState.ValueType = ...,
         count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -44,7 +44,7 @@ class WorkflowStateCount(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WorkflowStateCount: _TypeAlias = WorkflowStateCount  # noqa: Y015
+Global___RunStateCount: _TypeAlias = RunStateCount  # noqa: Y015
 
 @_typing.final
 class TaskStateCount(_message.Message):
@@ -133,12 +133,12 @@ class GetOverviewResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    WORKFLOW_COUNTS_FIELD_NUMBER: _builtins.int
+    RUN_COUNTS_FIELD_NUMBER: _builtins.int
     TASK_COUNTS_FIELD_NUMBER: _builtins.int
     EXECUTORS_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workflow_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowStateCount]:
+    def run_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunStateCount]:
         """Runs per state, one entry per state that has any runs."""
 
     @_builtins.property
@@ -156,14 +156,14 @@ class GetOverviewResponse(_message.Message):
     def __init__(
         self,
         *,
-        workflow_counts: _abc.Iterable[Global___WorkflowStateCount] | None = ...,
+        run_counts: _abc.Iterable[Global___RunStateCount] | None = ...,
         task_counts: _abc.Iterable[Global___TaskStateCount] | None = ...,
         executors: _abc.Iterable[Global___ExecutorStatus] | None = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "executors", b"executors", "task_counts", b"task_counts", "workflow_counts", b"workflow_counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "executors", b"executors", "run_counts", b"run_counts", "task_counts", b"task_counts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,7 +49,7 @@ class MonitorServiceServicer:
     """
 
     def GetOverview(self, request, context):
-        """GetOverview counts workflow runs and tasks by state and lists the known executors.
+        """GetOverview counts runs and tasks by state and lists the known executors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,7 @@ class MonitorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MonitorServiceAsyncStub: ...
     GetOverview: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetOverviewRequest, _monitor_service_pb2.GetOverviewResponse]
-    """GetOverview counts workflow runs and tasks by state and lists the known executors."""
+    """GetOverview counts runs and tasks by state and lists the known executors."""
 
 @_typing.type_check_only
 class MonitorServiceAsyncStub(MonitorServiceStub):
@@ -46,7 +46,7 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOverview: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetOverviewRequest, _monitor_service_pb2.GetOverviewResponse]  # type: ignore[assignment]
-    """GetOverview counts workflow runs and tasks by state and lists the known executors."""
+    """GetOverview counts runs and tasks by state and lists the known executors."""
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
     """MonitorService reports the state of the whole installation, read from the KV buckets and
@@ -59,6 +59,6 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _monitor_service_pb2.GetOverviewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.GetOverviewResponse, _abc.Awaitable[_monitor_service_pb2.GetOverviewResponse]]:
-        """GetOverview counts workflow runs and tasks by state and lists the known executors."""
+        """GetOverview counts runs and tasks by state and lists the known executors."""
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

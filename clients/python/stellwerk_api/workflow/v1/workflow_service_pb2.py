@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from stellwerk_api.workflow.v1 import workflow_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a$stellwerk/workflow/v1/workflow.proto\"\x88\x02\n\x15SubmitWorkflowRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12<\n\x1a\x61llow_unregistered_methods\x18\x05 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"X\n\x16SubmitWorkflowResponse\x12>\n\x08workflow\x18\x01 \x01(\x0b\x32\".stellwerk.workflow.v1.WorkflowRunR\x08workflow\"]\n\x12GetWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x37\n\x04view\x18\x02 \x01(\x0e\x32#.stellwerk.workflow.v1.WorkflowViewR\x04view\"U\n\x13GetWorkflowResponse\x12>\n\x08workflow\x18\x01 \x01(\x0b\x32\".stellwerk.workflow.v1.WorkflowRunR\x08workflow\"\x8e\x01\n\x14ListWorkflowsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12:\n\x05state\x18\x03 \x01(\x0e\x32$.stellwerk.workflow.v1.WorkflowStateR\x05state\"\x81\x01\n\x15ListWorkflowsResponse\x12@\n\tworkflows\x18\x01 \x03(\x0b\x32\".stellwerk.workflow.v1.WorkflowRunR\tworkflows\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n\x14WatchWorkflowRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"\x8b\x01\n\x15WatchWorkflowResponse\x12>\n\x08workflow\x18\x01 \x01(\x0b\x32\".stellwerk.workflow.v1.WorkflowRunR\x08workflow\x12\x32\n\x04task\x18\x02 \x01(\x0b\x32\x1e.stellwerk.workflow.v1.TaskRunR\x04task\"\xeb\x01\n\x17ValidateWorkflowRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12<\n\x1a\x61llow_unregistered_methods\x18\x04 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"\x7f\n\x18ValidateWorkflowResponse\x12\x44\n\x08problems\x18\x01 \x03(\x0b\x32(.stellwerk.workflow.v1.ValidationProblemR\x08problems\x12\x1d\n\ntask_count\x18\x02 \x01(\x05R\ttaskCount2\xb5\x04\n\x0fWorkflowService\x12m\n\x0eSubmitWorkflow\x12,.stellwerk.workflow.v1.SubmitWorkflowRequest\x1a-.stellwerk.workflow.v1.SubmitWorkflowResponse\x12\x64\n\x0bGetWorkflow\x12).stellwerk.workflow.v1.GetWorkflowRequest\x1a*.stellwerk.workflow.v1.GetWorkflowResponse\x12j\n\rListWorkflows\x12+.stellwerk.workflow.v1.ListWorkflowsRequest\x1a,.stellwerk.workflow.v1.ListWorkflowsResponse\x12l\n\rWatchWorkflow\x12+.stellwerk.workflow.v1.WatchWorkflowRequest\x1a,.stellwerk.workflow.v1.WatchWorkflowResponse0\x01\x12s\n\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a$stellwerk/workflow/v1/workflow.proto\"\x82\x02\n\x0fStartRunRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12<\n\x1a\x61llow_unregistered_methods\x18\x05 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"@\n\x10StartRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"Z\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x32\n\x04view\x18\x02 \x01(\x0e\x32\x1e.stellwerk.workflow.v1.RunViewR\x04view\">\n\x0eGetRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"\x84\x01\n\x0fListRunsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x35\n\x05state\x18\x03 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\"j\n\x10ListRunsResponse\x12.\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n\x10WatchRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\x12\x32\n\x04task\x18\x02 \x01(\x0b\x32\x1e.stellwerk.workflow.v1.TaskRunR\x04task\"\xeb\x01\n\x17ValidateWorkflowRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12<\n\x1a\x61llow_unregistered_methods\x18\x04 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"\x7f\n\x18ValidateWorkflowResponse\x12\x44\n\x08problems\x18\x01 \x03(\x0b\x32(.stellwerk.workflow.v1.ValidationProblemR\x08problems\x12\x1d\n\ntask_count\x18\x02 \x01(\x05R\ttaskCount2\xf6\x03\n\x0fWorkflowService\x12[\n\x08StartRun\x12&.stellwerk.workflow.v1.StartRunRequest\x1a\'.stellwerk.workflow.v1.StartRunResponse\x12U\n\x06GetRun\x12$.stellwerk.workflow.v1.GetRunRequest\x1a%.stellwerk.workflow.v1.GetRunResponse\x12[\n\x08ListRuns\x12&.stellwerk.workflow.v1.ListRunsRequest\x1a\'.stellwerk.workflow.v1.ListRunsResponse\x12]\n\x08WatchRun\x12&.stellwerk.workflow.v1.WatchRunRequest\x1a\'.stellwerk.workflow.v1.WatchRunResponse0\x01\x12s\n\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.workflow.v1.workflow_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_start=110
-  _globals['_SUBMITWORKFLOWREQUEST']._serialized_end=374
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_start=376
-  _globals['_SUBMITWORKFLOWRESPONSE']._serialized_end=464
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=466
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=559
-  _globals['_GETWORKFLOWRESPONSE']._serialized_start=561
-  _globals['_GETWORKFLOWRESPONSE']._serialized_end=646
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=649
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=791
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=794
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=923
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_start=925
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=963
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_start=966
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_end=1105
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1108
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1343
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1345
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1472
-  _globals['_WORKFLOWSERVICE']._serialized_start=1475
-  _globals['_WORKFLOWSERVICE']._serialized_end=2040
+  _globals['_STARTRUNREQUEST']._serialized_start=110
+  _globals['_STARTRUNREQUEST']._serialized_end=368
+  _globals['_STARTRUNRESPONSE']._serialized_start=370
+  _globals['_STARTRUNRESPONSE']._serialized_end=434
+  _globals['_GETRUNREQUEST']._serialized_start=436
+  _globals['_GETRUNREQUEST']._serialized_end=526
+  _globals['_GETRUNRESPONSE']._serialized_start=528
+  _globals['_GETRUNRESPONSE']._serialized_end=590
+  _globals['_LISTRUNSREQUEST']._serialized_start=593
+  _globals['_LISTRUNSREQUEST']._serialized_end=725
+  _globals['_LISTRUNSRESPONSE']._serialized_start=727
+  _globals['_LISTRUNSRESPONSE']._serialized_end=833
+  _globals['_WATCHRUNREQUEST']._serialized_start=835
+  _globals['_WATCHRUNREQUEST']._serialized_end=875
+  _globals['_WATCHRUNRESPONSE']._serialized_start=877
+  _globals['_WATCHRUNRESPONSE']._serialized_end=993
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=996
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1231
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1233
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1360
+  _globals['_WORKFLOWSERVICE']._serialized_start=1363
+  _globals['_WORKFLOWSERVICE']._serialized_end=1865
 # @@protoc_insertion_point(module_scope)

@@ -20,8 +20,8 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class SubmitWorkflowRequest(_message.Message):
-    """Request of SubmitWorkflow."""
+class StartRunRequest(_message.Message):
+    """Request of StartRun."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -61,85 +61,85 @@ class SubmitWorkflowRequest(_message.Message):
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
-Global___SubmitWorkflowRequest: _TypeAlias = SubmitWorkflowRequest  # noqa: Y015
+Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
 
 @_typing.final
-class SubmitWorkflowResponse(_message.Message):
-    """Response of SubmitWorkflow."""
+class StartRunResponse(_message.Message):
+    """Response of StartRun."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    WORKFLOW_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workflow(self) -> _workflow_pb2.WorkflowRun:
+    def run(self) -> _workflow_pb2.Run:
         """The new run (or, for a repeated request_id, the run that request created first)."""
 
     def __init__(
         self,
         *,
-        workflow: _workflow_pb2.WorkflowRun | None = ...,
+        run: _workflow_pb2.Run | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SubmitWorkflowResponse: _TypeAlias = SubmitWorkflowResponse  # noqa: Y015
+Global___StartRunResponse: _TypeAlias = StartRunResponse  # noqa: Y015
 
 @_typing.final
-class GetWorkflowRequest(_message.Message):
-    """Request of GetWorkflow."""
+class GetRunRequest(_message.Message):
+    """Request of GetRun."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    """The run's id (WorkflowRun.id)."""
-    view: _workflow_pb2.WorkflowView.ValueType
-    """How much to return; UNSPECIFIED = WORKFLOW_VIEW_FULL."""
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    view: _workflow_pb2.RunView.ValueType
+    """How much to return; UNSPECIFIED = RUN_VIEW_FULL."""
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
-        view: _workflow_pb2.WorkflowView.ValueType = ...,
+        run_id: _builtins.str = ...,
+        view: _workflow_pb2.RunView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetWorkflowRequest: _TypeAlias = GetWorkflowRequest  # noqa: Y015
+Global___GetRunRequest: _TypeAlias = GetRunRequest  # noqa: Y015
 
 @_typing.final
-class GetWorkflowResponse(_message.Message):
-    """Response of GetWorkflow."""
+class GetRunResponse(_message.Message):
+    """Response of GetRun."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    WORKFLOW_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workflow(self) -> _workflow_pb2.WorkflowRun:
+    def run(self) -> _workflow_pb2.Run:
         """The run."""
 
     def __init__(
         self,
         *,
-        workflow: _workflow_pb2.WorkflowRun | None = ...,
+        run: _workflow_pb2.Run | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetWorkflowResponse: _TypeAlias = GetWorkflowResponse  # noqa: Y015
+Global___GetRunResponse: _TypeAlias = GetRunResponse  # noqa: Y015
 
 @_typing.final
-class ListWorkflowsRequest(_message.Message):
-    """Request of ListWorkflows (AIP-158 pagination)."""
+class ListRunsRequest(_message.Message):
+    """Request of ListRuns (AIP-158 pagination)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -154,14 +154,14 @@ class ListWorkflowsRequest(_message.Message):
     """The next_page_token of a previous call, to get the next page; empty = first page.
     Opaque; must be sent with the same other fields as the call that made it.
     """
-    state: _workflow_pb2.WorkflowState.ValueType
+    state: _workflow_pb2.RunState.ValueType
     """Only runs in this state; UNSPECIFIED = runs in any state."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
-        state: _workflow_pb2.WorkflowState.ValueType = ...,
+        state: _workflow_pb2.RunState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -169,69 +169,69 @@ class ListWorkflowsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListWorkflowsRequest: _TypeAlias = ListWorkflowsRequest  # noqa: Y015
+Global___ListRunsRequest: _TypeAlias = ListRunsRequest  # noqa: Y015
 
 @_typing.final
-class ListWorkflowsResponse(_message.Message):
-    """Response of ListWorkflows."""
+class ListRunsResponse(_message.Message):
+    """Response of ListRuns."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    WORKFLOWS_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Token for the next page; empty = this was the last page."""
     @_builtins.property
-    def workflows(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WorkflowRun]:
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.Run]:
         """The runs of this page, without their tasks."""
 
     def __init__(
         self,
         *,
-        workflows: _abc.Iterable[_workflow_pb2.WorkflowRun] | None = ...,
+        runs: _abc.Iterable[_workflow_pb2.Run] | None = ...,
         next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "workflows", b"workflows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
+Global___ListRunsResponse: _TypeAlias = ListRunsResponse  # noqa: Y015
 
 @_typing.final
-class WatchWorkflowRequest(_message.Message):
-    """Request of WatchWorkflow."""
+class WatchRunRequest(_message.Message):
+    """Request of WatchRun."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ID_FIELD_NUMBER: _builtins.int
-    id: _builtins.str
-    """The run's id (WorkflowRun.id)."""
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
     def __init__(
         self,
         *,
-        id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchWorkflowRequest: _TypeAlias = WatchWorkflowRequest  # noqa: Y015
+Global___WatchRunRequest: _TypeAlias = WatchRunRequest  # noqa: Y015
 
 @_typing.final
-class WatchWorkflowResponse(_message.Message):
-    """One message of the WatchWorkflow stream."""
+class WatchRunResponse(_message.Message):
+    """One message of the WatchRun stream."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    WORKFLOW_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workflow(self) -> _workflow_pb2.WorkflowRun:
-        """The run's current state, in WORKFLOW_VIEW_BASIC (without tasks)."""
+    def run(self) -> _workflow_pb2.Run:
+        """The run's current state, in RUN_VIEW_BASIC (without tasks)."""
 
     @_builtins.property
     def task(self) -> _workflow_pb2.TaskRun:
@@ -240,16 +240,16 @@ class WatchWorkflowResponse(_message.Message):
     def __init__(
         self,
         *,
-        workflow: _workflow_pb2.WorkflowRun | None = ...,
+        run: _workflow_pb2.Run | None = ...,
         task: _workflow_pb2.TaskRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task", "workflow", b"workflow"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task", "workflow", b"workflow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchWorkflowResponse: _TypeAlias = WatchWorkflowResponse  # noqa: Y015
+Global___WatchRunResponse: _TypeAlias = WatchRunResponse  # noqa: Y015
 
 @_typing.final
 class ValidateWorkflowRequest(_message.Message):

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class WorkflowServiceStub:
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
@@ -38,25 +40,25 @@ class WorkflowServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.SubmitWorkflow = channel.unary_unary(
-                '/stellwerk.workflow.v1.WorkflowService/SubmitWorkflow',
-                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowRequest.SerializeToString,
-                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowResponse.FromString,
+        self.StartRun = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/StartRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunResponse.FromString,
                 _registered_method=True)
-        self.GetWorkflow = channel.unary_unary(
-                '/stellwerk.workflow.v1.WorkflowService/GetWorkflow',
-                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.SerializeToString,
-                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.FromString,
+        self.GetRun = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/GetRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunResponse.FromString,
                 _registered_method=True)
-        self.ListWorkflows = channel.unary_unary(
-                '/stellwerk.workflow.v1.WorkflowService/ListWorkflows',
-                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.SerializeToString,
-                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.FromString,
+        self.ListRuns = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/ListRuns',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
-        self.WatchWorkflow = channel.unary_stream(
-                '/stellwerk.workflow.v1.WorkflowService/WatchWorkflow',
-                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowRequest.SerializeToString,
-                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowResponse.FromString,
+        self.WatchRun = channel.unary_stream(
+                '/stellwerk.workflow.v1.WorkflowService/WatchRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
         self.ValidateWorkflow = channel.unary_unary(
                 '/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow',
@@ -66,14 +68,16 @@ class WorkflowServiceStub:
 
 
 class WorkflowServiceServicer:
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
     """
 
-    def SubmitWorkflow(self, request, context):
-        """SubmitWorkflow validates a workflow and starts a new run of it.
+    def StartRun(self, request, context):
+        """StartRun validates a workflow and starts a new run of it.
 
         Every call starts a new run with its own server-made id, unless `request_id` repeats
         one already seen: then the run that request created is returned again.
@@ -83,22 +87,23 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetWorkflow(self, request, context):
-        """GetWorkflow returns one run. NOT_FOUND if no run has this id.
+    def GetRun(self, request, context):
+        """GetRun returns one run. NOT_FOUND if no run has this id (an id without the shape of a
+        run id included).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListWorkflows(self, request, context):
-        """ListWorkflows pages through runs, in WORKFLOW_VIEW_BASIC (without their tasks).
+    def ListRuns(self, request, context):
+        """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def WatchWorkflow(self, request, context):
-        """WatchWorkflow streams a run's changes: first its current state, then one message per
+    def WatchRun(self, request, context):
+        """WatchRun streams a run's changes: first its current state, then one message per
         change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
         has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
@@ -118,25 +123,25 @@ class WorkflowServiceServicer:
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'SubmitWorkflow': grpc.unary_unary_rpc_method_handler(
-                    servicer.SubmitWorkflow,
-                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowRequest.FromString,
-                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowResponse.SerializeToString,
+            'StartRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunResponse.SerializeToString,
             ),
-            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetWorkflow,
-                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.FromString,
-                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.SerializeToString,
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunResponse.SerializeToString,
             ),
-            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListWorkflows,
-                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.FromString,
-                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.SerializeToString,
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsResponse.SerializeToString,
             ),
-            'WatchWorkflow': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchWorkflow,
-                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowRequest.FromString,
-                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowResponse.SerializeToString,
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunResponse.SerializeToString,
             ),
             'ValidateWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateWorkflow,
@@ -152,14 +157,16 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkflowService:
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
     """
 
     @staticmethod
-    def SubmitWorkflow(request,
+    def StartRun(request,
             target,
             options=(),
             channel_credentials=None,
@@ -172,9 +179,9 @@ class WorkflowService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/stellwerk.workflow.v1.WorkflowService/SubmitWorkflow',
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowRequest.SerializeToString,
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.SubmitWorkflowResponse.FromString,
+            '/stellwerk.workflow.v1.WorkflowService/StartRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.StartRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -186,7 +193,7 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
-    def GetWorkflow(request,
+    def GetRun(request,
             target,
             options=(),
             channel_credentials=None,
@@ -199,9 +206,9 @@ class WorkflowService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/stellwerk.workflow.v1.WorkflowService/GetWorkflow',
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowRequest.SerializeToString,
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetWorkflowResponse.FromString,
+            '/stellwerk.workflow.v1.WorkflowService/GetRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.GetRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -213,7 +220,7 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
-    def ListWorkflows(request,
+    def ListRuns(request,
             target,
             options=(),
             channel_credentials=None,
@@ -226,9 +233,9 @@ class WorkflowService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/stellwerk.workflow.v1.WorkflowService/ListWorkflows',
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.SerializeToString,
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.FromString,
+            '/stellwerk.workflow.v1.WorkflowService/ListRuns',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -240,7 +247,7 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
-    def WatchWorkflow(request,
+    def WatchRun(request,
             target,
             options=(),
             channel_credentials=None,
@@ -253,9 +260,9 @@ class WorkflowService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/stellwerk.workflow.v1.WorkflowService/WatchWorkflow',
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowRequest.SerializeToString,
-            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchWorkflowResponse.FromString,
+            '/stellwerk.workflow.v1.WorkflowService/WatchRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

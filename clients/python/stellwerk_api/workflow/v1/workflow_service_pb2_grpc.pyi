@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WorkflowServiceStub:
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
@@ -37,19 +39,21 @@ class WorkflowServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkflowServiceAsyncStub: ...
-    SubmitWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.SubmitWorkflowRequest, _workflow_service_pb2.SubmitWorkflowResponse]
-    """SubmitWorkflow validates a workflow and starts a new run of it.
+    StartRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.StartRunRequest, _workflow_service_pb2.StartRunResponse]
+    """StartRun validates a workflow and starts a new run of it.
 
     Every call starts a new run with its own server-made id, unless `request_id` repeats
     one already seen: then the run that request created is returned again.
     Fails with INVALID_ARGUMENT (listing every problem) if the workflow is invalid.
     """
-    GetWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetWorkflowRequest, _workflow_service_pb2.GetWorkflowResponse]
-    """GetWorkflow returns one run. NOT_FOUND if no run has this id."""
-    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWorkflowsRequest, _workflow_service_pb2.ListWorkflowsResponse]
-    """ListWorkflows pages through runs, in WORKFLOW_VIEW_BASIC (without their tasks)."""
-    WatchWorkflow: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchWorkflowRequest, _workflow_service_pb2.WatchWorkflowResponse]
-    """WatchWorkflow streams a run's changes: first its current state, then one message per
+    GetRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]
+    """GetRun returns one run. NOT_FOUND if no run has this id (an id without the shape of a
+    run id included).
+    """
+    ListRuns: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListRunsRequest, _workflow_service_pb2.ListRunsResponse]
+    """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
+    WatchRun: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]
+    """WatchRun streams a run's changes: first its current state, then one message per
     change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
     has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
@@ -61,26 +65,30 @@ class WorkflowServiceStub:
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    SubmitWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.SubmitWorkflowRequest, _workflow_service_pb2.SubmitWorkflowResponse]  # type: ignore[assignment]
-    """SubmitWorkflow validates a workflow and starts a new run of it.
+    StartRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.StartRunRequest, _workflow_service_pb2.StartRunResponse]  # type: ignore[assignment]
+    """StartRun validates a workflow and starts a new run of it.
 
     Every call starts a new run with its own server-made id, unless `request_id` repeats
     one already seen: then the run that request created is returned again.
     Fails with INVALID_ARGUMENT (listing every problem) if the workflow is invalid.
     """
-    GetWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetWorkflowRequest, _workflow_service_pb2.GetWorkflowResponse]  # type: ignore[assignment]
-    """GetWorkflow returns one run. NOT_FOUND if no run has this id."""
-    ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWorkflowsRequest, _workflow_service_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
-    """ListWorkflows pages through runs, in WORKFLOW_VIEW_BASIC (without their tasks)."""
-    WatchWorkflow: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchWorkflowRequest, _workflow_service_pb2.WatchWorkflowResponse]  # type: ignore[assignment]
-    """WatchWorkflow streams a run's changes: first its current state, then one message per
+    GetRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetRunRequest, _workflow_service_pb2.GetRunResponse]  # type: ignore[assignment]
+    """GetRun returns one run. NOT_FOUND if no run has this id (an id without the shape of a
+    run id included).
+    """
+    ListRuns: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListRunsRequest, _workflow_service_pb2.ListRunsResponse]  # type: ignore[assignment]
+    """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
+    WatchRun: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]  # type: ignore[assignment]
+    """WatchRun streams a run's changes: first its current state, then one message per
     change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
     has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
@@ -91,19 +99,21 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
-    """WorkflowService is the resolver's public API: clients submit workflows and follow their runs.
+    """WorkflowService is the resolver's public API: clients start runs of workflows and follow them.
+    A workflow is a definition (WorkflowSpec, or a workflow file's text); a run is one execution
+    of it (Run).
 
     Errors are google.rpc.Status values with a google.rpc.ErrorInfo detail.
     INVALID_ARGUMENT also carries a google.rpc.BadRequest with one field violation per problem.
     """
 
     @_abc_1.abstractmethod
-    def SubmitWorkflow(
+    def StartRun(
         self,
-        request: _workflow_service_pb2.SubmitWorkflowRequest,
+        request: _workflow_service_pb2.StartRunRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workflow_service_pb2.SubmitWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.SubmitWorkflowResponse]]:
-        """SubmitWorkflow validates a workflow and starts a new run of it.
+    ) -> _typing.Union[_workflow_service_pb2.StartRunResponse, _abc.Awaitable[_workflow_service_pb2.StartRunResponse]]:
+        """StartRun validates a workflow and starts a new run of it.
 
         Every call starts a new run with its own server-made id, unless `request_id` repeats
         one already seen: then the run that request created is returned again.
@@ -111,28 +121,30 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def GetWorkflow(
+    def GetRun(
         self,
-        request: _workflow_service_pb2.GetWorkflowRequest,
+        request: _workflow_service_pb2.GetRunRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workflow_service_pb2.GetWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.GetWorkflowResponse]]:
-        """GetWorkflow returns one run. NOT_FOUND if no run has this id."""
+    ) -> _typing.Union[_workflow_service_pb2.GetRunResponse, _abc.Awaitable[_workflow_service_pb2.GetRunResponse]]:
+        """GetRun returns one run. NOT_FOUND if no run has this id (an id without the shape of a
+        run id included).
+        """
 
     @_abc_1.abstractmethod
-    def ListWorkflows(
+    def ListRuns(
         self,
-        request: _workflow_service_pb2.ListWorkflowsRequest,
+        request: _workflow_service_pb2.ListRunsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_workflow_service_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflow_service_pb2.ListWorkflowsResponse]]:
-        """ListWorkflows pages through runs, in WORKFLOW_VIEW_BASIC (without their tasks)."""
+    ) -> _typing.Union[_workflow_service_pb2.ListRunsResponse, _abc.Awaitable[_workflow_service_pb2.ListRunsResponse]]:
+        """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
 
     @_abc_1.abstractmethod
-    def WatchWorkflow(
+    def WatchRun(
         self,
-        request: _workflow_service_pb2.WatchWorkflowRequest,
+        request: _workflow_service_pb2.WatchRunRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.WatchWorkflowResponse], _abc.AsyncIterator[_workflow_service_pb2.WatchWorkflowResponse]]:
-        """WatchWorkflow streams a run's changes: first its current state, then one message per
+    ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.WatchRunResponse], _abc.AsyncIterator[_workflow_service_pb2.WatchRunResponse]]:
+        """WatchRun streams a run's changes: first its current state, then one message per
         change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
         has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
