@@ -45,6 +45,10 @@ test: install lint typecheck proto-check ## Everything CI runs: lint, types, sta
 chaos: install ## Long chaos run (several minutes)
 	$(BIN)/python -m tests.chaos --long
 
+.PHONY: cluster
+cluster: install ## Failover on a real 3-node JetStream cluster: leader, follower, leader+services
+	$(BIN)/python -m tests.cluster
+
 .PHONY: bench
 bench: install ## Benchmark vs Gleitzeit and Celery, peers installed in bench/.peers (QUICK=1: one short run)
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
