@@ -118,7 +118,11 @@ class Executor(Service):
         self._registration = self.supervise(self._keep_registered(topology), name="registration")
 
     def on_reconnected(self) -> None:
-        if self._runner is not None:
+        # A single nats-server that restarted may redeliver what we hold (its delivery state is
+        # saved lazily): give every claim up. On a replicated cluster (STELLWERK_REPLICAS > 1)
+        # a reconnect is usually a failover to another node while the consumers live on, so
+        # claims are kept; the heartbeat still gives one up after a gap of most of a lease.
+        if self._runner is not None and self.settings.replicas == 1:
             self._runner.drop_claims()
 
     async def stop_work(self) -> None:
