@@ -7,6 +7,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
+include mk/polyglot.mk
 include mk/proto.mk
 
 .PHONY: help

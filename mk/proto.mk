@@ -1,14 +1,15 @@
-# Contracts: protos/ -> generated Python in clients/python/stellwerk_api/<area>/v1/ (see scripts/gen_protos.py).
-# Included by the top-level Makefile.
+# Contracts: protos/ -> generated Python in clients/python/stellwerk_api/<area>/v1/, Go in
+# clients/go/gen/, TypeScript in clients/typescript/src/gen/ (see scripts/gen_protos.py).
+# Included by the top-level Makefile after mk/polyglot.mk (which installs the Go/TS plugins).
 
 VENV ?= .venv
 
 .PHONY: proto
-proto: ## Format and lint the protos, regenerate the committed Python stubs
+proto: $(GO_PLUGINS) $(TS_DEPS) ## Format and lint the protos, regenerate the committed Python, Go and TS stubs
 	$(VENV)/bin/python scripts/gen_protos.py
 
 .PHONY: proto-check
-proto-check: ## Fail if the protos are unformatted or lint-dirty, or the committed stubs are stale
+proto-check: $(GO_PLUGINS) $(TS_DEPS) ## Fail if the protos are unformatted or lint-dirty, or the committed stubs are stale
 	$(VENV)/bin/python scripts/gen_protos.py --check
 
 .PHONY: proto-breaking

@@ -15,14 +15,21 @@ Steps: ``buf format`` (rewrite, or only check with ``--check``/``--out``), ``buf
 one ``grpc_tools.protoc --grpc_python_out`` call (service stubs ``*_pb2_grpc.py``: that generator
 is no protoc builtin, so buf cannot run it), the import rewrite, and ``__init__.py`` files.
 
+Go and TypeScript (``buf.gen.polyglot.yaml``): the same protos give ``clients/go/gen/`` (Go
+messages and gRPC stubs, protoc-gen-go and protoc-gen-go-grpc) and ``clients/typescript/src/gen/``
+(ts-proto with ``@grpc/grpc-js`` clients); each of those roots is generated only and replaced
+whole too. Their plugins are pinned and installed by ``make tools`` (``.tools/go/bin``,
+``clients/typescript/node_modules/.bin``); ``make proto`` and ``make proto-check`` install them
+first. ``--python-only`` skips them (the unit tests of this script do).
+
 Usage::
 
-    python scripts/gen_protos.py            # format, lint, regenerate clients/python/stellwerk_api
+    python scripts/gen_protos.py            # format, lint, regenerate every generated root
     python scripts/gen_protos.py --check    # fail if unformatted or the committed files are stale
-    python scripts/gen_protos.py --out DIR  # write the generated tree to DIR (DIR/stellwerk_api)
+    python scripts/gen_protos.py --out DIR  # write the Python tree to DIR (DIR/stellwerk_api)
 
-Tools come from the virtualenv of the running interpreter (``buf`` from buf-bin, grpcio-tools,
-mypy-protobuf), so the output depends only on the pinned dev dependencies.
+Python tools come from the virtualenv of the running interpreter (``buf`` from buf-bin,
+grpcio-tools, mypy-protobuf), so the output depends only on the pinned dev dependencies.
 """
 
 from __future__ import annotations
@@ -46,6 +53,16 @@ PACKAGE = "stellwerk_api"  # the Python root everything is generated into
 # Module paths only: `from stellwerk.<area>.v1 import` and `stellwerk.<area>.v1.<name>_pb2`.
 # Proto names (`stellwerk.workflow.v1.WorkflowRun`) never end in `_pb2`, so they stay.
 _MODULE_PATH = re.compile(rf"\b{NAMESPACE}\.(\w+\.v\d+)(?=\.\w+_pb2\b|\s+import\b)")
+# Go and TypeScript: buf's output folder (in buf.gen.polyglot.yaml) -> committed generated root.
+POLYGLOT_TEMPLATE = ROOT / "buf.gen.polyglot.yaml"
+POLYGLOT_ROOTS = {
+    "go": ROOT / "clients" / "go" / "gen",
+    "ts": ROOT / "clients" / "typescript" / "src" / "gen",
+}
+POLYGLOT_PLUGIN_DIRS = [
+    ROOT / ".tools" / "go" / "bin",
+    ROOT / "clients" / "typescript" / "node_modules" / ".bin",
+]
 _ROOT_DOC = (
     '"""Generated from protos/ by `make proto` (scripts/gen_protos.py); never edit by hand.\n\n'
     "One subpackage per contract area: workflow (WorkflowService), execution (ExecutorService),\n"
@@ -125,6 +142,55 @@ def generate(out: Path, *, fix_format: bool = False) -> None:
         (target / "py.typed").write_bytes(b"")
 
 
+def generate_polyglot(out: Path) -> None:
+    """Generate the Go and TypeScript trees into ``out/go`` and ``out/ts`` (protos already
+    formatted and linted by :func:`generate`)."""
+    env = _tool_env()
+    env["PATH"] = os.pathsep.join([*map(str, POLYGLOT_PLUGIN_DIRS), env["PATH"]])
+    for plugin in ("protoc-gen-go", "protoc-gen-go-grpc", "protoc-gen-ts_proto"):
+        if shutil.which(plugin, path=env["PATH"]) is None:
+            raise GenerationError(f"{plugin} not found; run `make tools` (installs the plugins)")
+    _run(
+        _buf(env),
+        "generate",
+        "--template",
+        str(POLYGLOT_TEMPLATE),
+        "--output",
+        str(out),
+        env=env,
+    )
+
+
+def tree_files(root: Path) -> dict[Path, Path]:
+    """Every file under ``root``, by path relative to it."""
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root): p for p in root.rglob("*") if p.is_file()}
+
+
+def stale_tree(fresh: Path, committed: Path) -> list[str]:
+    """Paths (relative to the roots) that differ between two whole generated trees, sorted."""
+    new, old = tree_files(fresh), tree_files(committed)
+    return sorted(
+        str(rel)
+        for rel in new.keys() | old.keys()
+        if rel not in new or rel not in old or not filecmp.cmp(new[rel], old[rel], shallow=False)
+    )
+
+
+def _sync_polyglot(fresh: Path, *, check: bool) -> list[str]:
+    """Compare (``check``) or replace each Go/TypeScript root; the paths that differed."""
+    changed: list[str] = []
+    for name, target in POLYGLOT_ROOTS.items():
+        diff = stale_tree(fresh / name, target)
+        changed += [str((target / rel).relative_to(ROOT)) for rel in diff]
+        if diff and not check:
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(fresh / name, target)
+    return changed
+
+
 def _files(root: Path) -> dict[Path, Path]:
     """Every file of the generated root under ``root`` (caches aside), by relative path."""
     base = root / PACKAGE
@@ -172,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="fail if the committed generated files are stale"
     )
     mode.add_argument("--out", type=Path, help="write the generated tree here instead")
+    parser.add_argument(
+        "--python-only", action="store_true", help="leave the Go and TypeScript roots alone"
+    )
     args = parser.parse_args(argv)
+    polyglot: list[str] = []
     try:
         if args.out is not None:
             generate(args.out.resolve())
@@ -180,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="stellwerk-gen-") as tmp:
             fresh = Path(tmp)
             generate(fresh, fix_format=not args.check)
+            if not args.python_only:
+                generate_polyglot(fresh / "polyglot")
+                polyglot = _sync_polyglot(fresh / "polyglot", check=args.check)
             if args.check:
                 stale = stale_files(fresh, CLIENT)
             else:
@@ -188,15 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"gen_protos: {err}", error=True)
         return 1
     if args.check:
-        if stale:
+        if stale or polyglot:
             listing = "".join(f"\n  clients/python/{rel}" for rel in stale)
+            listing += "".join(f"\n  {rel}" for rel in polyglot)
             _say(f"stale generated files, run `make proto`:{listing}", error=True)
             return 1
         _say("generated files are up to date")
         return 0
-    _say(f"regenerated: {len(changed)} file(s) changed")
+    _say(f"regenerated: {len(changed) + len(polyglot)} file(s) changed")
     for rel in changed:
         _say(f"  clients/python/{rel}")
+    for rel in polyglot:
+        _say(f"  {rel}")
     return 0
 
 

@@ -7,6 +7,11 @@ it to another executor. The outcome is published with a deterministic ``Nats-Msg
 the delivery is acknowledged, so a crash in between repeats the publish (dropped as duplicate),
 never loses it. A redelivered dispatch (``num_delivered > 1``) first checks KV: an attempt whose
 result is committed never runs again.
+
+Methods served by remote workers (``_workers.py``) go through the same steps: their fetch loops
+pull only while a connected worker has room, and the attempt is handed to the worker instead of
+a local handler (no local slot). A worker that goes away mid-attempt hands the delivery back
+(``nak``): JetStream redelivers it at once, and the redelivery checks above apply.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from stellwerk.core import names
+from stellwerk.core import names, tracing
 from stellwerk.core.errors import StellwerkError, TaskError
 from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
@@ -36,7 +41,9 @@ from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._slots import Slots
+from stellwerk.executor._workers import WorkerHub, WorkerLostError
 from stellwerk.executor.methods import MethodTable
+from stellwerk.executor.methods._invoke import with_deadline
 from stellwerk_api.events.v1 import events_pb2
 
 __all__ = ["TaskRunner"]
@@ -55,11 +62,12 @@ def _now_ts() -> Timestamp:
 class _Claim:
     """The state of one delivery's claim while its attempt runs."""
 
-    __slots__ = ("lost", "work")
+    __slots__ = ("handed_back", "lost", "work")
 
     def __init__(self) -> None:
         self.work: asyncio.Task[events_pb2.TaskEvent] | None = None
         self.lost = False
+        self.handed_back = False  # its remote worker went away: give the delivery back now
 
 
 class TaskRunner:
@@ -76,11 +84,13 @@ class TaskRunner:
         settings: Settings,
         executor_id: str,
         max_payload: int,
+        workers: WorkerHub | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
         self._writer = writer
         self._table = table
+        self._workers = workers
         self._redelivery = RedeliveryChecks(js, tasks)
         self._settings = settings
         self.executor_id = executor_id
@@ -105,6 +115,12 @@ class TaskRunner:
         for durable in consumers:
             self._loops.append(supervise(self._fetch_loop(durable), name=f"fetch-{durable}"))
 
+    def start_remote(self, durable: str, method: str, supervise: Supervise) -> None:
+        """Start the fetch loop of a method served by remote workers; it fetches only while one
+        of them has room, and lives as long as the runner (idle while no worker serves it)."""
+        loop = self._fetch_loop(durable, remote=method)
+        self._loops.append(supervise(loop, name=f"fetch-{durable}"))
+
     async def stop(self, drain_timeout: float) -> None:
         """Stop fetching; let running attempts finish for up to ``drain_timeout`` seconds, then
         cancel the rest and hand their deliveries back (nak) so another executor takes them now."""
@@ -122,11 +138,14 @@ class TaskRunner:
         if self._running:
             await asyncio.wait(list(self._running), timeout=5)
 
-    async def _fetch_loop(self, durable: str) -> None:
+    async def _fetch_loop(self, durable: str, *, remote: str | None = None) -> None:
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
             while not self._stopping.is_set() and not cancel_requested():
-                free = await self.slots.wait_free()
+                if remote is not None and self._workers is not None:
+                    free = await self._workers.wait_free(remote)
+                else:
+                    free = await self.slots.wait_free()
                 try:
                     msgs = await sub.fetch(batch=min(free, _MAX_FETCH), timeout=1.0)
                 except TimeoutError:  # nats-py raises both its own and asyncio's; both mean "none"
@@ -136,7 +155,7 @@ class TaskRunner:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
-                    task = asyncio.create_task(self._attempt(msg))
+                    task = asyncio.create_task(tracing.task_span(msg, self._attempt(msg)))
                     self._running[task] = msg
                     task.add_done_callback(self._finished)
         finally:
@@ -165,6 +184,7 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
+        tracing.task_started(dispatch, self.executor_id)
         delivery = delivery_of(msg)
         delivered = delivery.num_delivered
         # A delivery older than the lease may be a redelivery in disguise: a restarted
@@ -216,6 +236,9 @@ class TaskRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
         if event is None or claim.lost:
+            if claim.handed_back and not claim.lost:
+                with contextlib.suppress(Exception):
+                    await msg.nak()  # redelivered at once, to whichever worker has room
             return  # the claim was lost; the redelivery belongs to someone else
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
@@ -231,15 +254,30 @@ class TaskRunner:
     async def _run_claimed(
         self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any], claim: _Claim
     ) -> events_pb2.TaskEvent | None:
-        """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile."""
-        await self.slots.acquire()
+        """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile.
+
+        A method served by remote workers takes no local slot: the worker is its slot."""
+        remote = self._workers is not None and dispatch.method not in self._table
+        if not remote:
+            await self.slots.acquire()
         try:
             if claim.lost:  # NATS vanished while we queued for a slot
                 return None
             started = _now_ts()
-            claim.work = asyncio.create_task(self._invoke(dispatch, params))
+            work = self._invoke_remote(dispatch) if remote else self._invoke(dispatch, params)
+            claim.work = asyncio.create_task(work)
             try:
                 event = await claim.work
+            except WorkerLostError as exc:
+                logger.warning(
+                    "%s/%s attempt %d handed back: %s",
+                    dispatch.run_id,
+                    dispatch.task_id,
+                    dispatch.attempt,
+                    exc,
+                )
+                claim.handed_back = True
+                return None
             except asyncio.CancelledError:
                 if not claim.lost:
                     raise
@@ -252,7 +290,8 @@ class TaskRunner:
                 )
                 return None
         finally:
-            self.slots.release()
+            if not remote:
+                self.slots.release()
         event.start_time.CopyFrom(started)
         return event
 
@@ -324,13 +363,7 @@ class TaskRunner:
         try:
             output = await self._table.invoke(dispatch.method, params, ctx, timeout=timeout)
             result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
-            # Checked here, before publishing: the resolver could not store a larger result in
-            # the task's document (see core/limits). Characters first: bytes only if it may be.
-            limit = self._limits.result
-            if len(result_json) > limit // 4:
-                size = len(result_json.encode("utf-8", "surrogatepass"))
-                if size > limit:
-                    raise TaskError(result_too_large(size, limit))
+            self._check_result_size(result_json)
         except TaskError as exc:
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
             event.error = clip_error(exc.message)
@@ -344,12 +377,42 @@ class TaskRunner:
         event.end_time.CopyFrom(_now_ts())
         return event
 
+    def _check_result_size(self, result_json: str) -> None:
+        # Checked here, before publishing: the resolver could not store a larger result in
+        # the task's document (see core/limits). Characters first: bytes only if it may be.
+        limit = self._limits.result
+        if len(result_json) > limit // 4:
+            size = len(result_json.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                raise TaskError(result_too_large(size, limit))
+
+    async def _invoke_remote(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
+        """Run the attempt on a connected worker; :class:`WorkerLostError` if it goes away."""
+        assert self._workers is not None
+        timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
+        event = self._event_for(dispatch)
+        try:
+            outcome = await with_deadline(dispatch.method, timeout, self._workers.run(dispatch))
+            if outcome.error is not None:
+                raise TaskError(outcome.error)
+            assert outcome.result_json is not None
+            self._check_result_size(outcome.result_json)
+        except TaskError as exc:
+            event.outcome = events_pb2.TASK_OUTCOME_FAILED
+            event.error = clip_error(exc.message)
+        else:
+            event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
+            event.result_json = outcome.result_json
+        event.end_time.CopyFrom(_now_ts())
+        return event
+
     async def _report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
         """Publish the outcome, retrying with the same id until JetStream has it."""
         msg_id = names.event_msg_id(
             dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.generation
         )
         data = event.SerializeToString()
+        headers = tracing.reporting(event, {"Nats-Msg-Id": msg_id})  # + the task span's context
         delay = 0.1
         while True:
             if cancel_requested():
@@ -358,7 +421,7 @@ class TaskRunner:
                 ack = await self._writer.publish(
                     names.event_subject(dispatch.run_id, dispatch.task_id, dispatch.attempt),
                     data,
-                    {"Nats-Msg-Id": msg_id},
+                    headers,
                 )
                 if ack.subject_full:  # another run of this attempt reported first: that stands
                     logger.info("outcome %s not stored: this attempt reported already", msg_id)

@@ -21,9 +21,11 @@ from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
 from stellwerk.executor._runner import TaskRunner
 from stellwerk.executor._servicer import ExecutorServicer
+from stellwerk.executor._workers import WorkerHub, WorkerServicer
 from stellwerk.executor.methods import MethodTable, build_method_table
 from stellwerk_api.execution.v1 import executor_service_pb2 as api
 from stellwerk_api.execution.v1 import executor_service_pb2_grpc as api_grpc
+from stellwerk_api.execution.v1 import worker_service_pb2, worker_service_pb2_grpc
 
 __all__ = ["Executor"]
 
@@ -73,6 +75,13 @@ class Executor(Service):
         self.started_at = time.time()
         self._runner: TaskRunner | None = None
         self._registration: asyncio.Task[None] | None = None
+        # The worker edge: methods served by remote workers over WorkerService (_workers.py).
+        self.workers = WorkerHub(
+            executor_id=self.executor_id, local_methods=self.table, lease=settings.task_lease
+        )
+        self._remote_loops: set[str] = set()
+        self._registering = asyncio.Lock()
+        self._topology: Topology | None = None
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_ExecutorServiceServicer_to_server(
@@ -85,7 +94,13 @@ class Executor(Service):
             ),
             server,
         )
-        return [api.DESCRIPTOR.services_by_name["ExecutorService"].full_name]
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(self.workers), server
+        )
+        return [
+            api.DESCRIPTOR.services_by_name["ExecutorService"].full_name,
+            worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+        ]
 
     def _counters(self) -> tuple[int, int, int]:
         if self._runner is None:
@@ -113,8 +128,11 @@ class Executor(Service):
             settings=self.settings,
             executor_id=self.executor_id,
             max_payload=nc.max_payload,
+            workers=self.workers,
         )
         self._runner.start(consumers, self.supervise)
+        self._topology = topology
+        self.workers.attach(self._remote_methods_changed)
         self._registration = self.supervise(self._keep_registered(topology), name="registration")
 
     def on_reconnected(self) -> None:
@@ -125,6 +143,17 @@ class Executor(Service):
         if self._runner is not None and self.settings.replicas == 1:
             self._runner.drop_claims()
 
+    async def _remote_methods_changed(self) -> None:
+        """A worker brought a new method or the last one serving a method left: fetch loops for
+        new methods, and the registration rewritten (before the worker hears it is registered,
+        so a submit right after accepts its methods)."""
+        assert self._runner is not None and self._topology is not None
+        for method in sorted(self.workers.methods() - self._remote_loops):
+            durable = await ensure_dispatch_consumer(self._topology.js, method, self.settings)
+            self._runner.start_remote(durable, method, self.supervise)
+            self._remote_loops.add(method)
+        await self._register(self._topology)
+
     async def stop_work(self) -> None:
         if self._registration is not None:
             self._registration.cancel()
@@ -133,18 +162,20 @@ class Executor(Service):
                 await self._registration
         if self._runner is not None:
             await self._runner.stop(self.settings.drain_timeout)
+        await self.workers.stop()
 
     async def _register(self, topology: Topology) -> None:
         record = ExecutorRecord(
             id=self.executor_id,
-            methods=self.table.names(),
+            methods=sorted({*self.table.names(), *self.workers.methods()}),
             started_at=self.started_at,
             last_seen=time.time(),
             concurrency=self.settings.executor_concurrency,
             listen=f"{self.listen.rpartition(':')[0]}:{self.bound_port}",
             heartbeat_interval=HEARTBEAT_INTERVAL,
         )
-        await topology.executors.put(names.encode_token(self.executor_id), record.to_bytes())
+        async with self._registering:  # workers coming and going must not reorder the writes
+            await topology.executors.put(names.encode_token(self.executor_id), record.to_bytes())
 
     async def _keep_registered(self, topology: Topology) -> None:
         while not cancel_requested():
