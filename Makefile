@@ -18,12 +18,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# Both distributions, editable, in one resolve: the server (.) depends on the client
+# (clients/python, `stellwerk-client`), which pip finds here rather than on an index.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./clients/python -e '.[dev]'
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv and install the project with its dev tools
+install: $(VENV)/.installed ## Create .venv; install server and client (editable) and the dev tools
 
 .PHONY: run
 run: install ## Start the embedded stack, run examples/simple_mcp_workflow.yaml, print results, stop

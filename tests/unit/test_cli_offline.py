@@ -257,13 +257,23 @@ def test_default_address_comes_from_the_environment(
     assert address in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["status", RUN_ID], ["dev"]], ids=["status", "dev"])
-def test_malformed_settings_in_the_environment_exit_2(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_malformed_server_settings_stop_dev_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("STELLWERK_EXECUTOR_CONCURRENCY", "lots")
-    assert main(argv) == 2
+    assert main(["dev"]) == 2
     assert "STELLWERK_EXECUTOR_CONCURRENCY" in capsys.readouterr().err
+
+
+def test_client_commands_read_only_the_address_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The client installs without the server's settings: a malformed server variable is none
+    of its business (it would be the services' exit 2, not the CLI's)."""
+    monkeypatch.setenv("STELLWERK_EXECUTOR_CONCURRENCY", "lots")
+    monkeypatch.setenv("STELLWERK_ADDRESS", _dead_address())
+    assert main(["status", RUN_ID]) == 3
+    assert "STELLWERK_EXECUTOR_CONCURRENCY" not in capsys.readouterr().err
 
 
 def test_run_validates_offline_before_contacting_the_resolver(

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Self, TypeVar
 
 import grpc
-from pydantic import ValidationError
 
-from stellwerk.core.errors import InvalidArgumentError, Problem
-from stellwerk.core.grpc_errors import error_from_rpc
-from stellwerk.core.limits import GRPC_MAX_MESSAGE_BYTES
-from stellwerk.core.settings import Settings
+from ._tracing import client_interceptors
+from .errors import InvalidArgumentError, Problem
+from .wire import GRPC_MAX_MESSAGE_BYTES, error_from_rpc
 
 __all__ = [
+    "DEFAULT_ADDRESS",
     "DEFAULT_TIMEOUT",
     "BaseClient",
     "call",
     "check_timeout",
-    "load_settings",
+    "default_address",
     "open_channel",
 ]
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+"""The resolver's address when neither an argument nor ``STELLWERK_ADDRESS`` names one."""
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take unless the client was connected with another ``timeout``."""
@@ -34,6 +37,7 @@ def open_channel(address: str) -> grpc.aio.Channel:
     """An insecure channel to ``address`` (``HOST:PORT``); must be called inside a running loop."""
     return grpc.aio.insecure_channel(
         address,
+        interceptors=client_interceptors(),  # OpenTelemetry, when the application traces
         options=[
             ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -57,16 +61,9 @@ def check_timeout(timeout: float) -> float:
     return float(timeout)
 
 
-def load_settings() -> Settings:
-    """The ``STELLWERK_*`` settings; ``InvalidArgumentError`` naming each bad variable."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = [
-            Problem(None, "STELLWERK_" + "_".join(str(p) for p in e["loc"]).upper(), e["msg"])
-            for e in error.errors(include_url=False, include_input=False)
-        ]
-        raise InvalidArgumentError(problems=problems) from None
+def default_address() -> str:
+    """The resolver's ``HOST:PORT``: ``STELLWERK_ADDRESS``, else :data:`DEFAULT_ADDRESS`."""
+    return os.environ.get("STELLWERK_ADDRESS", "").strip() or DEFAULT_ADDRESS
 
 
 class BaseClient:
@@ -86,12 +83,12 @@ class BaseClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 -- the deadline of each later call
     ) -> Self:
-        """A client for ``address`` (default ``Settings().address``, env ``STELLWERK_ADDRESS``).
+        """A client for ``address`` (default: env ``STELLWERK_ADDRESS``, else ``127.0.0.1:50051``).
 
         Connecting is lazy, as in gRPC: an unreachable server shows up as ``UnavailableError``
         on the first call, at once, rather than here.
         """
-        target = address or load_settings().address
+        target = address or default_address()
         channel = open_channel(target)
         # Start the TCP/HTTP2 handshake now so that the first call does not pay for all of it.
         channel.get_state(try_to_connect=True)

@@ -9,13 +9,13 @@ from typing import TypeVar
 
 import grpc
 
-from stellwerk.core.errors import InvalidArgumentError, Problem, UnavailableError
-from stellwerk.core.grpc_errors import error_from_rpc
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 from ._channel import BaseClient, call, check_timeout
+from .errors import InvalidArgumentError, Problem, UnavailableError
+from .wire import error_from_rpc
 
 __all__ = ["WATCH_SEGMENT", "WorkflowClient"]
 
@@ -53,7 +53,7 @@ class WorkflowClient(BaseClient):
 
     ``await WorkflowClient.connect(address)`` or ``async with await WorkflowClient.connect()``.
     Every unary call has a deadline (the client's ``timeout``); every failure is raised as a
-    domain error from ``stellwerk.core.errors`` (``UnavailableError`` when the resolver or its
+    domain error from ``stellwerk_client.errors`` (``UnavailableError`` when the resolver or its
     NATS cannot be reached).
     """
 

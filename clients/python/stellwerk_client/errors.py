@@ -15,7 +15,9 @@ Every error a service, the client or the CLI raises on purpose is one of these::
     └── TaskError                 a task failed while running; its message is recorded on the task
         └── ReferenceResolutionError  a ``${...}`` reference could not be resolved at run time
 
-The mapping to gRPC status codes lives in one place, ``stellwerk.core.grpc_errors``.
+The mapping to gRPC status codes lives in one place, ``stellwerk_client.wire`` (servers apply
+it through ``stellwerk.core.grpc_errors``, which also re-exports this module as
+``stellwerk.core.errors``).
 
 ``DeadlineExceededError`` is a kind of ``UnavailableError`` rather than its sibling: both say
 "the call did not go through now; it may or may not have taken effect, and may be repeated", so

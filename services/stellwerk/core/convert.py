@@ -1,6 +1,7 @@
-"""Conversions between the domain (workflow model, KV records) and the contract messages.
+"""Conversions between the domain (KV records) and the contract messages.
 
-Kept in one module so that the wire shape of every type is decided in one place. Parameters,
+The workflow spec's own conversion lives with the model in the client distribution
+(``stellwerk_client.model``) and is re-exported here. Parameters,
 results and metadata travel as JSON text, never ``google.protobuf.Struct`` (which would turn
 every integer into a double).
 """
@@ -10,13 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stellwerk.core.errors import Problem, WorkflowInvalidError
-from stellwerk.core.model._parse import FAILED, parse_document
 from stellwerk.core.records import RunRecord, TaskRecord
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from stellwerk_client.model import spec_mapping_from_proto, spec_to_proto
 
 __all__ = [
     "run_to_proto",
@@ -26,19 +25,6 @@ __all__ = [
     "timestamp",
 ]
 
-_PRIORITY_TO_PB = {
-    "urgent": pb.PRIORITY_URGENT,
-    "high": pb.PRIORITY_HIGH,
-    "normal": pb.PRIORITY_NORMAL,
-    "low": pb.PRIORITY_LOW,
-}
-_PRIORITY_FROM_PB = {v: k for k, v in _PRIORITY_TO_PB.items()}
-_BACKOFF_TO_PB = {
-    "exponential": pb.BACKOFF_EXPONENTIAL,
-    "linear": pb.BACKOFF_LINEAR,
-    "fixed": pb.BACKOFF_FIXED,
-}
-_BACKOFF_FROM_PB = {v: k for k, v in _BACKOFF_TO_PB.items()}
 _RUN_STATE = {
     "RUNNING": pb.RUN_STATE_RUNNING,
     "COMPLETED": pb.RUN_STATE_COMPLETED,
@@ -63,132 +49,8 @@ def timestamp(epoch: float | None) -> Timestamp | None:
     return ts
 
 
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
 def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
-
-
-def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
-    """A ``WorkflowSpec`` model as its contract message."""
-    message = pb.WorkflowSpec(
-        id=spec.id or "",
-        name=spec.name,
-        description=spec.description,
-        metadata_json=_json_text(spec.metadata) if spec.metadata else "",
-    )
-    for task in spec.tasks:
-        item = message.tasks.add(
-            id=task.id,
-            name=task.name,
-            method=task.method,
-            protocol=task.protocol,
-            params_json=_json_text(task.params),
-            dependencies=list(task.dependencies),
-            priority=_PRIORITY_TO_PB[str(task.priority)],
-            metadata_json=_json_text(task.metadata) if task.metadata else "",
-        )
-        if task.timeout is not None:
-            item.timeout.CopyFrom(_duration(task.timeout))
-        if task.retry is not None:
-            item.retry.max_attempts = task.retry.max_attempts
-            item.retry.backoff = _BACKOFF_TO_PB[str(task.retry.backoff)]
-            item.retry.base_delay.CopyFrom(_duration(task.retry.base_delay))
-            item.retry.max_delay.CopyFrom(_duration(task.retry.max_delay))
-            item.retry.jitter = task.retry.jitter
-    return message
-
-
-def _parse_json(text: str, *, task: str | None, field: str, problems: list[Problem]) -> Any:
-    """A JSON field of a structured submit, read with the document path's defences (nesting,
-    duplicate keys, huge numbers), its problems re-labelled with the field."""
-    if not text:
-        return {}
-    found: list[Problem] = []
-    value = parse_document(text, "json", found)
-    if value is FAILED or found:
-        problems.extend(
-            Problem(task=task, field=field, message=f"is not valid JSON: {p.message}")
-            for p in found
-        )
-        return {}
-    return value
-
-
-def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
-    """The workflow document (the same mapping a YAML file gives) for a contract message, so a
-    structured submit goes through exactly the validation a file does. Raises
-    ``WorkflowInvalidError`` for fields that cannot even be read (bad JSON, unknown enums)."""
-    problems: list[Problem] = []
-    doc: dict[str, Any] = {"name": message.name} if message.name else {}
-    if message.id:
-        doc["id"] = message.id
-    if message.description:
-        doc["description"] = message.description
-    if message.metadata_json:
-        doc["metadata"] = _parse_json(
-            message.metadata_json, task=None, field="metadata_json", problems=problems
-        )
-    tasks: list[dict[str, Any]] = []
-    for position, task in enumerate(message.tasks):
-        label = task.id or task.name or f"#{position}"
-        item: dict[str, Any] = {}
-        for key in ("id", "name", "method", "protocol"):
-            if getattr(task, key):
-                item[key] = getattr(task, key)
-        item["params"] = _parse_json(
-            task.params_json, task=label, field="params_json", problems=problems
-        )
-        if task.dependencies:
-            item["dependencies"] = list(task.dependencies)
-        if task.priority != pb.PRIORITY_UNSPECIFIED:
-            if task.priority not in _PRIORITY_FROM_PB:
-                problems.append(
-                    Problem(
-                        task=label,
-                        field="priority",
-                        message=f"unknown priority value {task.priority}",
-                    )
-                )
-            else:
-                item["priority"] = _PRIORITY_FROM_PB[task.priority]
-        if task.HasField("timeout"):
-            item["timeout"] = task.timeout.ToNanoseconds() / 1e9
-        if task.HasField("retry"):
-            retry: dict[str, Any] = {}
-            if task.retry.max_attempts:
-                retry["max_attempts"] = task.retry.max_attempts
-            if task.retry.backoff != pb.BACKOFF_UNSPECIFIED:
-                if task.retry.backoff not in _BACKOFF_FROM_PB:
-                    problems.append(
-                        Problem(
-                            task=label,
-                            field="retry.backoff",
-                            message=f"unknown backoff value {task.retry.backoff}",
-                        )
-                    )
-                else:
-                    retry["backoff"] = _BACKOFF_FROM_PB[task.retry.backoff]
-            if task.retry.HasField("base_delay"):
-                retry["base_delay"] = task.retry.base_delay.ToNanoseconds() / 1e9
-            if task.retry.HasField("max_delay"):
-                retry["max_delay"] = task.retry.max_delay.ToNanoseconds() / 1e9
-            if task.retry.HasField("jitter"):
-                retry["jitter"] = task.retry.jitter
-            item["retry"] = retry
-        if task.metadata_json:
-            item["metadata"] = _parse_json(
-                task.metadata_json, task=label, field="metadata_json", problems=problems
-            )
-        tasks.append(item)
-    doc["tasks"] = tasks
-    if problems:
-        raise WorkflowInvalidError(problems=problems)
-    return doc
 
 
 def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:

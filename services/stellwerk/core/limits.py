@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stellwerk.core.errors import StellwerkError
+from stellwerk_client.wire import GRPC_MAX_MESSAGE_BYTES  # shared with the client
 
 __all__ = [
     "BOOKKEEPING",
@@ -35,10 +36,6 @@ __all__ = [
     "result_too_large",
 ]
 
-GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest gRPC message a server or client sends or accepts (gRPC's default is 4 MiB): a run of
-many tasks with large results is one reply, a large document one request. Servers and
-clients share this one figure, so neither refuses what the other may send."""
 
 HEADROOM = 1024
 """Bytes of each message kept for the headers that travel with it (``Nats-Msg-Id``, the

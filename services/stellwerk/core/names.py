@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
+
+from stellwerk_client.wire import is_run_id  # the client checks ids too
 
 __all__ = [
     "DISPATCH_STREAM",
@@ -63,18 +64,6 @@ TASKS_BUCKET = "stellwerk-tasks"
 """One document per task of a run: its definition, state, attempt and result."""
 EXECUTORS_BUCKET = "stellwerk-executors"
 """One registration per executor: its methods and when it was last seen."""
-
-
-RUN_ID_PATTERN = re.compile(r"[0-9a-f]{22}")
-"""The shape of every run id the resolver makes: 12 hex digits of milliseconds since the epoch,
-then 10 of randomness (so ids sort by creation). Anything else names no run: an id from outside
-is checked against this before it goes near a subject or a KV key, whose length and characters
-NATS limits (a 4 KiB key once closed the resolver's connection)."""
-
-
-def is_run_id(text: str) -> bool:
-    """Whether ``text`` has the shape of a run id (it may still name no run)."""
-    return RUN_ID_PATTERN.fullmatch(text) is not None
 
 
 def encode_token(text: str) -> str:

@@ -21,10 +21,9 @@ from ._common import (
     EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
 )
-from ._dev import cmd_dev
 from ._parser import build_parser
 from ._runs import cmd_list, cmd_run, cmd_status, cmd_submit, cmd_watch
-from ._serve import cmd_serve
+from ._serve import cmd_serve, server_missing
 from ._validate import cmd_validate
 
 __all__ = [
@@ -39,9 +38,20 @@ __all__ = [
 
 _EXIT_INTERRUPTED = 130
 
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """``stellwerk dev``, imported only here: it needs the server (nats-server, settings)."""
+    if (missing := server_missing("dev")) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_FAILED
+    from ._dev import cmd_dev
+
+    return cmd_dev(args)
+
+
 _SYNC: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
-    "dev": cmd_dev,
+    "dev": _cmd_dev,
 }
 _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": cmd_run,

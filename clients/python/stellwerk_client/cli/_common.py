@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from stellwerk.core.errors import (
+from .._channel import default_address
+from ..errors import (
     DeadlineExceededError,
     InvalidArgumentError,
     NotFoundError,
@@ -17,9 +18,7 @@ from stellwerk.core.errors import (
     UnavailableError,
     WorkflowInvalidError,
 )
-from stellwerk.core.model import WorkflowSpec, load_workflow_file
-
-from .._channel import load_settings
+from ..model import WorkflowSpec, load_workflow_file
 
 __all__ = [
     "EXIT_FAILED",
@@ -48,14 +47,6 @@ EXIT_UNAVAILABLE = 3
 again may help either way)."""
 EXIT_TIMEOUT = 4
 """``--timeout`` expired while the run goes on."""
-
-
-def default_address() -> str:
-    """The resolver address from ``STELLWERK_ADDRESS`` (default ``127.0.0.1:50051``).
-
-    Raises ``InvalidArgumentError`` when a ``STELLWERK_*`` variable is malformed.
-    """
-    return load_settings().address
 
 
 def emit_json(document: Any, out: TextIO | None = None) -> None:

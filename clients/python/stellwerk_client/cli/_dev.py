@@ -1,4 +1,8 @@
-"""``stellwerk dev``: the whole stack on this machine — nats-server and the three services."""
+"""``stellwerk dev``: the whole stack on this machine — nats-server and the three services.
+
+Needs the server distribution (``stellwerk``); the CLI imports this module only when ``dev``
+runs and the server is installed.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from stellwerk.core.errors import InvalidArgumentError
+from pydantic import ValidationError
+
 from stellwerk.core.natsd import NatsServer
 from stellwerk.core.settings import Settings
 
-from .._channel import load_settings
 from .._health import HealthProbe
+from ..errors import InvalidArgumentError, Problem
 from ._children import Child, exit_description, stop_all
 from ._common import EXIT_FAILED, EXIT_OK, report_problems
 
-__all__ = ["cmd_dev", "dev_environment"]
+__all__ = ["cmd_dev", "dev_environment", "load_settings"]
 
 _TICK = 0.1
 _GRACE_EXTRA = 5.0
@@ -51,6 +56,18 @@ def dev_environment(nats_url: str, cwd: Path, base: dict[str, str]) -> dict[str,
         if found:
             env["STELLWERK_SCRIPT_DIRS"] = os.pathsep.join(found)
     return env
+
+
+def load_settings() -> Settings:
+    """The ``STELLWERK_*`` settings; ``InvalidArgumentError`` naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [
+            Problem(None, "STELLWERK_" + "_".join(str(p) for p in e["loc"]).upper(), e["msg"])
+            for e in error.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidArgumentError(problems=problems) from None
 
 
 def _listen_addresses(settings: Settings) -> dict[str, str]:

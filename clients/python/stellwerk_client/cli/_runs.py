@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from stellwerk.core.errors import NotFoundError, StellwerkError, shorten
-from stellwerk.core.names import is_run_id
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
 from .._client import WorkflowClient
+from ..errors import NotFoundError, StellwerkError, shorten
+from ..wire import is_run_id
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,

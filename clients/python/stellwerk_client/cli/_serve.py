@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
 from ._common import EXIT_FAILED, EXIT_INVALID
 
-__all__ = ["SERVICES", "cmd_serve", "service_command"]
+__all__ = ["SERVICES", "cmd_serve", "server_missing", "service_command"]
 
 SERVICES = ("resolver", "executor", "monitor")
 """The services ``serve`` and ``dev`` start, in start order."""
+
+
+def server_missing(command: str) -> str | None:
+    """Why ``stellwerk COMMAND`` cannot run here (the server is not installed), else ``None``.
+
+    The client distribution installs without the server; ``serve`` and ``dev`` start services,
+    so they need it.
+    """
+    try:
+        found = importlib.util.find_spec("stellwerk.resolver") is not None
+    except ImportError:  # no top-level ``stellwerk`` package at all
+        found = False
+    if found:
+        return None
+    return (
+        f"stellwerk {command}: the Stellwerk server is not installed here (only the client is); "
+        "install the server distribution `stellwerk` (e.g. `pip install .` in a clone) to run "
+        "services"
+    )
 
 
 def service_command(name: str, args: list[str]) -> list[str]:
@@ -26,6 +46,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         message = f"unknown service {args.service!r}; choose one of {choices}"
         print(f"stellwerk serve: {message}", file=sys.stderr)
         return EXIT_INVALID
+    if (missing := server_missing("serve")) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_FAILED
     argv = service_command(args.service, list(args.service_args))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from stellwerk.core.errors import StellwerkError, WorkflowInvalidError
-
 from .._client import WorkflowClient
+from ..errors import StellwerkError, WorkflowInvalidError
 from ._common import EXIT_OK, emit_json, exit_for_error, read_workflow_file
 from ._runs import with_client
 

@@ -1,6 +1,7 @@
 """The workflow model: specs, loading, validation, references and the dependency graph.
 
-Pure Python (no NATS, no gRPC), shared by every service, the client and the CLI.
+Pure Python (no NATS, no gRPC): the client, the CLI and every service validate with it
+(``stellwerk.core.model`` re-exports it for the services).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from ._graph import WorkflowGraph
 from ._loader import load_workflow, load_workflow_file
 from ._parse import MAX_DOCUMENT_BYTES, read_document
+from ._proto import spec_mapping_from_proto, spec_to_proto
 from ._references import Reference, find_references, substitute
 from ._spec import MAX_ID_LENGTH, Backoff, Priority, RetryPolicy, TaskSpec, WorkflowSpec
 from ._validate import check_workflow, validate_workflow
@@ -29,6 +31,8 @@ __all__ = [
     "load_workflow",
     "load_workflow_file",
     "read_document",
+    "spec_mapping_from_proto",
+    "spec_to_proto",
     "substitute",
     "validate_workflow",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from stellwerk.core.errors import NotFoundError, Problem, WorkflowInvalidError
+from stellwerk_client.errors import NotFoundError, Problem, WorkflowInvalidError
 
 from ._spec import WorkflowSpec
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stellwerk.core.errors import NotFoundError, Problem, WorkflowInvalidError
+from stellwerk_client.errors import NotFoundError, Problem, WorkflowInvalidError
 
 from ._parse import FAILED, MAX_DOCUMENT_BYTES, Format, parse_document
 from ._spec import (

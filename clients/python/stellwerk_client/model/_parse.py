@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import yaml
 
-from stellwerk.core.errors import Problem, WorkflowInvalidError
+from stellwerk_client.errors import Problem, WorkflowInvalidError
 
 from ._values import describe
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stellwerk.core.errors import Problem, ReferenceResolutionError, WorkflowInvalidError
+from stellwerk_client.errors import Problem, ReferenceResolutionError, WorkflowInvalidError
 
 from ._values import MAX_DEPTH, describe, format_path
 

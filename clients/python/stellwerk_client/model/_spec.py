@@ -2,8 +2,8 @@
 
 A :class:`WorkflowSpec` is *well-formed* (every field has the right type and range) as soon as
 it exists; whether it is *valid* as a whole (known dependencies, no cycles, references inside
-the dependencies) is decided by :func:`~stellwerk.core.model.validate_workflow`.
-:func:`~stellwerk.core.model.load_workflow` returns only specs that are both.
+the dependencies) is decided by :func:`~stellwerk_client.model.validate_workflow`.
+:func:`~stellwerk_client.model.load_workflow` returns only specs that are both.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from stellwerk.core.errors import NotFoundError, shorten
+from stellwerk_client.errors import NotFoundError, shorten
 
 from ._values import check_json_value, describe
 
@@ -314,7 +314,7 @@ class WorkflowSpec(BaseModel):
 
     def to_proto(self) -> Any:
         """This workflow as a ``stellwerk.workflow.v1.WorkflowSpec`` message."""
-        from stellwerk.core.convert import spec_to_proto  # the contracts load only when used
+        from ._proto import spec_to_proto  # the contracts load only when used
 
         return spec_to_proto(self)
 
@@ -322,7 +322,7 @@ class WorkflowSpec(BaseModel):
     def from_proto(cls, message: Any) -> WorkflowSpec:
         """Load and validate a ``stellwerk.workflow.v1.WorkflowSpec`` message, exactly as a file
         with the same content; raises ``WorkflowInvalidError`` listing every problem."""
-        from stellwerk.core.convert import spec_mapping_from_proto
-        from stellwerk.core.model._loader import load_workflow
+        from ._loader import load_workflow
+        from ._proto import spec_mapping_from_proto
 
         return load_workflow(spec_mapping_from_proto(message))

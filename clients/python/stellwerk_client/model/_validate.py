@@ -6,7 +6,7 @@ import difflib
 from collections import Counter
 from collections.abc import Collection
 
-from stellwerk.core.errors import Problem, WorkflowInvalidError, clip, shorten
+from stellwerk_client.errors import Problem, WorkflowInvalidError, clip, shorten
 
 from ._graph import WorkflowGraph, cycle_problem
 from ._references import scan_references
