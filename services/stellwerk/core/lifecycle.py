@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
+from stellwerk.core import tracing
 from stellwerk.core.errors import StellwerkError, UnavailableError
 from stellwerk.core.grpc_errors import DomainErrorInterceptor
 from stellwerk.core.jetstream import Topology, cancel_requested, connect, ensure_topology
@@ -149,8 +150,9 @@ class Service(ABC):
         :class:`ServiceFailedError` (after the same drain) when the service failed."""
         # Created here, not in __init__: grpc.aio binds to the loop that is running.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        tracing.configure(f"stellwerk-{self.name}")  # from OTEL_*; off when nothing is set
         self._server = grpc.aio.server(
-            interceptors=[DomainErrorInterceptor()],
+            interceptors=[*tracing.server_interceptors(), DomainErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -196,6 +198,7 @@ class Service(ABC):
                 # reconnect loop; neither may keep a stopping service alive.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._nc.close(), timeout=5)
+            tracing.flush()  # export the spans still buffered (tracing on)
         if self._failure is not None:
             raise self._failure
 

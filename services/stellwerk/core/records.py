@@ -123,6 +123,8 @@ class _Document:
         """Serialise for KV."""
         doc = _shallow(self)
         doc["v"] = FORMAT_VERSION
+        if doc.get("trace", "") is None:  # written only with tracing on (readers before it)
+            del doc["trace"]
         return dumps(doc)
 
     @classmethod
@@ -170,6 +172,9 @@ class TaskRecord(_Document):
     executor_id: str | None = None
     dispatched_at: float | None = None
     ended_at: float | None = None
+    trace: str | None = None
+    """W3C ``traceparent`` of the run's submit (tracing on): dispatches without a span at hand
+    join the run's trace through it (``core/tracing``)."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""
@@ -201,6 +206,8 @@ class RunRecord(_Document):
     failed: bool = False
     error: str | None = None
     ended_at: float | None = None
+    trace: str | None = None
+    """W3C ``traceparent`` of the submit (tracing on): the run's trace."""
 
     def evolve(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` applied."""

@@ -31,7 +31,12 @@ class RunDocuments:
 
 
 def build_run_documents(
-    spec: WorkflowSpec, *, run_id: str, request_id: str = "", request_key: str = ""
+    spec: WorkflowSpec,
+    *,
+    run_id: str,
+    request_id: str = "",
+    request_key: str = "",
+    trace: str | None = None,
 ) -> RunDocuments:
     """Lay out ``spec`` as documents: dependents with their bit index, sinks numbered, roots
     already DISPATCHED (attempt 1) so the submit needs no second write before dispatching them."""
@@ -68,6 +73,7 @@ def build_run_documents(
                 settled_deps=new_bitmap(len(task.dependencies)),
                 attempt=1 if is_root else 0,
                 dispatched_at=now if is_root else None,
+                trace=trace,
             )
         )
     header = RunRecord(
@@ -82,5 +88,6 @@ def build_run_documents(
         request_key=request_key,
         metadata=spec.metadata,
         settled_sinks=new_bitmap(len(sink_index)),
+        trace=trace,
     )
     return RunDocuments(header=header, tasks=tasks)

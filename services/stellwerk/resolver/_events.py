@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -20,15 +21,50 @@ from nats.js import JetStreamContext
 from stellwerk.core import names
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
-from stellwerk.core.metrics import Counter, Histogram
+from stellwerk.core.metrics import LATENCY_BUCKETS, Counter, Histogram, Registry
 from stellwerk.core.progress import Outcome, Progress, decode_outcome, unreadable_outcome
 
-__all__ = ["EventConsumer"]
+__all__ = ["EventConsumer", "EventMetrics"]
 
 logger = logging.getLogger(__name__)
 
 _FETCH_BATCH = 256
 _EARLY_MAX_DELIVERIES = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EventMetrics:
+    """What the resolver measures about the events it applies."""
+
+    resolution: Histogram
+    lag: Histogram
+    applied: Counter
+    retries: Counter
+
+    @classmethod
+    def create(cls, registry: Registry) -> EventMetrics:
+        """Register the resolver's event metrics in ``registry``."""
+        return cls(
+            resolution=registry.histogram(
+                "stellwerk_dependency_resolution_seconds",
+                "Per task event: from its receipt to the acknowledged dispatch of the "
+                "dependents it made ready (dependency-resolution latency)",
+            ),
+            lag=registry.histogram(
+                "stellwerk_event_processing_lag_seconds",
+                "Per task event: from its storage in the events stream to its receipt by a "
+                "resolver (event processing lag)",
+                buckets=(*LATENCY_BUCKETS[:-1], 5.0, 10.0, 30.0, 60.0, 300.0),
+            ),
+            applied=registry.counter(
+                "stellwerk_events_applied", "Task events applied to their runs"
+            ),
+            retries=registry.counter(
+                "stellwerk_resolution_retries",
+                "Task events whose application must be tried again (NATS unavailable, a "
+                "compare-and-set lost too often, or an outcome ahead of its dispatch record)",
+            ),
+        )
 
 
 class EventConsumer:
@@ -40,15 +76,13 @@ class EventConsumer:
         js: JetStreamContext,
         progress: Progress,
         dedup_window: float,
-        resolution: Histogram,
-        applied: Counter,
+        metrics: EventMetrics,
         max_in_flight: int = 512,
     ) -> None:
         self._js = js
         self._progress = progress
         self._dedup_window = dedup_window
-        self._resolution = resolution
-        self._applied = applied
+        self._metrics = metrics
         self._max_in_flight = max_in_flight
         self._in_flight: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
@@ -77,7 +111,11 @@ class EventConsumer:
                     continue
                 received = time.perf_counter()
                 self._held += len(msgs)
+                wall = time.time()
                 for msg in msgs:
+                    stored_at = delivery_of(msg).stored_at
+                    if stored_at is not None:
+                        self._metrics.lag.observe(max(0.0, wall - stored_at))
                     run_id = names.run_of_event_subject(msg.subject)
                     queue = self._queues.get(run_id)
                     if queue is not None:  # that run's worker is busy: it takes this one next
@@ -148,6 +186,7 @@ class EventConsumer:
                 readable[0][2].run_id,
                 exc,
             )
+            self._metrics.retries.inc(len(readable))
             for msg, _, _ in readable:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1.0)
@@ -156,9 +195,10 @@ class EventConsumer:
         early_ids = {id(outcome) for outcome in early}
         for msg, received, outcome in readable:
             if id(outcome) in early_ids and await self._offer_again(msg, outcome):
+                self._metrics.retries.inc()
                 continue
-            self._resolution.observe(now - received)
-            self._applied.inc()
+            self._metrics.resolution.observe(now - received)
+            self._metrics.applied.inc()
             with contextlib.suppress(Exception):  # unacknowledged = redelivered: harmless
                 await msg.ack()
 

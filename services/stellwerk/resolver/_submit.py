@@ -23,7 +23,7 @@ import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
 from nats.js.kv import KeyValue
 
-from stellwerk.core import names
+from stellwerk.core import names, tracing
 from stellwerk.core.errors import (
     Problem,
     StellwerkError,
@@ -204,8 +204,13 @@ class Submitter:
                 if header is not None:
                     await self._redispatch_roots(header.value)
                     return header.value
+        tracing.note_run(run_id)
         docs = build_run_documents(
-            spec, run_id=run_id, request_id=request_id, request_key=request_key
+            spec,
+            run_id=run_id,
+            request_id=request_id,
+            request_key=request_key,
+            trace=tracing.traceparent(),  # the run's trace, for dispatches made later
         )
         try:
             await self._runs_kv.put(names.staging_key(run_id), dumps({"since": time.time()}))

@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from stellwerk.core import names
+from stellwerk.core import names, tracing
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
 from stellwerk.core.jetstream import last_message
 from stellwerk.core.limits import Limits, TooLargeError
@@ -85,15 +85,15 @@ class Dispatcher:
     async def publish(self, task: TaskRecord, data: bytes) -> None:
         """Publish one dispatch; a repeat within the dedup window is dropped by JetStream."""
         msg_id = names.dispatch_msg_id(task.run_id, task.id, task.attempt, task.generation)
-        try:
-            ack = await self._writer.publish(
-                names.dispatch_subject(task.method, task.run_id, task.id),
-                data,
-                {"Nats-Msg-Id": msg_id},
-            )
-        except UnavailableError as exc:
-            raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
-        ack.stored(f"the dispatch of {task.id!r}")
+        headers = {"Nats-Msg-Id": msg_id}
+        with tracing.dispatching(task, headers):  # nothing with tracing off
+            try:
+                ack = await self._writer.publish(
+                    names.dispatch_subject(task.method, task.run_id, task.id), data, headers
+                )
+            except UnavailableError as exc:
+                raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
+            ack.stored(f"the dispatch of {task.id!r}")
 
     async def dispatch_waiting(self, task: TaskRecord) -> bool:
         """Whether a dispatch of ``task`` waits (or is being worked on) in the dispatch stream."""
