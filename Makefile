@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 
 include mk/polyglot.mk
 include mk/proto.mk
+include mk/tracing.mk
 
 .PHONY: help
 help: ## List the targets
@@ -41,7 +42,7 @@ typecheck: install ## mypy --strict
 	$(BIN)/mypy
 
 .PHONY: test
-test: install lint typecheck proto-check ## Everything CI runs: lint, types, stale stubs, the whole suite
+test: install lint typecheck proto-check jaeger ## Everything CI runs: lint, types, stale stubs, the whole suite
 	$(BIN)/pytest
 
 .PHONY: chaos

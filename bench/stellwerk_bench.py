@@ -31,7 +31,7 @@ from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 __all__ = ["BenchConfig", "document", "run_stellwerk"]
 
 METHOD = "bench/noop"
-HISTOGRAM = "stellwerk_resolution_seconds"
+HISTOGRAM = "stellwerk_dependency_resolution_seconds"
 TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
 RPC_TIMEOUT = 120.0
 

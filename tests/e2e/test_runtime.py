@@ -281,10 +281,10 @@ async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer)
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
             text = reply.read().decode()
         counts = [
-            x for x in text.splitlines() if x.startswith("stellwerk_resolution_seconds_count")
+            x for x in text.splitlines() if x.startswith("stellwerk_dependency_resolution_seconds_count")
         ]
         assert counts and float(counts[0].split()[1]) == 4  # one per task event
-        assert 'stellwerk_resolution_seconds_bucket{le="+Inf"} 4' in text
+        assert 'stellwerk_dependency_resolution_seconds_bucket{le="+Inf"} 4' in text
     finally:
         resolver.terminate()
         executor.terminate()

@@ -169,6 +169,7 @@ class Topology:
     runs: KeyValue
     tasks: KeyValue
     executors: KeyValue
+    claims: KeyValue  # who runs a long attempt, for `explain` (never read on the hot path)
     writer: JetStreamWriter  # the hot path's publishes and compare-and-sets (core/publish.py)
 
 
@@ -240,7 +241,9 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         )
 
 
-async def _ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings) -> KeyValue:
+async def _ensure_bucket(
+    js: JetStreamContext, bucket: str, settings: Settings, *, ttl: float | None = None
+) -> KeyValue:
     try:
         kv = await js.key_value(bucket)
     except jserr.BucketNotFoundError:
@@ -252,6 +255,7 @@ async def _ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings) 
                     storage=StorageType.FILE,
                     replicas=settings.replicas,
                     direct=True,
+                    ttl=ttl,
                 )
             )
         except jserr.BadRequestError:
@@ -272,8 +276,11 @@ async def ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     runs = await _ensure_bucket(js, names.RUNS_BUCKET, settings)
     tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
     executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)
+    claims = await _ensure_bucket(js, names.CLAIMS_BUCKET, settings, ttl=names.CLAIMS_TTL)
     writer = await JetStreamWriter.open(nc)
-    return Topology(js=js, runs=runs, tasks=tasks, executors=executors, writer=writer)
+    return Topology(
+        js=js, runs=runs, tasks=tasks, executors=executors, claims=claims, writer=writer
+    )
 
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:

@@ -1,96 +1,73 @@
-"""A small Prometheus text endpoint: counters and histograms a service keeps about itself.
+"""Prometheus metrics of one service process, with prometheus-client, served at ``/metrics``.
 
-Deliberately tiny (no client library): ``GET /metrics`` on ``--metrics-listen`` /
-``STELLWERK_METRICS_LISTEN`` returns the text exposition format.
+Each service owns a :class:`Registry` (a ``CollectorRegistry`` of its own, not the library's
+global one), so several services in one test process never collide. ``GET /metrics`` on
+``--metrics-listen`` / ``STELLWERK_METRICS_LISTEN`` returns the text exposition format, served
+by a few lines of asyncio on the service's own loop (no thread, no second HTTP stack).
+
+Every metric name is defined here, once: the services create them through the ``Registry``
+methods, and the README lists them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 from collections.abc import Sequence
 
-__all__ = ["Counter", "Histogram", "MetricsServer", "Registry"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "TASK_DURATION_BUCKETS",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "MetricsServer",
+    "Registry",
+]
 
 # Fine around the 1 ms and 5 ms targets, so quantiles read from the buckets stay close to the truth.
 LATENCY_BUCKETS = (
     0.0002, 0.0004, 0.0006, 0.0008, 0.0009, 0.001, 0.0011, 0.00125, 0.0015, 0.00175, 0.002,
     0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
-
-
-class Counter:
-    """A monotonically increasing count."""
-
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self.value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount``."""
-        self.value += amount
-
-    def render(self) -> str:
-        """Exposition text."""
-        head = f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n"
-        return f"{head}{self.name} {self.value}\n"
-
-
-class Histogram:
-    """Observations counted into cumulative buckets (seconds)."""
-
-    def __init__(
-        self, name: str, help_text: str, buckets: Sequence[float] = LATENCY_BUCKETS
-    ) -> None:
-        self.name = name
-        self.help = help_text
-        self.buckets = tuple(sorted(buckets))
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        """Record one observation."""
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self) -> str:
-        """Exposition text."""
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        running = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            running += count
-            lines.append(f'{self.name}_bucket{{le="{bound}"}} {running}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {self.sum}")
-        lines.append(f"{self.name}_count {self.count}")
-        return "\n".join(lines) + "\n"
+TASK_DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
 
 
 class Registry:
-    """The metrics of one process."""
+    """The metrics of one process; each constructor registers one metric family."""
 
     def __init__(self) -> None:
-        self._metrics: list[Counter | Histogram] = []
+        self.collectors = CollectorRegistry(auto_describe=True)
 
-    def counter(self, name: str, help_text: str) -> Counter:
-        """Create and register a counter."""
-        metric = Counter(name, help_text)
-        self._metrics.append(metric)
-        return metric
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter (``name`` without the ``_total`` suffix, which the library adds)."""
+        return Counter(name, help_text, labelnames=labels, registry=self.collectors)
 
-    def histogram(self, name: str, help_text: str) -> Histogram:
-        """Create and register a histogram."""
-        metric = Histogram(name, help_text)
-        self._metrics.append(metric)
-        return metric
+    def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge."""
+        return Gauge(name, help_text, labelnames=labels, registry=self.collectors)
 
-    def render(self) -> str:
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        """A histogram in seconds."""
+        return Histogram(
+            name, help_text, labelnames=labels, buckets=buckets, registry=self.collectors
+        )
+
+    def render(self) -> bytes:
         """The whole exposition."""
-        return "".join(m.render() for m in self._metrics)
+        return generate_latest(self.collectors)
 
 
 class MetricsServer:
@@ -116,10 +93,11 @@ class MetricsServer:
         try:
             request = await asyncio.wait_for(reader.readline(), timeout=5)
             ok = request.startswith(b"GET /metrics")
-            body = self._registry.render().encode() if ok else b"not found\n"
+            body = self._registry.render() if ok else b"not found\n"
             status = b"200 OK" if ok else b"404 Not Found"
+            kind = CONTENT_TYPE_LATEST.encode() if ok else b"text/plain"
             writer.write(
-                b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                b"HTTP/1.0 " + status + b"\r\nContent-Type: " + kind + b"\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             await writer.drain()

@@ -12,6 +12,8 @@ import hashlib
 from stellwerk_client.wire import is_run_id  # the client checks ids too
 
 __all__ = [
+    "CLAIMS_BUCKET",
+    "CLAIMS_TTL",
     "DISPATCH_STREAM",
     "EVENTS_STREAM",
     "EVENT_FORMAT_VERSION",
@@ -20,6 +22,7 @@ __all__ = [
     "RESOLVER_CONSUMER",
     "RUNS_BUCKET",
     "TASKS_BUCKET",
+    "claim_key",
     "decode_token",
     "dispatch_consumer",
     "dispatch_filter",
@@ -63,6 +66,11 @@ RUNS_BUCKET = "stellwerk-runs"
 TASKS_BUCKET = "stellwerk-tasks"
 """One document per task of a run: its definition, state, attempt and result."""
 EXECUTORS_BUCKET = "stellwerk-executors"
+CLAIMS_BUCKET = "stellwerk-claims"
+"""Who holds the claim on a long-running attempt: written by the executor with each heartbeat
+(every lease/3, so attempts shorter than that never write one), read by ``ExplainRun`` only."""
+CLAIMS_TTL = 24 * 3600.0
+"""Claim records expire by themselves: nothing has to remove a dead executor's."""
 """One registration per executor: its methods and when it was last seen."""
 
 
@@ -152,6 +160,11 @@ def request_key(request_id: str) -> str:
 def finished_key(end_epoch: int, run_id: str) -> str:
     """Index of finished runs by end time, read by the retention janitor."""
     return f"fin.{end_epoch}.{run_id}"
+
+
+def claim_key(run_id: str, task_id: str) -> str:
+    """Key of a task's claim record in the claims bucket."""
+    return f"{run_id}.{encode_token(task_id)}"
 
 
 def task_key(run_id: str, task_id: str) -> str:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     retention: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Seconds a finished run stays queryable before it is removed from KV."""
     janitor_interval: float = Field(default=60.0, gt=0)
+    stuck_after: float = Field(default=300.0, gt=0)
+    """A RUNNING run without any task transition for this many seconds counts as stuck."""
+    queue_depth_limit: int = Field(default=10_000, ge=1)
+    """Messages waiting in one consumer above which the health report fails its queue check."""
+    gauge_interval: float = Field(default=5.0, gt=0)
+    """Seconds between refreshes of the monitor's gauges (workflows, stuck, queue depth)."""
     staging_grace: float = Field(default=600.0, gt=0)
     """Seconds after which an uncommitted (crashed) submit's parts are removed."""
     drain_timeout: float = Field(default=30.0, ge=0)

@@ -22,12 +22,14 @@ import json
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
 from stellwerk.core.errors import StellwerkError, TaskError
@@ -35,6 +37,7 @@ from stellwerk.core.handlers import TaskContext
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits, clip_error, result_too_large
+from stellwerk.core.metrics import TASK_DURATION_BUCKETS, Counter, Histogram, Registry
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
@@ -46,7 +49,7 @@ from stellwerk.executor.methods import MethodTable
 from stellwerk.executor.methods._invoke import with_deadline
 from stellwerk_api.events.v1 import events_pb2
 
-__all__ = ["TaskRunner"]
+__all__ = ["TaskMetrics", "TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,31 @@ class _Claim:
         self.handed_back = False  # its remote worker went away: give the delivery back now
 
 
+@dataclass(frozen=True, slots=True)
+class TaskMetrics:
+    """What an executor measures about the attempts it reports."""
+
+    tasks: Counter
+    duration: Histogram
+
+    @classmethod
+    def create(cls, registry: Registry) -> TaskMetrics:
+        """Register the executor's task metrics in ``registry``."""
+        return cls(
+            tasks=registry.counter(
+                "stellwerk_tasks",
+                "Attempts this executor reported, by method and outcome (succeeded, failed)",
+                labels=("method", "outcome"),
+            ),
+            duration=registry.histogram(
+                "stellwerk_task_duration_seconds",
+                "Handler time of the attempts this executor reported, by method",
+                labels=("method",),
+                buckets=TASK_DURATION_BUCKETS,
+            ),
+        )
+
+
 class TaskRunner:
     """Fetch loops (one per method consumer) feeding a bounded pool of running attempts."""
 
@@ -84,8 +112,12 @@ class TaskRunner:
         settings: Settings,
         executor_id: str,
         max_payload: int,
+        metrics: TaskMetrics | None = None,
         workers: WorkerHub | None = None,
+        claims: KeyValue | None = None,
     ) -> None:
+        self._metrics = metrics
+        self._claims_kv = claims
         self._nc = nc
         self._js = js
         self._writer = writer
@@ -215,7 +247,7 @@ class TaskRunner:
                 return
         claim = _Claim()
         self._claims.add(claim)
-        heartbeat = asyncio.create_task(self._heartbeat(msg, claim))
+        heartbeat = asyncio.create_task(self._heartbeat(msg, claim, dispatch))
         try:
             # A redelivered attempt may be the one that killed our predecessor: run such
             # suspects one at a time, so a poison task cannot take innocent ones down with it.
@@ -318,9 +350,11 @@ class TaskRunner:
         event.end_time.CopyFrom(_now_ts())
         return event
 
-    async def _heartbeat(self, msg: Msg, claim: _Claim) -> None:
+    async def _heartbeat(self, msg: Msg, claim: _Claim, dispatch: events_pb2.TaskDispatch) -> None:
         """Keep the delivery ours; if NATS has been unreachable for most of the lease, the claim
-        may already be someone else's: cancel the handler rather than run it twice at once."""
+        may already be someone else's: cancel the handler rather than run it twice at once.
+        Each beat also notes who holds the claim, for ``explain`` (long attempts only: the first
+        beat comes a third of a lease after the start)."""
         lease = self._settings.task_lease
         interval = max(0.2, lease / 3)
         last_sent = time.monotonic()
@@ -335,6 +369,19 @@ class TaskRunner:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     last_sent = time.monotonic()
+                    await self._note_claim(dispatch)
+
+    async def _note_claim(self, dispatch: events_pb2.TaskDispatch) -> None:
+        if self._claims_kv is None:
+            return
+        record = {
+            "executor": self.executor_id,
+            "attempt": dispatch.attempt,
+            "beat_at": time.time(),
+            "lease": self._settings.task_lease,
+        }
+        key = names.claim_key(dispatch.run_id, dispatch.task_id)
+        await self._claims_kv.put(key, json.dumps(record).encode())
 
     def _lose(self, claim: _Claim) -> None:
         claim.lost = True
@@ -432,7 +479,14 @@ class TaskRunner:
                 logger.warning("could not report %s (%s); retrying", msg_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED:
+        succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
+        if succeeded:
             self.completed += 1
         else:
             self.failed += 1
+        if self._metrics is not None:
+            outcome = "succeeded" if succeeded else "failed"
+            self._metrics.tasks.labels(dispatch.method, outcome).inc()
+            if event.HasField("start_time") and event.HasField("end_time"):
+                took = event.end_time.ToNanoseconds() - event.start_time.ToNanoseconds()
+                self._metrics.duration.labels(dispatch.method).observe(max(0, took) / 1e9)

@@ -19,7 +19,7 @@ from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
-from stellwerk.executor._runner import TaskRunner
+from stellwerk.executor._runner import TaskMetrics, TaskRunner
 from stellwerk.executor._servicer import ExecutorServicer
 from stellwerk.executor._workers import WorkerHub, WorkerServicer
 from stellwerk.executor.methods import MethodTable, build_method_table
@@ -74,6 +74,7 @@ class Executor(Service):
         self.executor_id = settings.executor_id
         self.started_at = time.time()
         self._runner: TaskRunner | None = None
+        self._task_metrics = TaskMetrics.create(self.metrics)
         self._registration: asyncio.Task[None] | None = None
         # The worker edge: methods served by remote workers over WorkerService (_workers.py).
         self.workers = WorkerHub(
@@ -128,6 +129,8 @@ class Executor(Service):
             settings=self.settings,
             executor_id=self.executor_id,
             max_payload=nc.max_payload,
+            metrics=self._task_metrics,
+            claims=topology.claims,
             workers=self.workers,
         )
         self._runner.start(consumers, self.supervise)

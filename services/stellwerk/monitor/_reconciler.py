@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.js.kv import KeyValue
 
@@ -44,6 +44,8 @@ class SweepReport:
     runs: int = 0
     redispatched: int = 0
     repropagated: int = 0
+    moved_runs: set[str] = field(default_factory=set)
+    """Runs this sweep had to move on (they count as stuck until the next sweep)."""
 
 
 class Reconciler:
@@ -85,6 +87,7 @@ class Reconciler:
                     continue
                 if await self._progress.redispatch(task):
                     report.redispatched += 1
+                    report.moved_runs.add(run.id)
             elif task.state.settled and self._unpropagated(task, tasks, run):
                 if (task.ended_at or 0) + self.stale_after > now:
                     continue
@@ -93,6 +96,7 @@ class Reconciler:
                 logger.info("re-propagating %s/%s", run.id, task.id)
                 await self._progress.propagate(task, may_republish=False)
                 report.repropagated += 1
+                report.moved_runs.add(run.id)
 
     @staticmethod
     def _unpropagated(task: TaskRecord, tasks: dict[str, TaskRecord], run: RunRecord) -> bool:

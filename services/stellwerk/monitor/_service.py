@@ -5,38 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.jetstream import Topology
 from stellwerk.core.lifecycle import Service, cancel_requested
+from stellwerk.core.monitoring import Health, MonitorServicer, assess
 from stellwerk.core.progress import Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
+from stellwerk.monitor._gauges import Gauges, refresh
 from stellwerk.monitor._janitor import Janitor
-from stellwerk.monitor._overview import build_overview
-from stellwerk.monitor._reconciler import Reconciler
+from stellwerk.monitor._reconciler import Reconciler, SweepReport
 from stellwerk_api.monitoring.v1 import monitor_service_pb2 as api
 from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as api_grpc
 
 __all__ = ["Monitor"]
 
 logger = logging.getLogger(__name__)
-
-
-class _MonitorServicer(api_grpc.MonitorServiceServicer):
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor = monitor
-
-    async def GetOverview(
-        self, request: api.GetOverviewRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> api.GetOverviewResponse:
-        topology = self._monitor.topology
-        return await build_overview(
-            runs=topology.runs, tasks=topology.tasks, executors=topology.executors
-        )
 
 
 class Monitor(Service):
@@ -47,10 +34,20 @@ class Monitor(Service):
     def __init__(self, settings: Settings, *, listen: str | None = None) -> None:
         super().__init__(settings, listen=listen or settings.monitor_listen)
         self._loops: list[asyncio.Task[None]] = []
+        self._dispatcher: Dispatcher | None = None
+        self.gauges = Gauges(self.metrics)
+        self._moved: set[str] = set()
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        api_grpc.add_MonitorServiceServicer_to_server(_MonitorServicer(self), server)
+        api_grpc.add_MonitorServiceServicer_to_server(
+            MonitorServicer(self._parts, self.settings), server
+        )
         return [api.DESCRIPTOR.services_by_name["MonitorService"].full_name]
+
+    def _parts(self) -> tuple[Topology, Dispatcher]:
+        topology = self.topology  # raises UnavailableError before NATS is ready
+        assert self._dispatcher is not None
+        return topology, self._dispatcher
 
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
         janitor = Janitor(
@@ -61,10 +58,11 @@ class Monitor(Service):
             settings=self.settings,
         )
         runs = run_store(topology.runs, cache_size=1)
+        self._dispatcher = Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload)
         progress = Progress(
             tasks=task_store(topology.tasks, cache_size=1),
             runs=runs,
-            dispatcher=Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload),
+            dispatcher=self._dispatcher,
         )
         reconciler = Reconciler(
             runs=topology.runs,
@@ -77,10 +75,37 @@ class Monitor(Service):
                 _every(self.settings.janitor_interval, "janitor", janitor.sweep), name="janitor"
             ),
             self.supervise(
-                _every(self.settings.reconcile_interval, "reconciler", reconciler.sweep),
+                _every(
+                    self.settings.reconcile_interval,
+                    "reconciler",
+                    lambda: self._reconcile(reconciler),
+                ),
                 name="reconciler",
             ),
+            self.supervise(
+                _every(self.settings.gauge_interval, "gauges", self._refresh_gauges),
+                name="gauges",
+            ),
         ]
+
+    async def _reconcile(self, reconciler: Reconciler) -> SweepReport:
+        report = await reconciler.sweep()
+        self._moved = report.moved_runs
+        return report
+
+    async def _refresh_gauges(self) -> int:
+        topology, dispatcher = self._parts()
+
+        async def assessment() -> Health:
+            return await assess(
+                js=topology.js,
+                runs=topology.runs,
+                tasks=topology.tasks,
+                dispatcher=dispatcher,
+                settings=self.settings,
+            )
+
+        return await refresh(assessment, self.gauges, self._moved)
 
     async def stop_work(self) -> None:
         for loop in self._loops:

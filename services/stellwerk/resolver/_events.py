@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from stellwerk.core import names
+from stellwerk.core import names, tracing
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import LATENCY_BUCKETS, Counter, Histogram, Registry
@@ -143,7 +143,8 @@ class EventConsumer:
                 batch = queue[:]
                 queue.clear()
                 try:
-                    await self._apply(batch)
+                    with tracing.resolving(batch):  # a stellwerk.resolve span (tracing on)
+                        await self._apply(batch)
                 finally:
                     self._held -= len(batch)
                     self._room.set()

@@ -11,13 +11,17 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
+from stellwerk.core.monitoring import MonitorServicer
 from stellwerk.core.progress import Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
-from stellwerk.resolver._events import EventConsumer
+from stellwerk.resolver._events import EventConsumer, EventMetrics
+from stellwerk.resolver._explain import Explainer
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as monitor_api
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as monitor_api_grpc
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
@@ -37,20 +41,39 @@ class Resolver(Service):
         self._reader: RunReader | None = None
         self._progress: Progress | None = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._resolution = self.metrics.histogram(
-            "stellwerk_resolution_seconds",
-            "Per task event: from its receipt to the acknowledged dispatch of the dependents it "
-            "made ready (dependency-resolution latency)",
-        )
-        self._events = self.metrics.counter(
-            "stellwerk_events_applied_total", "Task events applied to their runs"
-        )
+        self._event_metrics = EventMetrics.create(self.metrics)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_WorkflowServiceServicer_to_server(
-            WorkflowServicer(submitter=self._get_submitter, reader=self._get_reader), server
+            WorkflowServicer(
+                submitter=self._get_submitter,
+                reader=self._get_reader,
+                explainer=self._get_explainer,
+            ),
+            server,
         )
-        return [api.DESCRIPTOR.services_by_name["WorkflowService"].full_name]
+        # The monitor's API too, so one address (the resolver's) answers every CLI command.
+        monitor_api_grpc.add_MonitorServiceServicer_to_server(
+            MonitorServicer(self._monitor_parts, self.settings), server
+        )
+        return [
+            api.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+            monitor_api.DESCRIPTOR.services_by_name["MonitorService"].full_name,
+        ]
+
+    def _get_explainer(self) -> Explainer:
+        topology, dispatcher = self._monitor_parts()
+        return Explainer(
+            js=topology.js,
+            claims=topology.claims,
+            dispatcher=dispatcher,
+            lease=self.settings.task_lease,
+        )
+
+    def _monitor_parts(self) -> tuple[Topology, Dispatcher]:
+        topology = self.topology  # raises UnavailableError before NATS is ready
+        assert self._progress is not None
+        return topology, self._progress.dispatcher
 
     def _get_submitter(self) -> Submitter:
         if self._submitter is None:
@@ -91,8 +114,7 @@ class Resolver(Service):
             js=topology.js,
             progress=self._progress,
             dedup_window=self.settings.dedup_window,
-            resolution=self._resolution,
-            applied=self._events,
+            metrics=self._event_metrics,
         )
         self._loop_task = self.supervise(consumer.run(), name="resolver-events")
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import grpc
 
-from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto
+from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto, timestamp
 from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
+from stellwerk.resolver._explain import Explainer
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
@@ -24,6 +25,13 @@ _STATE_FILTER = {
     pb.RUN_STATE_RUNNING: RunState.RUNNING.value,
     pb.RUN_STATE_COMPLETED: RunState.COMPLETED.value,
     pb.RUN_STATE_FAILED: RunState.FAILED.value,
+}
+_TASK_STATE = {
+    "PENDING": pb.TASK_STATE_PENDING,
+    "DISPATCHED": pb.TASK_STATE_DISPATCHED,
+    "COMPLETED": pb.TASK_STATE_COMPLETED,
+    "FAILED": pb.TASK_STATE_FAILED,
+    "BLOCKED": pb.TASK_STATE_BLOCKED,
 }
 _MAX_REQUEST_ID = 256
 _MAX_VALIDATION_BYTES = 1024 * 1024
@@ -76,12 +84,17 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     """Submit, read and watch workflow runs."""
 
     def __init__(
-        self, *, submitter: Callable[[], Submitter], reader: Callable[[], RunReader]
+        self,
+        *,
+        submitter: Callable[[], Submitter],
+        reader: Callable[[], RunReader],
+        explainer: Callable[[], Explainer],
     ) -> None:
         # Callables, because the parts exist only once NATS is connected; before that they raise
         # UnavailableError, which the interceptor maps to UNAVAILABLE.
         self._submitter = submitter
         self._reader = reader
+        self._explainer = explainer
 
     async def StartRun(
         self, request: api.StartRunRequest, context: Context
@@ -140,3 +153,26 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
             if change.task is not None:
                 response.task.CopyFrom(task_to_proto(change.task))
             yield response
+
+    async def ExplainRun(
+        self, request: api.ExplainRunRequest, context: Context
+    ) -> api.ExplainRunResponse:
+        reader = self._reader()
+        run = await reader.header(request.run_id)
+        explained = await self._explainer()(run, await reader.tasks(run.id))
+        response = api.ExplainRunResponse(run=run_to_proto(run))
+        for item in explained:
+            entry = response.tasks.add(
+                task_id=item.task_id,
+                state=_TASK_STATE[item.state.value],
+                reason=api.WaitReason.Value(f"WAIT_REASON_{item.reason.value}"),
+                summary=item.summary,
+                waiting_for=item.waiting_for,
+                executor_id=item.executor_id,
+                queue_position=item.queue_position,
+            )
+            if (since := timestamp(item.since)) is not None:
+                entry.since_time.CopyFrom(since)
+            if (until := timestamp(item.until)) is not None:
+                entry.until_time.CopyFrom(until)
+        return response

@@ -1,5 +1,5 @@
 """The ``stellwerk`` command line: ``serve``, ``dev``, ``run``, ``submit``, ``status``,
-``watch``, ``list`` and ``validate``.
+``watch``, ``list``, ``validate``, ``health`` and ``explain``.
 
 Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or an unexpected error, 2 invalid
 input or unknown run id, 3 resolver unreachable or UNAVAILABLE, 4 ``--timeout`` expired while
@@ -21,6 +21,7 @@ from ._common import (
     EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
 )
+from ._inspect import cmd_explain, cmd_health
 from ._parser import build_parser
 from ._runs import cmd_list, cmd_run, cmd_status, cmd_submit, cmd_watch
 from ._serve import cmd_serve, server_missing
@@ -60,6 +61,8 @@ _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "watch": cmd_watch,
     "list": cmd_list,
     "validate": cmd_validate,
+    "health": cmd_health,
+    "explain": cmd_explain,
 }
 
 

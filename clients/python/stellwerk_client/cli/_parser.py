@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--all", action="store_true", help="follow every page")
 
+    health = commands.add_parser(
+        "health", help="run the installation's health checks (exit 1 when one fails)"
+    )
+    _address(health)
+    _json(health, "the report")
+
+    explain = commands.add_parser(
+        "explain", help="say what each unfinished task of a run waits for"
+    )
+    explain.add_argument("id", metavar="ID", help="run id")
+    _address(explain)
+    _json(explain, "the explanation")
+
     validate = commands.add_parser(
         "validate",
         help="check a workflow file offline; with --address, the resolver checks it too "

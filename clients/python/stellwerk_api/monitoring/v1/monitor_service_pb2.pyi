@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stellwerk_api.workflow.v1 import workflow_pb2 as _workflow_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CheckStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_STATUS_UNSPECIFIED: _CheckStatus.ValueType  # 0
+    """Never used by the server."""
+    CHECK_STATUS_OK: _CheckStatus.ValueType  # 1
+    """The check passes."""
+    CHECK_STATUS_FAILING: _CheckStatus.ValueType  # 2
+    """The check fails; see HealthCheck.details."""
+
+class CheckStatus(_CheckStatus, metaclass=_CheckStatusEnumTypeWrapper):
+    """Whether one health check passes."""
+
+CHECK_STATUS_UNSPECIFIED: CheckStatus.ValueType  # 0
+"""Never used by the server."""
+CHECK_STATUS_OK: CheckStatus.ValueType  # 1
+"""The check passes."""
+CHECK_STATUS_FAILING: CheckStatus.ValueType  # 2
+"""The check fails; see HealthCheck.details."""
+Global___CheckStatus: _TypeAlias = CheckStatus  # noqa: Y015
 
 @_typing.final
 class RunStateCount(_message.Message):
@@ -168,3 +193,132 @@ class GetOverviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOverviewResponse: _TypeAlias = GetOverviewResponse  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """One health check of the installation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The check's name: `progress` (runs that stopped moving), `queue_depth` (messages waiting
+    in a consumer) or `consistency` (KV against what the streams hold).
+    """
+    status: Global___CheckStatus.ValueType
+    """Whether it passes."""
+    summary: _builtins.str
+    """One line saying what was found."""
+    @_builtins.property
+    def details(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One line per finding (bounded; the summary gives the total)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: Global___CheckStatus.ValueType = ...,
+        summary: _builtins.str = ...,
+        details: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "name", b"name", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
+
+@_typing.final
+class QueueDepth(_message.Message):
+    """How many messages wait in one consumer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    CONSUMER_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    ACK_PENDING_FIELD_NUMBER: _builtins.int
+    stream: _builtins.str
+    """The stream, e.g. STELLWERK_DISPATCH."""
+    consumer: _builtins.str
+    """The durable consumer, e.g. `resolver` or `dispatch-<method>`."""
+    pending: _builtins.int
+    """Messages not yet delivered."""
+    ack_pending: _builtins.int
+    """Messages delivered and not yet acknowledged (claimed, running)."""
+    def __init__(
+        self,
+        *,
+        stream: _builtins.str = ...,
+        consumer: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        ack_pending: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_pending", b"ack_pending", "consumer", b"consumer", "pending", b"pending", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueDepth: _TypeAlias = QueueDepth  # noqa: Y015
+
+@_typing.final
+class GetHealthReportRequest(_message.Message):
+    """Request of GetHealthReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHealthReportRequest: _TypeAlias = GetHealthReportRequest  # noqa: Y015
+
+@_typing.final
+class GetHealthReportResponse(_message.Message):
+    """Response of GetHealthReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    healthy: _builtins.bool
+    """True when every check passes."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthCheck]:
+        """The checks, in a fixed order."""
+
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueDepth]:
+        """Depth of every Stellwerk consumer."""
+
+    @_builtins.property
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
+        """When the report was made."""
+
+    def __init__(
+        self,
+        *,
+        healthy: _builtins.bool = ...,
+        checks: _abc.Iterable[Global___HealthCheck] | None = ...,
+        queues: _abc.Iterable[Global___QueueDepth] | None = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "checks", b"checks", "healthy", b"healthy", "queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHealthReportResponse: _TypeAlias = GetHealthReportResponse  # noqa: Y015

@@ -41,6 +41,11 @@ class MonitorServiceStub:
                 request_serializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewRequest.SerializeToString,
                 response_deserializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewResponse.FromString,
                 _registered_method=True)
+        self.GetHealthReport = channel.unary_unary(
+                '/stellwerk.monitoring.v1.MonitorService/GetHealthReport',
+                request_serializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportResponse.FromString,
+                _registered_method=True)
 
 
 class MonitorServiceServicer:
@@ -55,6 +60,17 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealthReport(self, request, context):
+        """GetHealthReport runs the installation's health checks: progress (running runs without a
+        transition for STELLWERK_STUCK_AFTER seconds), queue depth (any consumer holding more than
+        STELLWERK_QUEUE_DEPTH_LIMIT messages) and consistency (tasks whose dispatch or propagation
+        is missing from the streams for longer than the reconciler needs to repair it). The
+        resolver answers it too, so one address serves every command of the CLI.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +78,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.GetOverview,
                     request_deserializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewRequest.FromString,
                     response_serializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewResponse.SerializeToString,
+            ),
+            'GetHealthReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealthReport,
+                    request_deserializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportRequest.FromString,
+                    response_serializer=stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +114,33 @@ class MonitorService:
             '/stellwerk.monitoring.v1.MonitorService/GetOverview',
             stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewRequest.SerializeToString,
             stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealthReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.monitoring.v1.MonitorService/GetHealthReport',
+            stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportRequest.SerializeToString,
+            stellwerk_dot_monitoring_dot_v1_dot_monitor__service__pb2.GetHealthReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,13 @@ class MonitorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MonitorServiceAsyncStub: ...
     GetOverview: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetOverviewRequest, _monitor_service_pb2.GetOverviewResponse]
     """GetOverview counts runs and tasks by state and lists the known executors."""
+    GetHealthReport: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetHealthReportRequest, _monitor_service_pb2.GetHealthReportResponse]
+    """GetHealthReport runs the installation's health checks: progress (running runs without a
+    transition for STELLWERK_STUCK_AFTER seconds), queue depth (any consumer holding more than
+    STELLWERK_QUEUE_DEPTH_LIMIT messages) and consistency (tasks whose dispatch or propagation
+    is missing from the streams for longer than the reconciler needs to repair it). The
+    resolver answers it too, so one address serves every command of the CLI.
+    """
 
 @_typing.type_check_only
 class MonitorServiceAsyncStub(MonitorServiceStub):
@@ -47,6 +54,13 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOverview: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetOverviewRequest, _monitor_service_pb2.GetOverviewResponse]  # type: ignore[assignment]
     """GetOverview counts runs and tasks by state and lists the known executors."""
+    GetHealthReport: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetHealthReportRequest, _monitor_service_pb2.GetHealthReportResponse]  # type: ignore[assignment]
+    """GetHealthReport runs the installation's health checks: progress (running runs without a
+    transition for STELLWERK_STUCK_AFTER seconds), queue depth (any consumer holding more than
+    STELLWERK_QUEUE_DEPTH_LIMIT messages) and consistency (tasks whose dispatch or propagation
+    is missing from the streams for longer than the reconciler needs to repair it). The
+    resolver answers it too, so one address serves every command of the CLI.
+    """
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
     """MonitorService reports the state of the whole installation, read from the KV buckets and
@@ -60,5 +74,18 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.GetOverviewResponse, _abc.Awaitable[_monitor_service_pb2.GetOverviewResponse]]:
         """GetOverview counts runs and tasks by state and lists the known executors."""
+
+    @_abc_1.abstractmethod
+    def GetHealthReport(
+        self,
+        request: _monitor_service_pb2.GetHealthReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_service_pb2.GetHealthReportResponse, _abc.Awaitable[_monitor_service_pb2.GetHealthReportResponse]]:
+        """GetHealthReport runs the installation's health checks: progress (running runs without a
+        transition for STELLWERK_STUCK_AFTER seconds), queue depth (any consumer holding more than
+        STELLWERK_QUEUE_DEPTH_LIMIT messages) and consistency (tasks whose dispatch or propagation
+        is missing from the streams for longer than the reconciler needs to repair it). The
+        resolver answers it too, so one address serves every command of the CLI.
+        """
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

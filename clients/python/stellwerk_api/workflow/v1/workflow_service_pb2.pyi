@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from stellwerk_api.workflow.v1 import workflow_pb2 as _workflow_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +20,58 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WaitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAIT_REASON_UNSPECIFIED: _WaitReason.ValueType  # 0
+    """Never used by the server."""
+    WAIT_REASON_DEPENDENCIES: _WaitReason.ValueType  # 1
+    """Dependencies have not finished (TaskExplanation.waiting_for names them)."""
+    WAIT_REASON_QUEUED: _WaitReason.ValueType  # 2
+    """Dispatched and waiting in its method's queue for an executor."""
+    WAIT_REASON_CLAIMED: _WaitReason.ValueType  # 3
+    """An executor has claimed the attempt and runs it (or ran it and is reporting)."""
+    WAIT_REASON_RETRY: _WaitReason.ValueType  # 4
+    """Waiting for a retry (reserved: retries come with failure handling)."""
+    WAIT_REASON_BREAKER: _WaitReason.ValueType  # 5
+    """Held by an open circuit breaker (reserved: breakers come with failure handling)."""
+    WAIT_REASON_BLOCKED: _WaitReason.ValueType  # 6
+    """Will not run: a task it depends on failed (TaskExplanation.waiting_for names it)."""
+    WAIT_REASON_LOST: _WaitReason.ValueType  # 7
+    """Dispatched, but neither its dispatch nor an outcome is in the streams: the reconciler
+    re-sends it (or, with no monitor running, nothing will).
+    """
+    WAIT_REASON_REPORTED: _WaitReason.ValueType  # 8
+    """Its outcome is stored and waits to be applied by a resolver."""
+
+class WaitReason(_WaitReason, metaclass=_WaitReasonEnumTypeWrapper):
+    """What holds a task that has not ended."""
+
+WAIT_REASON_UNSPECIFIED: WaitReason.ValueType  # 0
+"""Never used by the server."""
+WAIT_REASON_DEPENDENCIES: WaitReason.ValueType  # 1
+"""Dependencies have not finished (TaskExplanation.waiting_for names them)."""
+WAIT_REASON_QUEUED: WaitReason.ValueType  # 2
+"""Dispatched and waiting in its method's queue for an executor."""
+WAIT_REASON_CLAIMED: WaitReason.ValueType  # 3
+"""An executor has claimed the attempt and runs it (or ran it and is reporting)."""
+WAIT_REASON_RETRY: WaitReason.ValueType  # 4
+"""Waiting for a retry (reserved: retries come with failure handling)."""
+WAIT_REASON_BREAKER: WaitReason.ValueType  # 5
+"""Held by an open circuit breaker (reserved: breakers come with failure handling)."""
+WAIT_REASON_BLOCKED: WaitReason.ValueType  # 6
+"""Will not run: a task it depends on failed (TaskExplanation.waiting_for names it)."""
+WAIT_REASON_LOST: WaitReason.ValueType  # 7
+"""Dispatched, but neither its dispatch nor an outcome is in the streams: the reconciler
+re-sends it (or, with no monitor running, nothing will).
+"""
+WAIT_REASON_REPORTED: WaitReason.ValueType  # 8
+"""Its outcome is stored and waits to be applied by a resolver."""
+Global___WaitReason: _TypeAlias = WaitReason  # noqa: Y015
 
 @_typing.final
 class StartRunRequest(_message.Message):
@@ -316,3 +370,115 @@ class ValidateWorkflowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidateWorkflowResponse: _TypeAlias = ValidateWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class ExplainRunRequest(_message.Message):
+    """Request of ExplainRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRunRequest: _TypeAlias = ExplainRunRequest  # noqa: Y015
+
+@_typing.final
+class TaskExplanation(_message.Message):
+    """Why one task has not ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    UNTIL_TIME_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task's id."""
+    state: _workflow_pb2.TaskState.ValueType
+    """Its state."""
+    reason: Global___WaitReason.ValueType
+    """What holds it."""
+    summary: _builtins.str
+    """One line for people, e.g. "waits for b, c" or "queued since 12:00:01, 3 ahead of it"."""
+    executor_id: _builtins.str
+    """The executor holding its claim (CLAIMED), when known."""
+    queue_position: _builtins.int
+    """Messages ahead of its dispatch in its method's queue (QUEUED)."""
+    @_builtins.property
+    def waiting_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks it waits for (DEPENDENCIES), or the failed task that blocks it (BLOCKED)."""
+
+    @_builtins.property
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """Since when it waits in its current reason; unset when unknown."""
+
+    @_builtins.property
+    def until_time(self) -> _timestamp_pb2.Timestamp:
+        """When the claim lapses unless renewed (CLAIMED), or the retry is due (RETRY); unset if none."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        state: _workflow_pb2.TaskState.ValueType = ...,
+        reason: Global___WaitReason.ValueType = ...,
+        summary: _builtins.str = ...,
+        waiting_for: _abc.Iterable[_builtins.str] | None = ...,
+        since_time: _timestamp_pb2.Timestamp | None = ...,
+        executor_id: _builtins.str = ...,
+        until_time: _timestamp_pb2.Timestamp | None = ...,
+        queue_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time", "until_time", b"until_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "queue_position", b"queue_position", "reason", b"reason", "since_time", b"since_time", "state", b"state", "summary", b"summary", "task_id", b"task_id", "until_time", b"until_time", "waiting_for", b"waiting_for"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskExplanation: _TypeAlias = TaskExplanation  # noqa: Y015
+
+@_typing.final
+class ExplainRunResponse(_message.Message):
+    """Response of ExplainRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _workflow_pb2.Run:
+        """The run, in RUN_VIEW_BASIC."""
+
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskExplanation]:
+        """One entry per task that has not ended, in file order."""
+
+    def __init__(
+        self,
+        *,
+        run: _workflow_pb2.Run | None = ...,
+        tasks: _abc.Iterable[Global___TaskExplanation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRunResponse: _TypeAlias = ExplainRunResponse  # noqa: Y015

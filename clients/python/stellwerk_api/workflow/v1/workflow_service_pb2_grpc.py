@@ -65,6 +65,11 @@ class WorkflowServiceStub:
                 request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.SerializeToString,
                 response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ExplainRun = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/ExplainRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -120,6 +125,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainRun(self, request, context):
+        """ExplainRun says, for every task of a run that has not ended, what it waits for.
+        NOT_FOUND if no run has this id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +160,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ValidateWorkflow,
                     request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.FromString,
                     response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.SerializeToString,
+            ),
+            'ExplainRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,6 +308,33 @@ class WorkflowService:
             '/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow',
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowRequest.SerializeToString,
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ValidateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/ExplainRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

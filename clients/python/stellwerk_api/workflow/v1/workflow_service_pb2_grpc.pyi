@@ -62,6 +62,10 @@ class WorkflowServiceStub:
     """ValidateWorkflow checks a workflow without running it and reports every problem found.
     An invalid workflow is a normal answer here (not an error): see the response's problems.
     """
+    ExplainRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ExplainRunRequest, _workflow_service_pb2.ExplainRunResponse]
+    """ExplainRun says, for every task of a run that has not ended, what it waits for.
+    NOT_FOUND if no run has this id.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -96,6 +100,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     ValidateWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ValidateWorkflowRequest, _workflow_service_pb2.ValidateWorkflowResponse]  # type: ignore[assignment]
     """ValidateWorkflow checks a workflow without running it and reports every problem found.
     An invalid workflow is a normal answer here (not an error): see the response's problems.
+    """
+    ExplainRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ExplainRunRequest, _workflow_service_pb2.ExplainRunResponse]  # type: ignore[assignment]
+    """ExplainRun says, for every task of a run that has not ended, what it waits for.
+    NOT_FOUND if no run has this id.
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +166,16 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workflow_service_pb2.ValidateWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.ValidateWorkflowResponse]]:
         """ValidateWorkflow checks a workflow without running it and reports every problem found.
         An invalid workflow is a normal answer here (not an error): see the response's problems.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainRun(
+        self,
+        request: _workflow_service_pb2.ExplainRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ExplainRunResponse, _abc.Awaitable[_workflow_service_pb2.ExplainRunResponse]]:
+        """ExplainRun says, for every task of a run that has not ended, what it waits for.
+        NOT_FOUND if no run has this id.
         """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
