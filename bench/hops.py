@@ -1,6 +1,7 @@
 """Per-hop latency of a chain of no-op tasks, with 1 or 2 resolvers (services as processes).
 
 .venv/bin/python -m bench.hops --tasks 200 --resolvers 1 --runs 3
+.venv/bin/python -m bench.hops --tasks 200 --runs 3 --method test/anoop --tracing   # into Jaeger
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 import grpc
 from tests.e2e.conftest import HANDLER_ENV, serving
+from tests.support.jaeger import Jaeger
 from tests.support.polling import eventually
 from tests.support.processes import ServiceProcess
 
@@ -44,12 +46,13 @@ async def one_run(stub: wf_grpc.WorkflowServiceAsyncStub, n: int, method: str) -
     return (end - started) / n * 1000
 
 
-async def main(n: int, resolvers: int, runs: int, method: str) -> None:
+async def main(n: int, resolvers: int, runs: int, method: str, tracing: bool = False) -> None:
     server = NatsServer.start_new()
-    procs = [
-        ServiceProcess("resolver", server.url, env=HANDLER_ENV).start() for _ in range(resolvers)
-    ]
-    procs.append(ServiceProcess("executor", server.url, env=HANDLER_ENV).start())
+    # Tracing on: every service exports every span to a real Jaeger over OTLP/gRPC.
+    jaeger = Jaeger.start_new() if tracing else None
+    env = {**HANDLER_ENV, **(jaeger.otel_env("grpc") if jaeger else {})}
+    procs = [ServiceProcess("resolver", server.url, env=env).start() for _ in range(resolvers)]
+    procs.append(ServiceProcess("executor", server.url, env=env).start())
     try:
         for proc in procs:
             await eventually(lambda p=proc: serving(p.address), timeout=60)
@@ -58,13 +61,16 @@ async def main(n: int, resolvers: int, runs: int, method: str) -> None:
             await one_run(stub, 10, method)  # warm up
             hops = [await one_run(stub, n, method) for _ in range(runs)]
         print(
-            f"chain of {n} {method}, {resolvers} resolver(s): ms per hop median "
+            f"chain of {n} {method}, {resolvers} resolver(s), tracing "
+            f"{'on' if tracing else 'off'}: ms per hop median "
             f"{statistics.median(hops):.2f} (min {min(hops):.2f}, max {max(hops):.2f}, {runs} runs)"
         )
     finally:
         for proc in procs:
             proc.terminate()
         server.stop()
+        if jaeger is not None:
+            jaeger.stop()
 
 
 if __name__ == "__main__":
@@ -73,5 +79,8 @@ if __name__ == "__main__":
     parser.add_argument("--resolvers", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--method", default="test/noop", help="test/noop (sync) or test/anoop")
+    parser.add_argument(
+        "--tracing", action="store_true", help="export spans to a Jaeger (make jaeger builds it)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.resolvers, args.runs, args.method))
+    asyncio.run(main(args.tasks, args.resolvers, args.runs, args.method, args.tracing))
