@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,16 @@ def test_ready_line_names_every_part(dev: Dev) -> None:
     assert dev.env["STELLWERK_ADDRESS"] in dev.ready_line
 
 
+def test_dev_gives_each_service_its_own_metrics_port(dev: Dev) -> None:
+    metrics = dev.ready_line.rpartition("; metrics ")[2].split(", ")
+    addresses = dict(part.split(" ", 1) for part in metrics)
+    assert sorted(addresses) == ["executor", "monitor", "resolver"]
+    assert len(set(addresses.values())) == 3
+    for address in addresses.values():
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            assert b"# TYPE" in reply.read()
+
+
 def test_run_the_example_to_completion(dev: Dev) -> None:
     result = dev.cli("run", str(SIMPLE), "--json")
     assert result.returncode == 0, result.stderr
@@ -288,7 +299,7 @@ def test_dev_with_an_outside_nats_leaves_it_running(tmp_path: Path) -> None:
     nats = NatsServer.start_new(tmp_path / "outside")
     try:
         dev = _start_dev(tmp_path / "unused", "--nats-url", nats.url)
-        assert dev.ready_line.endswith(f"nats {nats.url}")
+        assert f"nats {nats.url}; metrics " in dev.ready_line
         assert len(_children(dev.process.pid)) == 3  # no nats-server of its own
         finished = dev.cli("run", str(SIMPLE))
         assert finished.returncode == 0, finished.stderr

@@ -20,6 +20,7 @@ from ._serve import service_command
 __all__ = ["Child", "exit_description", "stop_all"]
 
 _LISTENING = re.compile(r"^stellwerk (\w+) listening on (\S+)\s*$")
+_METRICS = re.compile(r"^stellwerk (\w+) metrics on (\S+)\s*$")
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Child:
     address: str
     process: subprocess.Popen[bytes]
     _bound: str | None = field(default=None, init=False)
+    metrics: str | None = field(default=None, init=False)
+    """The ``/metrics`` address the service reported, if it serves one."""
     _pump: threading.Thread | None = field(default=None, init=False)
 
     @classmethod
@@ -62,6 +65,9 @@ class Child:
             match = _LISTENING.match(line)
             if match is not None and match.group(1) == self.name and self._bound is None:
                 self._bound = match.group(2)
+            metrics = _METRICS.match(line)
+            if metrics is not None and metrics.group(1) == self.name:
+                self.metrics = metrics.group(2)
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(line)
                 sys.stderr.flush()

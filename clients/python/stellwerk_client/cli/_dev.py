@@ -78,6 +78,13 @@ def _listen_addresses(settings: Settings) -> dict[str, str]:
     }
 
 
+def _metrics(settings: Settings) -> str:
+    """``--metrics-listen`` of every child: the host of ``STELLWERK_METRICS_LISTEN`` (default
+    127.0.0.1) with port 0, so each service picks a free port and prints it."""
+    host = settings.metrics_listen.rpartition(":")[0] or "127.0.0.1"
+    return f"{host}:0"
+
+
 def _probe_ready(child: Child) -> bool:
     """Whether ``child`` can be probed: its address is known (port 0 is known once reported)."""
     return child.reported or not child.address.endswith(":0")
@@ -116,7 +123,11 @@ async def _supervise(
                         waiting.discard(child.name)
                 if not waiting:
                     where = ", ".join(f"{c.name} {c.bound_address}" for c in children)
-                    print(f"stellwerk dev ready: {where}, nats {nats_url}", flush=True)
+                    metrics = ", ".join(f"{c.name} {c.metrics}" for c in children if c.metrics)
+                    print(
+                        f"stellwerk dev ready: {where}, nats {nats_url}; metrics {metrics}",
+                        flush=True,
+                    )
                 elif not warned and time.monotonic() - started > _SLOW_START:
                     warned = True
                     names = ", ".join(sorted(waiting))
@@ -158,7 +169,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for name, address in _listen_addresses(settings).items():
             if stop.signal is not None:
                 return EXIT_OK
-            flags = ["--nats-url", nats_url, "--listen", address]
+            # Each service its own /metrics port (a shared STELLWERK_METRICS_LISTEN would clash).
+            flags = [
+                "--nats-url",
+                nats_url,
+                "--listen",
+                address,
+                "--metrics-listen",
+                _metrics(settings),
+            ]
             children.append(Child.spawn(name, flags, env, address))
         # Only now: threads must not exist while children are forked with a preexec_fn.
         for child in children:
