@@ -42,7 +42,7 @@ typecheck: install ## mypy --strict
 	$(BIN)/mypy
 
 .PHONY: test
-test: install lint typecheck proto-check jaeger ## Everything CI runs: lint, types, stale stubs, the whole suite
+test: install tools lint lint-polyglot typecheck proto-check jaeger ## Everything CI runs: lint, types, stale stubs, the whole suite (Go and TypeScript too)
 	$(BIN)/pytest
 
 .PHONY: chaos
