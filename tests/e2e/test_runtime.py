@@ -280,9 +280,8 @@ async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer)
             )
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
             text = reply.read().decode()
-        counts = [
-            x for x in text.splitlines() if x.startswith("stellwerk_dependency_resolution_seconds_count")
-        ]
+        name = "stellwerk_dependency_resolution_seconds"
+        counts = [x for x in text.splitlines() if x.startswith(f"{name}_count")]
         assert counts and float(counts[0].split()[1]) == 4  # one per task event
         assert 'stellwerk_dependency_resolution_seconds_bucket{le="+Inf"} 4' in text
     finally:
