@@ -283,7 +283,7 @@ async def test_resolver_serves_its_resolution_histogram(nats_server: NatsServer)
         name = "stellwerk_dependency_resolution_seconds"
         counts = [x for x in text.splitlines() if x.startswith(f"{name}_count")]
         assert counts and float(counts[0].split()[1]) == 4  # one per task event
-        assert 'stellwerk_dependency_resolution_seconds_bucket{le="+Inf"} 4' in text
+        assert f'{name}_bucket{{le="+Inf"}} 4.0' in text
     finally:
         resolver.terminate()
         executor.terminate()
