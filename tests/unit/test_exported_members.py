@@ -248,6 +248,22 @@ EXPORTED: dict[str, list[str]] = {
         "run_store",
         "task_store",
     ],
+    "stellwerk.core.tracing": [
+        "configure",
+        "dispatching",
+        "enabled",
+        "exporters_wanted",
+        "flush",
+        "install",
+        "note_run",
+        "reporting",
+        "resolving",
+        "server_interceptors",
+        "task_span",
+        "task_started",
+        "traceparent",
+        "uninstall",
+    ],
 }
 
 
