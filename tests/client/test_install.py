@@ -84,3 +84,22 @@ async def test_the_installed_client_runs_a_workflow_on_a_live_stack(
     )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["state"] == "COMPLETED"
+    # The library itself: a workflow built in code, run by the async client.
+    used = _python(
+        client_venv,
+        f"""
+        import asyncio
+        from stellwerk_client import Client, WorkflowBuilder
+
+        async def main():
+            flow = WorkflowBuilder("installed")
+            add = flow.task("add", "mcp/tool.add", {{"a": 40, "b": 2}})
+            async with await Client.connect({address!r}) as client:
+                run = await client.run(flow.build(), timeout=60)
+            print(run.state.value, run.results["add"]["result"])
+
+        asyncio.run(main())
+        """,
+    )
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == ["COMPLETED", "42"]

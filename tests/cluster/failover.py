@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
-from stellwerk_client import WorkflowClient
+from stellwerk_client import Client, Run, TaskState
 from tests.chaos.cluster import FIXTURES, serving, stable_port
 from tests.chaos.ledger import analyse, read_ledger
 from tests.chaos.workload import WorkflowPlan, random_workflow
@@ -37,7 +37,7 @@ __all__ = ["PHASES", "ClusterStack", "Phase", "PhaseResult", "run_phases"]
 T = TypeVar("T")
 _CLAIM_LOST = re.compile(r"lost the claim on (?P<run>[^/\s]+)/(?P<task>.+) attempt (?P<att>\d+)")
 
-_COMMITTED = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED)
+_COMMITTED = (TaskState.COMPLETED, TaskState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -193,19 +193,17 @@ class Feeder:
         self.rng = rng
         self.inflight = inflight
         self.plans: dict[str, WorkflowPlan] = {}
-        self.finals: dict[str, pb.Run] = {}
+        self.finals: dict[str, Run] = {}
         self.errors: list[str] = []
         self._stop = asyncio.Event()
-        self._clients: list[WorkflowClient] = []
+        self._clients: list[Client] = []
         self._turn = 0
 
-    def _next(self) -> WorkflowClient:
+    def _next(self) -> Client:
         self._turn += 1
         return self._clients[self._turn % len(self._clients)]
 
-    async def _retry(
-        self, what: str, call: Callable[[WorkflowClient], Awaitable[T]], deadline: float
-    ) -> T:
+    async def _retry(self, what: str, call: Callable[[Client], Awaitable[T]], deadline: float) -> T:
         delay = 0.1
         while True:
             try:
@@ -222,7 +220,7 @@ class Feeder:
         request_id = uuid.uuid4().hex
         deadline = time.monotonic() + 240
 
-        async def submit(client: WorkflowClient) -> pb.Run:
+        async def submit(client: Client) -> Run:
             return await client.submit(
                 plan.document(), request_id=request_id, allow_unregistered=True
             )
@@ -230,7 +228,7 @@ class Feeder:
         run = await self._retry("submit", submit, deadline)
         self.plans[run.run_id] = plan
 
-        async def wait(client: WorkflowClient) -> pb.Run:
+        async def wait(client: Client) -> Run:
             return await client.wait(run.run_id, timeout=30)
 
         final = await self._retry("wait", wait, deadline)
@@ -244,7 +242,7 @@ class Feeder:
 
     async def run(self) -> None:
         """Feed until :meth:`stop`, then finish the workflows in flight."""
-        self._clients = [await WorkflowClient.connect(a) for a in self.addresses]
+        self._clients = [await Client.connect(a) for a in self.addresses]
         try:
             await asyncio.gather(*(self._lane(i) for i in range(self.inflight)))
         finally:
@@ -335,18 +333,18 @@ def _judge(
         if final is None:
             problems.append(f"run {run_id} never ended")
             continue
-        if final.state != plan.expected_state:
-            problems.append(f"run {run_id}: {pb.RunState.Name(final.state)} ({final.error})")
+        if final.state.to_proto() != plan.expected_state:
+            problems.append(f"run {run_id}: {final.state.value} ({final.error})")
         tasks = {t.task_id: t for t in final.tasks}
         for task_id, want in plan.expected().items():
             got = tasks.get(task_id)
-            if got is None or got.state != want.state:
+            if got is None or pb.TaskState.Value(f"TASK_STATE_{got.state.value}") != want.state:
                 problems.append(f"run {run_id} task {task_id}: {got.state if got else 'missing'}")
                 continue
-            if got.state in _COMMITTED and got.HasField("end_time"):
-                commits[(run_id, task_id)] = got.end_time.ToNanoseconds() / 1e9
-            if want.result is not None and got.result_json != str(want.result):
-                problems.append(f"run {run_id} task {task_id}: result {got.result_json}")
+            if got.state in _COMMITTED and got.ended_at is not None:
+                commits[(run_id, task_id)] = got.ended_at.timestamp()
+            if want.result is not None and got.result != want.result:
+                problems.append(f"run {run_id} task {task_id}: result {got.result}")
     executions, bad = read_ledger(stack.ledger)
     mine = [e for e in executions if e.run in feeder.plans]
     if bad:

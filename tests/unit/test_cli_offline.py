@@ -32,7 +32,8 @@ from stellwerk.core.natsd import free_port
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
-from stellwerk_client import WorkflowClient, wait_for_health
+from stellwerk_client import Client, RunState, Validation, wait_for_health
+from stellwerk_client._types import Run
 from stellwerk_client.cli import main
 from stellwerk_client.cli._children import exit_description, stop_all
 from stellwerk_client.cli._dev import dev_environment
@@ -448,7 +449,7 @@ def _finished_run(run_id: str = "r1") -> pb.Run:
 
 
 def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
-    document = run_json(_finished_run())
+    document = run_json(Run.from_proto(_finished_run()))
     assert (document["run_id"], document["workflow_id"]) == ("r1", "demo-file")
     assert document["workflow_name"] == "demo"
     # The first release's keys stay, as documented aliases.
@@ -481,7 +482,7 @@ def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
 
 
 def test_human_summary_prints_results_as_compact_json() -> None:
-    lines = run_summary(_finished_run())
+    lines = run_summary(Run.from_proto(_finished_run()))
     assert lines[0] == "run r1 (demo): COMPLETED"
     assert any(
         line.split()
@@ -722,9 +723,9 @@ async def test_wait_reconnects_after_a_broken_stream(fake: tuple[FakeResolver, s
     servicer.runs["r"] = _finished_run("r")
     servicer.runs["r"].state = pb.RUN_STATE_RUNNING
     servicer.watch_script = ["unavailable", "end_early", "finish"]
-    async with await WorkflowClient.connect(address, timeout=5) as client:
+    async with await Client.connect(address, timeout=5) as client:
         run = await client.wait("r", timeout=20)
-    assert run.state == pb.RUN_STATE_COMPLETED
+    assert run.state is RunState.COMPLETED
     assert servicer.watch_calls == 3
 
 
@@ -732,9 +733,9 @@ async def test_wait_gives_up_when_the_resolver_stays_away(fake: tuple[FakeResolv
     servicer, address = fake
     servicer.runs["r"] = _finished_run("r")
     servicer.watch_script = ["unavailable"] * 100
-    async with await WorkflowClient.connect(address, timeout=5) as client:
+    async with await Client.connect(address, timeout=5) as client:
         with pytest.raises(UnavailableError):
-            async for _ in client.follow("r", reconnect_window=0.5):
+            async for _ in client.watch("r", reconnect_window=0.5):
                 pass
         with pytest.raises(TimeoutError):
             await client.wait("r", timeout=0.3)
@@ -742,19 +743,17 @@ async def test_wait_gives_up_when_the_resolver_stays_away(fake: tuple[FakeResolv
 
 async def test_client_errors_are_domain_errors(fake: tuple[FakeResolver, str]) -> None:
     _, address = fake
-    async with await WorkflowClient.connect(address) as client:
+    async with await Client.connect(address) as client:
         with pytest.raises(NotFoundError):
             await client.get("missing")
         with pytest.raises(InvalidArgumentError):
-            await client.submit()
-        with pytest.raises(InvalidArgumentError):
-            await client.submit("tasks: []", workflow=pb.WorkflowSpec())
+            await client.submit(42)  # type: ignore[arg-type]
         with pytest.raises(WorkflowInvalidError) as invalid:
             await client.submit("tasks: [{id: a, method: unknown/method}]")
         assert invalid.value.problems == (
             Problem("a", "method", "unknown method 'unknown/method'"),
         )
-    async with await WorkflowClient.connect(_dead_address()) as client:
+    async with await Client.connect(_dead_address()) as client:
         with pytest.raises(UnavailableError):
             await client.get("x")
 
@@ -762,18 +761,17 @@ async def test_client_errors_are_domain_errors(fake: tuple[FakeResolver, str]) -
 async def test_validate_returns_every_problem(fake: tuple[FakeResolver, str]) -> None:
     _, address = fake
     document = "tasks: [{id: a, method: unknown/method}]"
-    async with await WorkflowClient.connect(address) as client:
-        assert await client.validate(document) == [
-            Problem("a", "method", "unknown method"),
-            Problem(None, "name", "too long"),
-        ]
-        assert await client.validate(document, allow_unregistered=True) == []
+    async with await Client.connect(address) as client:
+        assert await client.validate(document) == Validation(
+            (Problem("a", "method", "unknown method"), Problem(None, "name", "too long")), 1
+        )
+        assert (await client.validate(document, allow_unregistered=True)).valid
 
 
 async def test_connect_refuses_a_nonsense_timeout() -> None:
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(InvalidArgumentError, match="timeout"):
-            await WorkflowClient.connect(_dead_address(), timeout=bad)
+            await Client.connect(_dead_address(), timeout=bad)
 
 
 async def test_wait_for_health_is_false_when_nothing_listens() -> None:

@@ -1,21 +1,90 @@
-"""Python client of Stellwerk: submit workflows, follow runs, look at executors and the monitor.
+"""Python client of Stellwerk: submit workflows, follow their runs, build workflows in code.
 
-``stellwerk_client.cli`` is the ``stellwerk`` command line built on it.
+::
+
+    from stellwerk_client import Client, WorkflowBuilder
+
+    flow = WorkflowBuilder("numbers")
+    add = flow.task("add", "mcp/tool.add", {"a": 40, "b": 2})
+    flow.task("double", "mcp/tool.multiply", {"a": add.result, "b": 2})
+
+    async with await Client.connect("127.0.0.1:50051") as client:
+        run = await client.run(flow.build())
+        print(run.state, run.results)
+
+:class:`SyncClient` offers the same calls without an event loop. Every error is a
+:class:`StellwerkError` (the tree: :mod:`stellwerk_client.errors`). ``stellwerk_client.cli`` is
+the ``stellwerk`` command line built on it.
 """
 
 from __future__ import annotations
 
-from ._channel import DEFAULT_TIMEOUT
-from ._client import WATCH_SEGMENT, WorkflowClient
+from ._channel import DEFAULT_TIMEOUT, RetryConfig
+from ._client import WATCH_SEGMENT, Client, RunPage, Workflow
 from ._health import HealthProbe, wait_for_health
 from ._services import ExecutorClient, MonitorClient
+from ._sync import SyncClient
+from ._types import (
+    ExecutorInfo,
+    ExecutorStatus,
+    Method,
+    Overview,
+    Run,
+    RunChange,
+    RunState,
+    TaskRun,
+    TaskState,
+    Validation,
+)
+from .errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    Problem,
+    StellwerkError,
+    UnavailableError,
+    WorkflowInvalidError,
+    WrongStateError,
+)
+from .model import Ref, TaskHandle, WorkflowBuilder, WorkflowSpec, load_workflow
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "WATCH_SEGMENT",
+    "AlreadyExistsError",
+    "Client",
+    "ConflictError",
+    "DeadlineExceededError",
     "ExecutorClient",
+    "ExecutorInfo",
+    "ExecutorStatus",
     "HealthProbe",
+    "InvalidArgumentError",
+    "Method",
     "MonitorClient",
-    "WorkflowClient",
+    "NotFoundError",
+    "Overview",
+    "Problem",
+    "Ref",
+    "RetryConfig",
+    "Run",
+    "RunChange",
+    "RunPage",
+    "RunState",
+    "StellwerkError",
+    "SyncClient",
+    "TaskHandle",
+    "TaskRun",
+    "TaskState",
+    "UnavailableError",
+    "Validation",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowInvalidError",
+    "WorkflowSpec",
+    "WrongStateError",
+    "load_workflow",
     "wait_for_health",
 ]

@@ -1,4 +1,8 @@
-"""The commands that talk to the resolver: run, submit, status, watch, list."""
+"""The commands that talk to the resolver: run, submit, status, watch, list.
+
+``run`` and ``watch`` follow the run: in a terminal with a live display (``_live``), otherwise
+one plain line per change; ``--json`` prints only the final document.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+from rich.console import Console
 
-from .._client import WorkflowClient
+from .._client import Client
+from .._types import Run, RunChange, RunState, TaskState
 from ..errors import NotFoundError, StellwerkError, shorten
 from ..wire import is_run_id
 from ._common import (
@@ -20,7 +25,8 @@ from ._common import (
     exit_for_error,
     read_workflow_file,
 )
-from ._render import iso_time, run_json, run_state, run_summary, task_change_line
+from ._live import LiveRun
+from ._render import iso_time, run_json, run_summary, task_change_line
 
 __all__ = [
     "STATE_NAMES",
@@ -32,57 +38,66 @@ __all__ = [
     "with_client",
 ]
 
-_STATES = {
-    "RUNNING": pb.RUN_STATE_RUNNING,
-    "COMPLETED": pb.RUN_STATE_COMPLETED,
-    "FAILED": pb.RUN_STATE_FAILED,
-}
-STATE_NAMES = tuple(_STATES)
+STATE_NAMES = tuple(state.value for state in RunState if state is not RunState.UNSPECIFIED)
 
-_Body = Callable[[WorkflowClient], Awaitable[int]]
+_Body = Callable[[Client], Awaitable[int]]
 
 
-def _finished(run: pb.Run) -> bool:
-    return run.state not in (pb.RUN_STATE_RUNNING, pb.RUN_STATE_UNSPECIFIED)
+async def _plain(client: Client, run_id: str, timeout: float | None) -> None:  # noqa: ASYNC109
+    """One line per task state seen (a renewed watch repeats states: each is printed once)."""
+    seen: dict[str, TaskState] = {}
+    async for change in client.watch(run_id, timeout=timeout):
+        task = change.task
+        if task is not None and seen.get(task.task_id) is not task.state:
+            seen[task.task_id] = task.state
+            print(task_change_line(task), flush=True)
+
+
+async def _live(client: Client, run_id: str, timeout: float | None) -> None:  # noqa: ASYNC109
+    """The live display: every task of the run (read first), updated with each change."""
+    console = Console(highlight=False)
+    changes = client.watch(run_id, timeout=timeout)
+    with LiveRun(console, await client.get(run_id, tasks=True)) as live:
+        change: RunChange
+        async for change in changes:
+            live.update(change.run, change.task)
 
 
 async def _follow(
-    client: WorkflowClient,
+    client: Client,
     run_id: str,
     *,
     as_json: bool,
-    timeout: float | None,  # noqa: ASYNC109 -- the --timeout flag, passed to follow()
+    timeout: float | None,  # noqa: ASYNC109 -- the --timeout flag, passed to watch()
 ) -> int:
     """Follow a run to its end, print it, and return 0 (COMPLETED), 1 (FAILED) or 4 (timeout)."""
-    seen: dict[str, int] = {}
     timed_out = False
     try:
-        async for change in client.follow(run_id, timeout=timeout):
-            if as_json or not change.HasField("task"):
-                continue
-            task = change.task
-            # A renewed watch repeats the current state; print each state of a task once.
-            if seen.get(task.task_id) != task.state:
-                seen[task.task_id] = task.state
-                print(task_change_line(task), flush=True)
+        if as_json:
+            async for _ in client.watch(run_id, timeout=timeout):
+                pass
+        elif sys.stdout.isatty():
+            await _live(client, run_id, timeout)
+        else:
+            await _plain(client, run_id, timeout)
     except TimeoutError:
         timed_out = True
-    run = await client.get(run_id, full=True)
-    if timed_out and not _finished(run):
+    run = await client.get(run_id, tasks=True)
+    if timed_out and not run.finished:
         if as_json:
             emit_json(run_json(run))
         else:
             print(
-                f"run {run_id} is still {run_state(run.state)} after {timeout:g} s; "
+                f"run {run_id} is still {run.state.value} after {timeout:g} s; "
                 f"follow it with: stellwerk watch {run_id}",
                 flush=True,
             )
         return EXIT_TIMEOUT
     _print_run(run, as_json=as_json)
-    return EXIT_OK if run.state == pb.RUN_STATE_COMPLETED else EXIT_FAILED
+    return EXIT_OK if run.state is RunState.COMPLETED else EXIT_FAILED
 
 
-def _print_run(run: pb.Run, *, as_json: bool) -> None:
+def _print_run(run: Run, *, as_json: bool) -> None:
     if as_json:
         emit_json(run_json(run))
     else:
@@ -95,7 +110,7 @@ async def with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
     address = args.address or ""
     try:
         address = address or default_address()
-        async with await WorkflowClient.connect(address) as client:
+        async with await Client.connect(address) as client:
             return await body(client)
     except StellwerkError as exc:
         return exit_for_error(exc, prog=prog, address=address, as_json=getattr(args, "json", False))
@@ -116,7 +131,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     except StellwerkError as exc:
         return exit_for_error(exc, prog="stellwerk run", address="", as_json=args.json)
 
-    async def body(client: WorkflowClient) -> int:
+    async def body(client: Client) -> int:
         run = await client.submit(
             workflow.text,
             document_format=workflow.format,
@@ -140,7 +155,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     except StellwerkError as exc:
         return exit_for_error(exc, prog="stellwerk submit", address="", as_json=False)
 
-    async def body(client: WorkflowClient) -> int:
+    async def body(client: Client) -> int:
         run = await client.submit(
             workflow.text,
             document_format=workflow.format,
@@ -159,8 +174,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if not is_run_id(args.id):
         return _unknown_id(args.id, "stellwerk status", as_json=args.json)
 
-    async def body(client: WorkflowClient) -> int:
-        _print_run(await client.get(args.id, full=True), as_json=args.json)
+    async def body(client: Client) -> int:
+        _print_run(await client.get(args.id, tasks=True), as_json=args.json)
         return EXIT_OK
 
     return await with_client(args, "stellwerk status", body)
@@ -171,10 +186,10 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     if not is_run_id(args.id):
         return _unknown_id(args.id, "stellwerk watch", as_json=args.json)
 
-    async def body(client: WorkflowClient) -> int:
+    async def body(client: Client) -> int:
         if not args.json:
-            run = await client.get(args.id, full=False)
-            print(f"run {run.run_id} ({run.workflow_name}): {run_state(run.state)}", flush=True)
+            run = await client.get(args.id, tasks=False)
+            print(f"run {run.run_id} ({run.workflow_name}): {run.state.value}", flush=True)
         return await _follow(client, args.id, as_json=args.json, timeout=args.timeout)
 
     return await with_client(args, "stellwerk watch", body)
@@ -182,18 +197,18 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 async def cmd_list(args: argparse.Namespace) -> int:
     """``stellwerk list``: one tab-separated line per run: id, state, name, created."""
-    state = _STATES[args.state] if args.state else pb.RUN_STATE_UNSPECIFIED
+    state = RunState(args.state) if args.state else None
 
-    async def body(client: WorkflowClient) -> int:
+    async def body(client: Client) -> int:
         token = ""
         while True:
-            runs, token = await client.list(page_size=args.page_size, page_token=token, state=state)
-            for run in runs:
-                created = iso_time(run, "create_time") or "-"
+            page = await client.list_page(state=state, page_size=args.page_size, page_token=token)
+            for run in page.runs:
+                created = iso_time(run.created_at) or "-"
                 print(
-                    f"{run.run_id}\t{run_state(run.state)}\t{run.workflow_name}\t{created}",
-                    flush=True,
+                    f"{run.run_id}\t{run.state.value}\t{run.workflow_name}\t{created}", flush=True
                 )
+            token = page.next_page_token
             if not token:
                 return EXIT_OK
             if not args.all:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._client import WorkflowClient
+from .._client import Client
 from ..errors import StellwerkError, WorkflowInvalidError
 from ._common import EXIT_OK, emit_json, exit_for_error, read_workflow_file
 from ._runs import with_client
@@ -26,14 +26,14 @@ async def cmd_validate(args: argparse.Namespace) -> int:
         return exit_for_error(exc, prog=_PROG, address="", as_json=args.json)
     count = len(workflow.spec.tasks)
 
-    async def remote(client: WorkflowClient) -> int:
-        problems = await client.validate(
+    async def remote(client: Client) -> int:
+        verdict = await client.validate(
             workflow.text,
             document_format=workflow.format,
             allow_unregistered=args.allow_unregistered,
         )
-        if problems:
-            raise WorkflowInvalidError(problems=problems)
+        if not verdict.valid:
+            raise WorkflowInvalidError(problems=verdict.problems)
         return _valid(count, as_json=args.json)
 
     if args.address is None:

@@ -6,6 +6,7 @@ Pure Python (no NATS, no gRPC): the client, the CLI and every service validate w
 
 from __future__ import annotations
 
+from ._builder import Ref, TaskHandle, WorkflowBuilder
 from ._graph import WorkflowGraph
 from ._loader import load_workflow, load_workflow_file
 from ._parse import MAX_DOCUMENT_BYTES, read_document
@@ -21,9 +22,12 @@ __all__ = [
     "MAX_PARAMS_BYTES",
     "Backoff",
     "Priority",
+    "Ref",
     "Reference",
     "RetryPolicy",
+    "TaskHandle",
     "TaskSpec",
+    "WorkflowBuilder",
     "WorkflowGraph",
     "WorkflowSpec",
     "check_workflow",

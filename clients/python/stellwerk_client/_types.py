@@ -1,0 +1,292 @@
+"""What the client returns: typed, immutable values converted from the contract messages.
+
+Protobuf messages stay in the transport layer; every call of :class:`~stellwerk_client.Client`
+returns these. JSON values (task results) keep their JSON types (``100`` stays an integer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from google.protobuf.message import Message
+
+from stellwerk_api.execution.v1 import executor_service_pb2 as exe
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
+from stellwerk_api.workflow.v1 import workflow_pb2 as pb
+
+from .errors import NotFoundError, Problem, shorten
+
+__all__ = [
+    "ExecutorInfo",
+    "ExecutorStatus",
+    "Method",
+    "Overview",
+    "Run",
+    "RunChange",
+    "RunState",
+    "TaskRun",
+    "TaskState",
+    "Validation",
+]
+
+
+class RunState(StrEnum):
+    """The state of a run (``UNSPECIFIED``: a state this client does not know)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (COMPLETED or FAILED)."""
+        return self in (RunState.COMPLETED, RunState.FAILED)
+
+    def to_proto(self) -> pb.RunState.ValueType:
+        """The contract's enum value."""
+        return pb.RunState.Value(f"RUN_STATE_{self.value}")
+
+
+class TaskState(StrEnum):
+    """The state of one task of a run (``UNSPECIFIED``: a state this client does not know)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    PENDING = "PENDING"
+    DISPATCHED = "DISPATCHED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    BLOCKED = "BLOCKED"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task is settled: COMPLETED, FAILED or BLOCKED (it will not run)."""
+        return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.BLOCKED)
+
+
+def _enum(kind: type[RunState] | type[TaskState], descriptor: Any, value: int, prefix: str) -> Any:
+    try:
+        return kind(str(descriptor.Name(value)).removeprefix(prefix))
+    except ValueError:  # a newer server may send a state this client does not know
+        return kind.UNSPECIFIED
+
+
+def _time(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    stamp = getattr(message, field)
+    result: datetime = stamp.ToDatetime(tzinfo=UTC)
+    return result
+
+
+def _json(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:  # a correct server never sends it; keep the text rather than fail
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """One task of a run as the resolver reports it."""
+
+    task_id: str
+    name: str
+    method: str
+    state: TaskState
+    attempts: int
+    """The attempt the task is at (1 for its first run)."""
+    result: Any = None
+    """The handler's output with its JSON types; ``None`` until COMPLETED."""
+    error: str | None = None
+    """Why it FAILED or is BLOCKED."""
+    dependencies: tuple[str, ...] = ()
+    dispatched_at: datetime | None = None
+    ended_at: datetime | None = None
+    executor_id: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from dispatch to end (``None`` until both are known)."""
+        if self.dispatched_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.dispatched_at).total_seconds()
+
+    @classmethod
+    def from_proto(cls, message: pb.TaskRun) -> TaskRun:
+        """Convert the contract message."""
+        return cls(
+            task_id=message.task_id,
+            name=message.name,
+            method=message.method,
+            state=_enum(TaskState, pb.TaskState, message.state, "TASK_STATE_"),
+            attempts=message.attempts,
+            result=_json(message.result_json),
+            error=message.error or None,
+            dependencies=tuple(message.dependencies),
+            dispatched_at=_time(message, "dispatch_time"),
+            ended_at=_time(message, "end_time"),
+            executor_id=message.executor_id or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One execution of a workflow: its state and (in the full view) every task."""
+
+    run_id: str
+    workflow_id: str | None
+    """The ``id`` written in the workflow (``None`` when it has none)."""
+    workflow_name: str
+    state: RunState
+    task_count: int
+    tasks: tuple[TaskRun, ...] = ()
+    """Every task in document order; empty in the views without tasks (``list``)."""
+    description: str = ""
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+    request_id: str = ""
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended."""
+        return self.state.finished
+
+    def task(self, task_id: str) -> TaskRun:
+        """The task ``task_id``; ``NotFoundError`` if the run has none (or no tasks loaded)."""
+        for task in self.tasks:
+            if task.task_id == task_id:
+                return task
+        raise NotFoundError(f"run {self.run_id} has no task {shorten(task_id)}")
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """The result of every COMPLETED task, by task id."""
+        return {t.task_id: t.result for t in self.tasks if t.state is TaskState.COMPLETED}
+
+    @classmethod
+    def from_proto(cls, message: pb.Run) -> Run:
+        """Convert the contract message."""
+        return cls(
+            run_id=message.run_id,
+            workflow_id=message.workflow_id or None,
+            workflow_name=message.workflow_name,
+            state=_enum(RunState, pb.RunState, message.state, "RUN_STATE_"),
+            task_count=message.task_count,
+            tasks=tuple(TaskRun.from_proto(task) for task in message.tasks),
+            description=message.description,
+            created_at=_time(message, "create_time"),
+            ended_at=_time(message, "end_time"),
+            request_id=message.request_id,
+            error=message.error or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunChange:
+    """One item of :meth:`Client.watch`: the run's header after the change, and the task that
+    changed (``None`` for the first item, which carries the current state, and for changes of
+    the run itself)."""
+
+    run: Run
+    task: TaskRun | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """The resolver's verdict on a workflow: every problem it found (none: valid)."""
+
+    problems: tuple[Problem, ...]
+    task_count: int
+
+    @property
+    def valid(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A method an executor runs: ``kind`` is ``BUILTIN``, ``HANDLER`` or ``SCRIPT``."""
+
+    name: str
+    kind: str
+    description: str
+
+    @classmethod
+    def from_proto(cls, message: exe.Method) -> Method:
+        """Convert the contract message."""
+        kind = str(exe.MethodKind.Name(message.kind)).removeprefix("METHOD_KIND_")
+        return cls(message.name, kind, message.description)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorInfo:
+    """One executor's identity, load and counters (``ExecutorService.GetExecutor``)."""
+
+    id: str
+    started_at: datetime | None
+    uptime: float
+    tasks_running: int
+    concurrency: int
+    methods: tuple[str, ...]
+    tasks_completed: int
+    tasks_failed: int
+
+    @classmethod
+    def from_proto(cls, message: exe.Executor) -> ExecutorInfo:
+        """Convert the contract message."""
+        return cls(
+            id=message.id,
+            started_at=_time(message, "start_time"),
+            uptime=message.uptime.ToNanoseconds() / 1e9,
+            tasks_running=message.tasks_running,
+            concurrency=message.concurrency,
+            methods=tuple(message.methods),
+            tasks_completed=message.tasks_completed,
+            tasks_failed=message.tasks_failed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStatus:
+    """An executor as the monitor sees it from its registration."""
+
+    id: str
+    methods: tuple[str, ...]
+    last_seen: datetime | None
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Runs and tasks counted by state, and the executors seen (``MonitorService``)."""
+
+    runs: dict[RunState, int]
+    tasks: dict[TaskState, int]
+    executors: tuple[ExecutorStatus, ...]
+    as_of: datetime | None
+
+    @classmethod
+    def from_proto(cls, message: mon.GetOverviewResponse) -> Overview:
+        """Convert the contract message."""
+        runs = {
+            _enum(RunState, pb.RunState, c.state, "RUN_STATE_"): c.count for c in message.run_counts
+        }
+        tasks = {
+            _enum(TaskState, pb.TaskState, c.state, "TASK_STATE_"): c.count
+            for c in message.task_counts
+        }
+        executors = tuple(
+            ExecutorStatus(e.id, tuple(e.methods), _time(e, "last_seen_time"), e.alive)
+            for e in message.executors
+        )
+        return cls(runs, tasks, executors, _time(message, "as_of_time"))
