@@ -161,18 +161,20 @@ async def test_timeout_kills_the_script(table: MethodTable, tmp_path: Path) -> N
     await poll(lambda: all(gone(pid) for pid in pids), "script and its child to die")
 
 
-async def test_params_timeout_applies_when_the_task_has_none(table: MethodTable) -> None:
+# The pid file lives in tmp_path: the script writes it by os.replace, which, run as root with
+# "/dev/null" here, once replaced the machine's /dev/null with a regular file.
+async def test_params_timeout_applies_when_the_task_has_none(
+    table: MethodTable, tmp_path: Path
+) -> None:
+    context = {"pid_file": str(tmp_path / "pids")}
     with pytest.raises(TaskError, match=r"timed out after 0\.5 s"):
-        await execute(
-            table, {"file": "sleeper.py", "context": {"pid_file": "/dev/null"}, "timeout": 0.5}
-        )
+        await execute(table, {"file": "sleeper.py", "context": context, "timeout": 0.5})
 
 
-async def test_task_timeout_bounds_params_timeout(table: MethodTable) -> None:
+async def test_task_timeout_bounds_params_timeout(table: MethodTable, tmp_path: Path) -> None:
+    context = {"pid_file": str(tmp_path / "pids")}
     with pytest.raises(TaskError, match=r"timed out after 0\.5 s"):
-        await execute(
-            table, {"file": "sleeper.py", "context": {"pid_file": "/dev/null"}, "timeout": 60}, 0.5
-        )
+        await execute(table, {"file": "sleeper.py", "context": context, "timeout": 60}, 0.5)
 
 
 @pytest.mark.parametrize("bad", [0, -1, "10", True, float("inf")])
