@@ -216,7 +216,7 @@ async def _wait_finished(run: _Run) -> None:
     open_runs = set(run.run_ids.values())
     while open_runs and time.monotonic() < deadline:
         states = await asyncio.gather(*(run.api.get(r, full=False) for r in sorted(open_runs)))
-        open_runs -= {s.id for s in states if s.state in TERMINAL}
+        open_runs -= {s.run_id for s in states if s.state in TERMINAL}
         if open_runs:
             await asyncio.sleep(0.5)
     last_kill = max((k.time for k in run.cluster.kills), default=None)
