@@ -16,6 +16,7 @@ from stellwerk.core.natsd import NatsServer
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_client import Client
 from stellwerk_client.cli import main
 from tests.e2e.conftest import HANDLER_ENV, serving
 from tests.e2e.helpers import submit, wait_done
@@ -216,3 +217,23 @@ async def test_explain_names_the_failed_task_behind_a_blocked_one(
 def test_explain_refuses_ids_that_are_not_run_ids(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "x" * 500, "--address", "127.0.0.1:1"]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+async def test_the_python_client_explains_and_reports_health(
+    services: dict[str, ServiceProcess],
+) -> None:
+    await ready(services)
+    async with await Client.connect(services["resolver"].address) as client:
+        run = await client.submit(json.dumps(DIAMOND), document_format="json")
+        await client.wait(run.run_id)
+        explained = await client.explain(run.run_id)
+        report = await client.health()
+    assert explained.run.run_id == run.run_id
+    [blocked] = explained.tasks
+    assert (blocked.task_id, blocked.reason, blocked.waiting_for) == ("d", "BLOCKED", ("c",))
+    assert report.healthy and [c.name for c in report.checks] == [
+        "progress",
+        "queue_depth",
+        "consistency",
+    ]
+    assert any(q.consumer == "resolver" for q in report.queues)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from ._channel import DEFAULT_TIMEOUT, RetryConfig
 from ._client import WATCH_SEGMENT, Client, RunPage, Workflow
 from ._health import HealthProbe, wait_for_health
+from ._inspection import HealthCheck, HealthReport, QueueDepth, RunExplanation, TaskWait
 from ._services import ExecutorClient, MonitorClient
 from ._sync import SyncClient
 from ._types import (
@@ -60,17 +61,21 @@ __all__ = [
     "ExecutorClient",
     "ExecutorInfo",
     "ExecutorStatus",
+    "HealthCheck",
     "HealthProbe",
+    "HealthReport",
     "InvalidArgumentError",
     "Method",
     "MonitorClient",
     "NotFoundError",
     "Overview",
     "Problem",
+    "QueueDepth",
     "Ref",
     "RetryConfig",
     "Run",
     "RunChange",
+    "RunExplanation",
     "RunPage",
     "RunState",
     "StellwerkError",
@@ -78,6 +83,7 @@ __all__ = [
     "TaskHandle",
     "TaskRun",
     "TaskState",
+    "TaskWait",
     "UnavailableError",
     "Validation",
     "Workflow",

@@ -11,11 +11,14 @@ from typing import TypeVar
 
 import grpc
 
+from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
+from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 from ._channel import BaseClient, RetryConfig, check_timeout
+from ._inspection import HealthReport, RunExplanation
 from ._types import Run, RunChange, RunState, TaskRun, Validation
 from .errors import InvalidArgumentError, Problem, UnavailableError
 from .model import WorkflowSpec
@@ -94,6 +97,8 @@ class Client(BaseClient):
     ) -> None:
         super().__init__(channel, address, timeout, retry)
         self._stub = api_grpc.WorkflowServiceStub(channel)
+        # The resolver answers the monitor's API too: one address serves every call.
+        self._monitor = mon_grpc.MonitorServiceStub(channel)
 
     async def submit(
         self,
@@ -180,6 +185,30 @@ class Client(BaseClient):
             token = page.next_page_token
             if not token:
                 return
+
+    async def explain(
+        self,
+        run_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the call's gRPC deadline
+    ) -> RunExplanation:
+        """For each task of the run that has not ended, what it waits for (its dependencies, its
+        queue, the executor holding its claim and until when, the failed task blocking it)."""
+        request = api.ExplainRunRequest(run_id=run_id)
+        response = await self._unary(lambda t: self._stub.ExplainRun(request, timeout=t), timeout)
+        return RunExplanation.from_proto(response)
+
+    async def health(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the call's gRPC deadline
+    ) -> HealthReport:
+        """The installation's health checks (progress, queue depth, consistency)."""
+        request = mon.GetHealthReportRequest()
+        response = await self._unary(
+            lambda t: self._monitor.GetHealthReport(request, timeout=t), timeout
+        )
+        return HealthReport.from_proto(response)
 
     async def validate(
         self,

@@ -9,6 +9,7 @@ from typing import Self, TypeVar
 
 from ._channel import DEFAULT_TIMEOUT, RetryConfig
 from ._client import Client, RunPage, Workflow
+from ._inspection import HealthReport, RunExplanation
 from ._types import Run, RunChange, RunState, Validation
 
 __all__ = ["SyncClient"]
@@ -84,6 +85,14 @@ class SyncClient:
     def get(self, run_id: str, *, tasks: bool = True, timeout: float | None = None) -> Run:
         """See :meth:`Client.get`."""
         return self._runner.run(self._client.get(run_id, tasks=tasks, timeout=timeout))
+
+    def explain(self, run_id: str, *, timeout: float | None = None) -> RunExplanation:
+        """See :meth:`Client.explain`."""
+        return self._runner.run(self._client.explain(run_id, timeout=timeout))
+
+    def health(self, *, timeout: float | None = None) -> HealthReport:
+        """See :meth:`Client.health`."""
+        return self._runner.run(self._client.health(timeout=timeout))
 
     def list_page(
         self,
