@@ -54,7 +54,7 @@ cluster: install ## Failover on a real 3-node JetStream cluster: leader, followe
 	$(BIN)/python -m tests.cluster
 
 .PHONY: bench
-bench: install ## Benchmark vs Gleitzeit and Celery, peers installed in bench/.peers (QUICK=1: one short run)
+bench: install jaeger ## Benchmark vs Gleitzeit and Celery (and Stellwerk with tracing on), peers installed in bench/.peers (QUICK=1: one short run)
 	$(BIN)/python -m bench $(if $(filter 1 yes true,$(QUICK)),--quick,)
 
 .PHONY: clean

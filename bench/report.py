@@ -19,6 +19,7 @@ __all__ = [
 SYSTEMS: dict[str, str] = {
     "stellwerk": "Stellwerk (default fsync)",
     "stellwerk_sync_always": "Stellwerk (sync_interval: always)",
+    "stellwerk_tracing": "Stellwerk, tracing on (every span to Jaeger)",
     "gleitzeit_redis": "Gleitzeit 0.0.5, Redis",
     "gleitzeit_sqlite": "Gleitzeit 0.0.5, SQLite",
     "gleitzeit_memory": "Gleitzeit 0.0.5, in memory",

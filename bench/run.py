@@ -111,7 +111,11 @@ async def _measure(
     run_index: int,
 ) -> dict[str, Any]:
     if system.startswith("stellwerk"):
-        return await run_stellwerk(config, sync_always=system.endswith("sync_always"))
+        return await run_stellwerk(
+            config,
+            sync_always=system.endswith("sync_always"),
+            tracing=system.endswith("tracing"),
+        )
     if redis is None:
         return {"errors": [f"{system} skipped: {args.redis_problem}"]}
     log = LOGS / f"{system}-run{run_index}.log"

@@ -51,6 +51,8 @@ class Stack:
     nats: NatsServer | None = None
     procs: list[ServiceProcess] = field(default_factory=list)
     metrics_address: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to every service's environment (e.g. the OTEL_* settings of a traced pass)."""
     _store: Path | None = None
 
     @property
@@ -63,13 +65,14 @@ class Stack:
         self._store = Path(tempfile.mkdtemp(prefix="bench-nats-"))
         self.nats = NatsServer.start_new(self._store, sync_always=self.sync_always)
         url = self.nats.url
-        resolver_env = {**HANDLER_ENV, "STELLWERK_METRICS_LISTEN": "127.0.0.1:0"}
+        base = {**HANDLER_ENV, **self.env}
+        resolver_env = {**base, "STELLWERK_METRICS_LISTEN": "127.0.0.1:0"}
         self.procs = [ServiceProcess("resolver", url, env=resolver_env).start()]
         for i in range(self.executors):
-            env = {**HANDLER_ENV, "STELLWERK_EXECUTOR_ID": f"bench-exec-{i}"}
+            env = {**base, "STELLWERK_EXECUTOR_ID": f"bench-exec-{i}"}
             self.procs.append(ServiceProcess("executor", url, env=env).start())
         if self.monitor:
-            self.procs.append(ServiceProcess("monitor", url, env=HANDLER_ENV).start())
+            self.procs.append(ServiceProcess("monitor", url, env=base).start())
         for proc in self.procs:
             await eventually(
                 functools.partial(serving, proc.address),

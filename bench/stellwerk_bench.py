@@ -277,8 +277,14 @@ async def _with_stack(
     body: Callable[[Client, Stack], Awaitable[None]],
     *,
     kill: bool = False,
+    env: dict[str, str] | None = None,
 ) -> str | None:
-    stack = Stack(sync_always=sync_always, executors=config.executors, monitor=config.monitor)
+    stack = Stack(
+        sync_always=sync_always,
+        executors=config.executors,
+        monitor=config.monitor,
+        env=dict(env or {}),
+    )
     try:
         await stack.start()
         async with grpc.aio.insecure_channel(stack.resolver.address) as channel:
@@ -291,14 +297,23 @@ async def _with_stack(
         stack.stop(kill=kill)
 
 
-async def run_stellwerk(config: BenchConfig, *, sync_always: bool) -> dict[str, Any]:
-    """One pass of every Stellwerk workload on fresh stacks; figures and errors as a dict."""
+async def run_stellwerk(
+    config: BenchConfig, *, sync_always: bool, tracing: bool = False
+) -> dict[str, Any]:
+    """One pass of every Stellwerk workload on fresh stacks; figures and errors as a dict.
+
+    ``tracing``: every service exports every span to a real Jaeger over OTLP (make jaeger
+    builds it); only W1 and W2 run, to set the hop and throughput beside the untraced pass.
+    """
     out: dict[str, Any] = {
         "system": "stellwerk",
         "sync_always": sync_always,
+        "tracing": tracing,
         "errors": [],
         "elapsed_s": {},
     }
+    if tracing:
+        return await _traced(config, out)
 
     async def main_stack(client: Client, stack: Stack) -> None:
         out["metrics_endpoint"] = stack.metrics_address
@@ -357,6 +372,37 @@ async def run_stellwerk(config: BenchConfig, *, sync_always: bool) -> dict[str, 
         failure = await _with_stack(config, sync_always, held_stack, kill=True)
         if failure:
             out["errors"].append(failure)
+    out["elapsed_s"]["total"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+async def _traced(config: BenchConfig, out: dict[str, Any]) -> dict[str, Any]:
+    from tests.support.jaeger import Jaeger  # the bench reuses the tests' Jaeger helper
+
+    try:
+        jaeger = Jaeger.start_new()
+    except Exception as exc:  # no binary (make jaeger), or it did not start
+        out["errors"].append(f"tracing pass skipped: Jaeger: {exc}")
+        return out
+
+    async def traced_stack(client: Client, stack: Stack) -> None:
+        async def do_w1() -> dict[str, Any]:
+            samples = await w1(client, config.chains)
+            return {"per_hop_samples_ms": samples, "per_hop_ms": statistics.median(samples)}
+
+        async def do_w2() -> dict[str, Any]:
+            return {"tasks_per_s": await w2(client)}
+
+        await _step(out, "w1", do_w1)
+        await _step(out, "w2", do_w2)
+
+    started = time.perf_counter()
+    try:
+        failure = await _with_stack(config, False, traced_stack, env=jaeger.otel_env("grpc"))
+    finally:
+        jaeger.stop()
+    if failure:
+        out["errors"].append(failure)
     out["elapsed_s"]["total"] = round(time.perf_counter() - started, 2)
     return out
 
