@@ -7,6 +7,10 @@ The public surface for users writing task handlers::
     @handler("shop/charge")
     async def charge(params: dict, ctx: TaskContext) -> dict: ...
 
+A handler exception or a timeout fails the attempt, and the task is retried while its ``retry``
+policy has attempts left; ``raise NonRetryableError("...")`` fails the task at once. Long
+handlers call ``ctx.heartbeat()`` (required with a task's ``heartbeat_timeout``).
+
 ``@handler`` only marks the function; an executor runs what it is given
 (``Executor(settings, handlers=[charge])``) or finds in the modules it scans
 (``STELLWERK_HANDLER_MODULES``).
@@ -21,6 +25,7 @@ from stellwerk.core.errors import (
     ConflictError,
     DeadlineExceededError,
     InvalidArgumentError,
+    NonRetryableError,
     NotFoundError,
     Problem,
     ReferenceResolutionError,
@@ -37,6 +42,7 @@ __all__ = [
     "ConflictError",
     "DeadlineExceededError",
     "InvalidArgumentError",
+    "NonRetryableError",
     "NotFoundError",
     "Problem",
     "ReferenceResolutionError",

@@ -475,6 +475,8 @@ def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
         "executor": None,
         "dispatched_at": None,
         "ended_at": None,
+        "retry_at": None,
+        "attempt_history": [],
     }
     # Exact big integers survive a round trip through the printed JSON.
     printed = json.loads(json.dumps(document))["tasks"]["sum"]["result"]["big"]

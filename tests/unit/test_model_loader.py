@@ -235,13 +235,22 @@ def test_unknown_format_and_batch_workflows_are_refused() -> None:
 
 
 def test_unknown_keys_name_the_key_and_the_allowed_keys() -> None:
-    problems = problems_of({"tasks": [{"id": "t", "method": "m", "retry_config": {}}], "x": 1})
+    problems = problems_of({"tasks": [{"id": "t", "method": "m", "retry_policy": {}}], "x": 1})
     workflow_key = find(problems, "x", None)
     assert "unknown key 'x'" in workflow_key.message
     assert "description, id, metadata, name" in workflow_key.message
-    task_key = find(problems, "retry_config")
+    task_key = find(problems, "retry_policy")
     assert "did you mean 'retry'?" in task_key.message
     assert "dependencies" in task_key.message
+
+
+def test_gleitzeits_later_retry_spelling_is_accepted() -> None:
+    retry = {"max_attempts": 4, "backoff_strategy": "linear", "base_delay": 0.5}
+    task = load_workflow(one_task(retry_config=retry)).tasks[0]
+    assert task.retry is not None
+    assert (task.retry.max_attempts, str(task.retry.backoff)) == (4, "linear")
+    both = problems_of({"tasks": [{"id": "t", "method": "m/x", "retry": {}, "retry_config": {}}]})
+    assert "not both" in find(both, "retry").message
 
 
 @pytest.mark.parametrize(

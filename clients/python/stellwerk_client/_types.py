@@ -28,6 +28,7 @@ __all__ = [
     "Run",
     "RunChange",
     "RunState",
+    "TaskAttempt",
     "TaskRun",
     "TaskState",
     "Validation",
@@ -62,6 +63,8 @@ class TaskState(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     BLOCKED = "BLOCKED"
+    RETRY_WAIT = "RETRY_WAIT"
+    """An attempt failed; the next one is due at :attr:`TaskRun.retry_at`."""
 
     @property
     def finished(self) -> bool:
@@ -94,6 +97,29 @@ def _json(text: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskAttempt:
+    """One attempt of a task that ended."""
+
+    number: int
+    executor_id: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+    """Why it failed; ``None`` if it succeeded."""
+
+    @classmethod
+    def from_proto(cls, message: pb.TaskAttempt) -> TaskAttempt:
+        """Convert the contract message."""
+        return cls(
+            number=message.number,
+            executor_id=message.executor_id or None,
+            started_at=_time(message, "start_time"),
+            ended_at=_time(message, "end_time"),
+            error=message.error or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRun:
     """One task of a run as the resolver reports it."""
 
@@ -102,7 +128,7 @@ class TaskRun:
     method: str
     state: TaskState
     attempts: int
-    """The attempt the task is at (1 for its first run)."""
+    """Attempts made (1 for its first run; in RETRY_WAIT, those that failed)."""
     result: Any = None
     """The handler's output with its JSON types; ``None`` until COMPLETED."""
     error: str | None = None
@@ -111,6 +137,10 @@ class TaskRun:
     dispatched_at: datetime | None = None
     ended_at: datetime | None = None
     executor_id: str | None = None
+    retry_at: datetime | None = None
+    """In RETRY_WAIT: when the next attempt is due."""
+    attempt_history: tuple[TaskAttempt, ...] = ()
+    """The attempts that ended, in order."""
 
     @property
     def duration(self) -> float | None:
@@ -134,6 +164,8 @@ class TaskRun:
             dispatched_at=_time(message, "dispatch_time"),
             ended_at=_time(message, "end_time"),
             executor_id=message.executor_id or None,
+            retry_at=_time(message, "retry_time"),
+            attempt_history=tuple(TaskAttempt.from_proto(a) for a in message.attempt_history),
         )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "DeadlineExceededError",
     "InvalidArgumentError",
     "MalformedRequestError",
+    "NonRetryableError",
     "NotFoundError",
     "Problem",
     "ReferenceResolutionError",
@@ -196,6 +197,14 @@ class TaskError(StellwerkError):
     """A task failed while running; ``message`` is what gets recorded on the task."""
 
     reason = "TASK_FAILED"
+
+
+class NonRetryableError(TaskError):
+    """Raised by a handler to fail its task at once: no retry, whatever its ``retry`` policy
+    (bad input that another attempt would not mend). Other exceptions and timeouts are
+    retried while attempts remain."""
+
+    reason = "TASK_FAILED_NON_RETRYABLE"
 
 
 class ReferenceResolutionError(TaskError):

@@ -9,11 +9,12 @@ every integer into a double).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stellwerk.core.records import RunRecord, TaskRecord
+from stellwerk.core.records import RunRecord, TaskRecord, retry_waiting
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_client.model import spec_mapping_from_proto, spec_to_proto
 
@@ -55,13 +56,15 @@ def _json_text(value: Any) -> str:
 
 def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:
     """A task document as the ``TaskRun`` clients see."""
+    waiting = retry_waiting(task, time.time())
+    state = pb.TASK_STATE_RUNNING if running else _TASK_STATE[task.state.value]
     message = pb.TaskRun(
         task_id=task.id,
         name=task.name,
         method=task.method,
-        state=pb.TASK_STATE_RUNNING if running else _TASK_STATE[task.state.value],
+        state=pb.TASK_STATE_RETRY_WAIT if waiting else state,
         result_json=_json_text(task.result) if task.has_result else "",
-        attempts=task.attempt,
+        attempts=task.attempt - 1 if waiting else task.attempt,
         error=task.error or "" if task.state.settled else "",
         dependencies=task.dependencies,
         executor_id=task.executor_id or "",
@@ -70,6 +73,18 @@ def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:
         message.dispatch_time.CopyFrom(dispatched)
     if (ended := timestamp(task.ended_at)) is not None:
         message.end_time.CopyFrom(ended)
+    if waiting and (due := timestamp(task.retry_at)) is not None:
+        message.retry_time.CopyFrom(due)
+    for entry in task.history:
+        attempt = message.attempt_history.add(
+            number=int(entry.get("n") or 0),
+            executor_id=entry.get("executor") or "",
+            error=entry.get("error") or "",
+        )
+        if (start := timestamp(entry.get("start"))) is not None:
+            attempt.start_time.CopyFrom(start)
+        if (end := timestamp(entry.get("end"))) is not None:
+            attempt.end_time.CopyFrom(end)
     return message
 
 

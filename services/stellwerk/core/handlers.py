@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from stellwerk.core.errors import AlreadyExistsError, InvalidArgumentError
 
 __all__ = [
     "HandlerDefinition",
+    "Heartbeats",
     "TaskContext",
     "collect_handlers",
     "handler",
@@ -48,6 +50,20 @@ _NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_./:-]*$")
 _MAX_NAME_LENGTH = 200
 # The attribute @handler sets on the function (Temporal's @activity.defn does the same).
 _MARK = "__stellwerk_handler__"
+
+
+class Heartbeats:
+    """When the handler of one attempt last called :meth:`TaskContext.heartbeat` (monotonic
+    clock); written from any thread, read by the executor."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        """Note that the handler is alive now."""
+        self.last = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +82,20 @@ class TaskContext:
     idempotency_key: str
     method: str
 
+    heartbeats: Heartbeats | None = field(default=None, repr=False, compare=False)
+
     @property
     def workflow_id(self) -> str:
         """Deprecated alias of :attr:`run_id` (the run's id, not the workflow file's id)."""
         return self.run_id
+
+    def heartbeat(self) -> None:
+        """Tell the executor that this attempt's handler is alive. Cheap (no I/O) and safe from
+        any thread, so a plain ``def`` handler may call it too. A task with a
+        ``heartbeat_timeout`` fails its attempt ("timed out") when its handler goes longer
+        than that without calling it; without one, calling it does nothing else."""
+        if self.heartbeats is not None:
+            self.heartbeats.beat()
 
 
 @dataclass(frozen=True, slots=True)

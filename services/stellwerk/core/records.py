@@ -33,6 +33,7 @@ __all__ = [
     "dumps",
     "loads",
     "new_bitmap",
+    "retry_waiting",
 ]
 
 FORMAT_VERSION = 1
@@ -51,6 +52,11 @@ class TaskState(StrEnum):
     def settled(self) -> bool:
         """A settled task never changes again."""
         return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.BLOCKED)
+
+
+def retry_waiting(task: TaskRecord, now: float) -> bool:
+    """Whether ``task``'s current attempt is a retry that is not due yet (reads as RETRY_WAIT)."""
+    return task.state is TaskState.DISPATCHED and task.retry_at is not None and task.retry_at > now
 
 
 class RunState(StrEnum):
@@ -125,6 +131,12 @@ class _Document:
         doc["v"] = FORMAT_VERSION
         if doc.get("trace", "") is None:  # written only with tracing on (readers before it)
             del doc["trace"]
+        if doc.get("retry_at", "") is None:  # written only when there is one
+            del doc["retry_at"]
+        if doc.get("history", None) == []:
+            del doc["history"]
+        if doc.get("heartbeat_timeout", "") is None:
+            del doc["heartbeat_timeout"]
         return dumps(doc)
 
     @classmethod
@@ -175,6 +187,13 @@ class TaskRecord(_Document):
     trace: str | None = None
     """W3C ``traceparent`` of the run's submit (tracing on): dispatches without a span at hand
     join the run's trace through it (``core/tracing``)."""
+    retry_at: float | None = None
+    """When the current attempt, a retry, is due (epoch seconds); ``None`` for a first attempt.
+    Until then the task reads as RETRY_WAIT (derived, like RUNNING)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """The attempts that ended: ``{"n", "executor", "start", "end", "error"}`` each."""
+    heartbeat_timeout: float | None = None
+    """Longest time a handler may go without ``ctx.heartbeat()``; ``None`` = no limit."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from stellwerk.core import names
 from stellwerk.core.jetstream import last_message
-from stellwerk.core.records import TaskRecord, TaskState
+from stellwerk.core.records import TaskRecord
 from stellwerk.core.store import DocumentStore
 from stellwerk_api.events.v1 import events_pb2
 
@@ -52,8 +52,8 @@ class RedeliveryChecks:
         if found is None:
             return True  # the run is gone (retention or abandoned submit)
         task = found.value
-        if task.state is TaskState.PENDING and dispatch.attempt == task.attempt + 1:
-            return None
+        if not task.state.settled and dispatch.attempt == task.attempt + 1:
+            return None  # a first dispatch or a retry, published beside the write recording it
         return (
             task.state.settled
             or task.attempt != dispatch.attempt

@@ -32,12 +32,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
-from stellwerk.core.errors import StellwerkError, TaskError
-from stellwerk.core.handlers import TaskContext
+from stellwerk.core.errors import NonRetryableError, StellwerkError, TaskError
+from stellwerk.core.handlers import Heartbeats, TaskContext
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits, clip_error, result_too_large
-from stellwerk.core.metrics import TASK_DURATION_BUCKETS, Counter, Histogram, Registry
+from stellwerk.core.metrics import TASK_DURATION_BUCKETS, Counter, Gauge, Histogram, Registry
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
@@ -46,7 +46,7 @@ from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._slots import Slots
 from stellwerk.executor._workers import WorkerHub, WorkerLostError
 from stellwerk.executor.methods import MethodTable
-from stellwerk.executor.methods._invoke import with_deadline
+from stellwerk.executor.methods._invoke import ABANDONED, with_deadline, with_heartbeat
 from stellwerk_api.events.v1 import events_pb2
 
 __all__ = ["TaskMetrics", "TaskRunner"]
@@ -54,6 +54,18 @@ __all__ = ["TaskMetrics", "TaskRunner"]
 logger = logging.getLogger(__name__)
 
 _MAX_FETCH = 64
+
+
+def abandoned_threads(registry: Registry) -> Gauge:
+    """``stellwerk_abandoned_threads``: handler threads still running after their attempt was
+    given up (a plain ``def`` handler past its deadline cannot be stopped)."""
+    gauge = registry.gauge(
+        "stellwerk_abandoned_threads",
+        "Threads of plain def handlers still running after their attempt was given up "
+        "(timeout, missed heartbeat, lost claim): a thread cannot be stopped",
+    )
+    gauge.set_function(lambda: ABANDONED.running)
+    return gauge
 
 
 def _now_ts() -> Timestamp:
@@ -79,6 +91,7 @@ class TaskMetrics:
 
     tasks: Counter
     duration: Histogram
+    abandoned: Gauge
 
     @classmethod
     def create(cls, registry: Registry) -> TaskMetrics:
@@ -95,6 +108,7 @@ class TaskMetrics:
                 labels=("method",),
                 buckets=TASK_DURATION_BUCKETS,
             ),
+            abandoned=abandoned_threads(registry),
         )
 
 
@@ -216,6 +230,12 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
+        if dispatch.HasField("not_before"):  # a retry: hand it back until it is due
+            wait = dispatch.not_before.ToNanoseconds() / 1e9 - time.time()
+            if wait > 0.002:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=wait)
+                return
         tracing.task_started(dispatch, self.executor_id)
         delivery = delivery_of(msg)
         delivered = delivery.num_delivered
@@ -249,18 +269,22 @@ class TaskRunner:
         self._claims.add(claim)
         heartbeat = asyncio.create_task(self._heartbeat(msg, claim, dispatch))
         try:
-            # A redelivered attempt may be the one that killed our predecessor: run such
-            # suspects one at a time, so a poison task cannot take innocent ones down with it.
-            async with self._suspects if delivered > 1 else contextlib.nullcontext():
-                if delivered > 1:
-                    runs = await self._redelivery.count_run(dispatch)
-                    if runs is None:  # committed meanwhile
-                        await msg.ack()
-                        return
-                    if runs > self._settings.max_deliveries:
-                        await self._report(dispatch, self._poisoned(dispatch, runs - 1))
-                        await msg.ack()
-                        return
+            runs = 0
+            if delivered > 1:
+                runs = await self._redelivery.count_run(dispatch) or -1
+                # A retry was handed back until due: that delivery was no run (its first run
+                # is counted as a re-run, so one is taken off).
+                runs -= 1 if runs > 0 and dispatch.HasField("not_before") else 0
+            if runs == -1:  # committed meanwhile
+                await msg.ack()
+                return
+            if runs > self._settings.max_deliveries:
+                await self._report(dispatch, self._poisoned(dispatch, runs - 1))
+                await msg.ack()
+                return
+            # A re-run attempt may be the one that killed our predecessor: run such suspects
+            # one at a time, so a poison task cannot take innocent ones down with it.
+            async with self._suspects if runs > 1 else contextlib.nullcontext():
                 event = await self._run_claimed(dispatch, params, claim)
         finally:
             self._claims.discard(claim)
@@ -342,6 +366,7 @@ class TaskRunner:
         """The outcome of an attempt that keeps killing its executors: failed, not run again."""
         event = self._event_for(dispatch)
         event.outcome = events_pb2.TASK_OUTCOME_FAILED
+        event.non_retryable = True
         event.error = (
             f"attempt {dispatch.attempt} ran {runs} times and never finished: every "
             "executor that ran it died or lost its claim (poison task; limit "
@@ -398,22 +423,35 @@ class TaskRunner:
     async def _invoke(
         self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]
     ) -> events_pb2.TaskEvent:
+        beats = Heartbeats()
         ctx = TaskContext(
             run_id=dispatch.run_id,
             task_id=dispatch.task_id,
             attempt=dispatch.attempt,
             idempotency_key=dispatch.idempotency_key,
             method=dispatch.method,
+            heartbeats=beats,
         )
         timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
+        silence = (
+            dispatch.heartbeat_timeout.ToNanoseconds() / 1e9
+            if dispatch.HasField("heartbeat_timeout")
+            else None
+        )
         event = self._event_for(dispatch)
         try:
-            output = await self._table.invoke(dispatch.method, params, ctx, timeout=timeout)
+            output = await with_heartbeat(
+                dispatch.method,
+                silence,
+                beats,
+                self._table.invoke(dispatch.method, params, ctx, timeout=timeout),
+            )
             result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
             self._check_result_size(result_json)
         except TaskError as exc:
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
             event.error = clip_error(exc.message)
+            event.non_retryable = isinstance(exc, NonRetryableError)
         except Exception as exc:  # a handler bug must fail its task, never the executor
             logger.exception("method %s raised", dispatch.method)
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
@@ -431,7 +469,7 @@ class TaskRunner:
         if len(result_json) > limit // 4:
             size = len(result_json.encode("utf-8", "surrogatepass"))
             if size > limit:
-                raise TaskError(result_too_large(size, limit))
+                raise NonRetryableError(result_too_large(size, limit))
 
     async def _invoke_remote(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
         """Run the attempt on a connected worker; :class:`WorkerLostError` if it goes away."""
@@ -447,6 +485,7 @@ class TaskRunner:
         except TaskError as exc:
             event.outcome = events_pb2.TASK_OUTCOME_FAILED
             event.error = clip_error(exc.message)
+            event.non_retryable = isinstance(exc, NonRetryableError)
         else:
             event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
             event.result_json = outcome.result_json

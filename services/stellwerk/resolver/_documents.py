@@ -67,6 +67,7 @@ def build_run_documents(
                 sink_index=sink_index.get(task.id),
                 priority=str(task.priority),
                 timeout=task.timeout,
+                heartbeat_timeout=task.heartbeat_timeout,
                 retry=task.retry.model_dump(mode="json") if task.retry is not None else None,
                 metadata=task.metadata,
                 state=TaskState.DISPATCHED if is_root else TaskState.PENDING,

@@ -21,7 +21,7 @@ from stellwerk.core import names
 from stellwerk.core.jetstream import last_message
 from stellwerk.core.progress import Dispatcher
 from stellwerk.core.publish import NATS_FAILURES
-from stellwerk.core.records import RunRecord, TaskRecord, TaskState
+from stellwerk.core.records import RunRecord, TaskRecord, TaskState, retry_waiting
 
 __all__ = ["Explainer", "Explanation", "Wait", "explain"]
 
@@ -32,7 +32,7 @@ class Wait(StrEnum):
     DEPENDENCIES = "DEPENDENCIES"
     QUEUED = "QUEUED"
     CLAIMED = "CLAIMED"
-    RETRY = "RETRY"  # reserved: retries come with failure handling
+    RETRY = "RETRY"
     BREAKER = "BREAKER"  # reserved: circuit breakers come with failure handling
     BLOCKED = "BLOCKED"
     LOST = "LOST"
@@ -75,6 +75,8 @@ async def explain(
             found.append(_pending(task, by_id))
         elif task.state is TaskState.BLOCKED:
             found.append(_blocked(task, by_id))
+        elif retry_waiting(task, time.time()) and task.retry_at is not None:
+            found.append(_retry(task, task.retry_at))
         elif task.state is TaskState.DISPATCHED:
             found.append(await _dispatched(task, js, claims, dispatcher, lease))
     return found
@@ -98,6 +100,21 @@ class Explainer:
             dispatcher=self.dispatcher,
             lease=self.lease,
         )
+
+
+def _retry(task: TaskRecord, due: float) -> Explanation:
+    """An attempt failed and the next one waits for its due time (its dispatch is in the
+    stream, handed back by executors until then)."""
+    failed = task.history[-1] if task.history else {}
+    return Explanation(
+        task.id,
+        task.state,
+        Wait.RETRY,
+        f"attempt {task.attempt - 1} failed ({failed.get('error') or task.error}); attempt "
+        f"{task.attempt} is due at {_clock(due)}",
+        since=failed.get("end"),
+        until=due,
+    )
 
 
 def _pending(task: TaskRecord, by_id: dict[str, TaskRecord]) -> Explanation:

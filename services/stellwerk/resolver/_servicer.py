@@ -10,7 +10,7 @@ import grpc
 from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto, timestamp
 from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
-from stellwerk.resolver._explain import Explainer
+from stellwerk.resolver._explain import Explainer, Wait
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
@@ -164,7 +164,9 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         for item in explained:
             entry = response.tasks.add(
                 task_id=item.task_id,
-                state=_TASK_STATE[item.state.value],
+                state=pb.TASK_STATE_RETRY_WAIT
+                if item.reason is Wait.RETRY
+                else _TASK_STATE[item.state.value],
                 reason=api.WaitReason.Value(f"WAIT_REASON_{item.reason.value}"),
                 summary=item.summary,
                 waiting_for=item.waiting_for,

@@ -27,6 +27,7 @@ _STYLES = {
     TaskState.COMPLETED: "green",
     TaskState.FAILED: "bold red",
     TaskState.BLOCKED: "magenta",
+    TaskState.RETRY_WAIT: "yellow",
 }
 _RUN_STYLES = {
     RunState.RUNNING: "bold yellow",

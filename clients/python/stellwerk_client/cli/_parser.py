@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show a run and its tasks")
     status.add_argument("id", metavar="ID", help="run id")
+    status.add_argument(
+        "--attempts",
+        action="store_true",
+        help="also list every attempt of each task: number, executor, start, end, error",
+    )
     _address(status)
     _json(status, "the run")
 

@@ -9,6 +9,7 @@ from typing import Any
 from .._types import Run, TaskRun
 
 __all__ = [
+    "attempt_lines",
     "compact_json",
     "iso_time",
     "run_json",
@@ -39,6 +40,17 @@ def _task_json(task: TaskRun) -> dict[str, Any]:
         "executor": task.executor_id,
         "dispatched_at": iso_time(task.dispatched_at),
         "ended_at": iso_time(task.ended_at),
+        "retry_at": iso_time(task.retry_at),
+        "attempt_history": [
+            {
+                "number": a.number,
+                "executor": a.executor_id,
+                "started_at": iso_time(a.started_at),
+                "ended_at": iso_time(a.ended_at),
+                "error": a.error,
+            }
+            for a in task.attempt_history
+        ],
     }
 
 
@@ -89,5 +101,27 @@ def run_summary(run: Run) -> list[str]:
     width = max((len(task.task_id) for task in run.tasks), default=0)
     for task in run.tasks:
         detail = task_detail(task)
+        if task.state.value == "RETRY_WAIT" and task.retry_at is not None:
+            detail = f"attempt {task.attempts + 1} due {iso_time(task.retry_at)}"
         lines.append(f"  {task.task_id:<{width}}  {task.state.value:<10} {detail}".rstrip())
+    return lines
+
+
+def attempt_lines(run: Run) -> list[str]:
+    """``status --attempts``: every attempt of every task (number, executor, start, end,
+    error), and a waiting retry's due time."""
+    lines = []
+    for task in run.tasks:
+        lines.append(f"  {task.task_id}: {task.state.value}, {task.attempts} attempt(s)")
+        for a in task.attempt_history:
+            took = ""
+            if a.started_at is not None and a.ended_at is not None:
+                took = f" ({(a.ended_at - a.started_at).total_seconds():.3f} s)"
+            outcome = f"failed: {a.error}" if a.error else "succeeded"
+            lines.append(
+                f"    #{a.number} on {a.executor_id or '?'} {iso_time(a.started_at)} -> "
+                f"{iso_time(a.ended_at)}{took}: {outcome}"
+            )
+        if task.retry_at is not None:
+            lines.append(f"    #{task.attempts + 1} due {iso_time(task.retry_at)}")
     return lines

@@ -26,7 +26,7 @@ from ._common import (
     read_workflow_file,
 )
 from ._live import LiveRun
-from ._render import iso_time, run_json, run_summary, task_change_line
+from ._render import attempt_lines, iso_time, run_json, run_summary, task_change_line
 
 __all__ = [
     "STATE_NAMES",
@@ -175,7 +175,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
         return _unknown_id(args.id, "stellwerk status", as_json=args.json)
 
     async def body(client: Client) -> int:
-        _print_run(await client.get(args.id, tasks=True), as_json=args.json)
+        run = await client.get(args.id, tasks=True)
+        _print_run(run, as_json=args.json)
+        if args.attempts and not args.json:  # --json always carries attempt_history
+            print("attempts:\n" + "\n".join(attempt_lines(run)), flush=True)
         return EXIT_OK
 
     return await with_client(args, "stellwerk status", body)

@@ -61,7 +61,9 @@ TASK_KEYS = (
     "dependencies",
     "priority",
     "timeout",
+    "heartbeat_timeout",
     "retry",
+    "retry_config",
     "metadata",
 )
 IGNORED_TASK_KEYS = ("description", "tags")
@@ -135,8 +137,14 @@ class _Builder:
         if not isinstance(raw, Mapping):
             self.report(label, "retry", f"retry must be a mapping, got {describe(raw)}")
             return None
+        values = dict(raw)
+        if "backoff_strategy" in values:  # Gleitzeit's later spelling
+            if "backoff" in values:
+                self.report(label, "retry.backoff", "give backoff or backoff_strategy, not both")
+                return None
+            values["backoff"] = values.pop("backoff_strategy")
         try:
-            return RetryPolicy.model_validate(dict(raw))
+            return RetryPolicy.model_validate(values)
         except ValidationError as error:
             for detail in error.errors(include_url=False, include_input=False):
                 loc = ".".join(str(part) for part in detail["loc"])
@@ -208,13 +216,20 @@ class _Builder:
             )
         return named or Priority.NORMAL
 
-    def timeout(self, label: str, raw: object) -> float | None:
+    def timeout(self, label: str, raw: object, *, field: str = "timeout") -> float | None:
         if raw is None:
             return None
         if (problem := timeout_problem(raw)) is not None or not isinstance(raw, int | float):
-            self.report(label, "timeout", problem or "the timeout must be a number")
+            self.report(label, field, problem or f"the {field} must be a number")
             return None
         return float(raw)
+
+    def retry_block(self, label: str, raw: Mapping[Any, Any]) -> object:
+        """The task's retry block: ``retry``, or Gleitzeit's later spelling ``retry_config``."""
+        if "retry" in raw and "retry_config" in raw:
+            self.report(label, "retry", "give retry or retry_config, not both")
+            return None
+        return raw.get("retry", raw.get("retry_config"))
 
     def task(self, number: int, raw: object) -> _Draft | None:
         """Check one task; ``number`` is its 0-based position in ``tasks``."""
@@ -235,7 +250,10 @@ class _Builder:
             "params": self.json_field(label, params, "params", "per task"),
             "priority": self.priority(label, raw.get("priority")),
             "timeout": self.timeout(label, raw.get("timeout")),
-            "retry": self.retry(label, raw.get("retry")),
+            "heartbeat_timeout": self.timeout(
+                label, raw.get("heartbeat_timeout"), field="heartbeat_timeout"
+            ),
+            "retry": self.retry(label, self.retry_block(label, raw)),
             "metadata": self.json_field(label, raw.get("metadata"), "metadata", "per task"),
         }
         return _Draft(values, self.dependencies(label, raw.get("dependencies")))

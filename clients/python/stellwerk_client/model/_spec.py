@@ -203,6 +203,7 @@ class TaskSpec(BaseModel):
     dependencies: tuple[str, ...] = ()
     priority: Priority = Priority.NORMAL
     timeout: float | None = None
+    heartbeat_timeout: float | None = None
     retry: RetryPolicy | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -235,7 +236,7 @@ class TaskSpec(BaseModel):
     def _protocol(cls, value: Any) -> Any:
         return _checked(protocol_problem(value), value)
 
-    @field_validator("timeout", mode="before")
+    @field_validator("timeout", "heartbeat_timeout", mode="before")
     @classmethod
     def _timeout(cls, value: Any) -> Any:
         return None if value is None else float(_checked(timeout_problem(value), value))

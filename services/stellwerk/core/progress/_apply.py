@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from stellwerk.core import names
 from stellwerk.core.errors import (
@@ -50,15 +50,30 @@ class _AskKv:
 _ASK_KV = _AskKv()
 
 
+@dataclass(frozen=True, slots=True)
+class _Resend:
+    """The outcome's retry was recorded before: its dispatch may still be unpublished."""
+
+    task: TaskRecord
+
+
 def _decision(
     key: str, current: Versioned[TaskRecord], outcome: Outcome
-) -> Commit | TaskRecord | TooEarly | None:
+) -> Commit | TaskRecord | TooEarly | _Resend | None:
     """What ``outcome`` means for its task: the write that records it, the task as recorded
-    before (its consequences may still be due), ``TOO_EARLY`` if the task's dispatch is not
-    recorded yet, or ``None`` when nothing follows."""
+    before (its consequences may still be due), its retry recorded before (its dispatch may
+    still be due), ``TOO_EARLY`` if the task's dispatch is not recorded yet, or ``None`` when
+    nothing follows."""
     task = current.value
-    if task.state is TaskState.PENDING and outcome.attempt == task.attempt + 1:
-        return TOO_EARLY  # its dispatch overtook the write that records it
+    if not task.state.settled and outcome.attempt == task.attempt + 1:
+        return TOO_EARLY  # its dispatch (a first one, or a retry) overtook the write recording it
+    if (
+        task.state is TaskState.DISPATCHED
+        and task.attempt == outcome.attempt + 1
+        and task.retry_at is not None
+        and task.generation == 0
+    ):
+        return _Resend(task)  # its retry was recorded before (by us before a crash?)
     if task.attempt != outcome.attempt:
         return None  # a late result of an attempt that is no longer current
     if task.state.settled:
@@ -119,7 +134,7 @@ class Progress:
             unique.setdefault((outcome.run_id, outcome.task_id, outcome.attempt), outcome)
         distinct = list(unique.values())
         # Most outcomes are decided by the cache alone; only the rest cost a task and a read.
-        decided: list[Commit | TaskRecord | TooEarly | _AskKv | None] = [
+        decided: list[Commit | TaskRecord | TooEarly | _Resend | _AskKv | None] = [
             self._decide_cached(o) for o in distinct
         ]
         undecided = [i for i, d in enumerate(decided) if d is _ASK_KV]
@@ -131,10 +146,22 @@ class Progress:
         # Measured before anything is written or propagated: a record that cannot be stored
         # turns into a failure, and the dependents must see that failure, not the result.
         commits = [self._fitted(d) for d in decided if isinstance(d, Commit)]
-        settled = [d.record for d in commits]
+        retries: list[tuple[TaskRecord, bytes]] = []
+        if any(not c.record.state.settled for c in commits):  # failures with attempts left
+            commits = [await self._with_retry(c, retries) for c in commits]
+        if may_republish:
+            for resend in decided:
+                if isinstance(resend, _Resend):
+                    data = await self._retry_dispatch(resend.task)
+                    if isinstance(data, bytes):  # else the reconciler's redispatch fails it
+                        retries.append((resend.task, data))
+        settled = [d.record for d in commits if d.record.state.settled]
         settled += [d for d in decided if isinstance(d, TaskRecord)]
+        # A retry's write and its dispatch go out side by side, like a dependent's (the
+        # dispatch carries its due time; executors hand it back until then).
         await run_all(
             *(self._write(c) for c in commits),
+            *(self._dispatcher.publish(task, data) for task, data in retries),
             self._propagation.propagate_many(
                 settled, may_republish=may_republish, with_sinks=False
             ),
@@ -144,6 +171,36 @@ class Progress:
         await self._propagation.settle_sinks_of(settled)
         return early
 
+    async def _retry_dispatch(self, task: TaskRecord) -> bytes | str:
+        """The dispatch of ``task``'s retry, or why it cannot be built (a reference that does
+        not resolve, a message too large)."""
+        try:
+            return self._dispatcher.encode(task, await self._propagation.params(task))
+        except (TaskError, StellwerkError) as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            return str(exc)
+
+    async def _with_retry(self, commit: Commit, retries: list[tuple[TaskRecord, bytes]]) -> Commit:
+        """``commit`` if it settles its task; a retry with its dispatch added to ``retries``;
+        or, when the retry cannot be dispatched, the task's failure saying why (not retried:
+        the same inputs would fail the same way)."""
+        record = commit.record
+        if record.state.settled:
+            return commit
+        data = await self._retry_dispatch(record)
+        if isinstance(data, bytes):
+            retries.append((record, data))
+            return commit
+        failed = record.evolve(
+            state=TaskState.FAILED,
+            attempt=record.attempt - 1,
+            retry_at=None,
+            ended_at=time.time(),
+            error=clip_error(f"{record.error}; not retried: {data}"),
+        )
+        return self._fitted(replace(commit, record=failed, data=None))
+
     def _decide_cached(self, outcome: Outcome) -> Commit | TaskRecord | _AskKv:
         """:func:`_decision` on the cached document, where that is decisive (the common case):
         an outcome is never ignored or deferred on the word of the cache."""
@@ -152,7 +209,7 @@ class Progress:
         decision = None if cached is None else _decision(key, cached, outcome)
         return decision if isinstance(decision, Commit | TaskRecord) else _ASK_KV
 
-    async def _decide(self, outcome: Outcome) -> Commit | TaskRecord | TooEarly | None:
+    async def _decide(self, outcome: Outcome) -> Commit | TaskRecord | TooEarly | _Resend | None:
         """:func:`_decision` on a fresh read (the cache could not decide)."""
         key = names.task_key(outcome.run_id, outcome.task_id)
         current = await self._tasks.get(key, fresh=True)
@@ -207,8 +264,7 @@ class Progress:
             # Recorded as first decided (a failure for a record that did not fit).
             again = recorded(task, commit.outcome)
             if commit.record.state is not again.state:
-                again = again.evolve(state=commit.record.state, result=None,
-                                     has_result=False, error=commit.record.error)  # fmt: skip
+                again = commit.record  # decided otherwise (a failure: did not fit, no retry)
             fitted = self._fitted(replace(commit, record=again, revision=current.revision))
             record, revision, data = fitted.record, fitted.revision, fitted.data
 
@@ -245,6 +301,7 @@ class Progress:
                     attempt=task.attempt,
                     succeeded=False,
                     error=str(exc),
+                    retryable=False,
                 ),
                 may_republish=False,
             )

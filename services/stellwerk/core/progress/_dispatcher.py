@@ -72,6 +72,10 @@ class Dispatcher:
             message.timeout.CopyFrom(
                 Duration(seconds=int(task.timeout), nanos=int((task.timeout % 1) * 1e9))
             )
+        if task.retry_at is not None:
+            message.not_before.FromNanoseconds(int(task.retry_at * 1e9))
+        if task.heartbeat_timeout is not None:
+            message.heartbeat_timeout.FromNanoseconds(int(task.heartbeat_timeout * 1e9))
         data = message.SerializeToString()
         if len(data) > self.limits.message:
             raise TooLargeError(

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from stellwerk.core import names
 from stellwerk.core.limits import MAX_EXECUTOR_ID_CHARS, clip_error, result_too_large
 from stellwerk.core.names import decode_token
+from stellwerk.core.progress._retry import attempt_entry, retry_of
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk_api.events.v1 import events_pb2
 
@@ -34,7 +35,18 @@ __all__ = [
 class Outcome:
     """A reported result of one attempt (decoded from a ``TaskEvent``)."""
 
-    __slots__ = ("attempt", "error", "executor_id", "result", "run_id", "succeeded", "task_id")
+    __slots__ = (
+        "attempt",
+        "ended_at",
+        "error",
+        "executor_id",
+        "result",
+        "retryable",
+        "run_id",
+        "started_at",
+        "succeeded",
+        "task_id",
+    )
 
     def __init__(
         self,
@@ -46,7 +58,13 @@ class Outcome:
         result: Any = None,
         error: str | None = None,
         executor_id: str | None = None,
+        retryable: bool = True,
+        started_at: float | None = None,
+        ended_at: float | None = None,
     ) -> None:
+        self.retryable = retryable
+        self.started_at = started_at
+        self.ended_at = ended_at
         self.run_id = run_id
         self.task_id = task_id
         self.attempt = attempt
@@ -76,15 +94,41 @@ class Commit:
 
 
 def recorded(task: TaskRecord, outcome: Outcome) -> TaskRecord:
-    """``task`` with ``outcome`` recorded on it."""
+    """``task`` with ``outcome`` recorded on it: settled, or — a retryable failure with
+    attempts left — DISPATCHED for its next attempt, due after the retry delay."""
+    if not outcome.succeeded:
+        retry = retry_of(
+            task,
+            error=outcome.error,
+            executor=outcome.executor_id,
+            start=outcome.started_at,
+            end=outcome.ended_at,
+            retryable=outcome.retryable,
+        )
+        if retry is not None:
+            return retry
+    error = None if outcome.succeeded else clip_error(outcome.error or "task failed")
+    entry = attempt_entry(
+        task.attempt,
+        executor=outcome.executor_id,
+        start=outcome.started_at,
+        end=outcome.ended_at,
+        error=error,
+    )
     return task.evolve(
         state=TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
         result=outcome.result if outcome.succeeded else None,
         has_result=outcome.succeeded,
-        error=None if outcome.succeeded else clip_error(outcome.error or "task failed"),
+        error=error,
         executor_id=outcome.executor_id,
         ended_at=time.time(),
+        retry_at=None,
+        history=[*task.history, entry],
     )
+
+
+def _seconds(ts: Any) -> float | None:
+    return ts.ToNanoseconds() / 1e9 if ts.seconds or ts.nanos else None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -117,11 +161,13 @@ def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
     if not succeeded and event.outcome != events_pb2.TASK_OUTCOME_FAILED:
         raise ValueError(f"unknown outcome {event.outcome}")
     error = clip_error(event.error) if event.error else None
+    retryable = not event.non_retryable
     # The message's length bounds the result's: only a large message costs an exact count.
     if succeeded and max_result is not None and len(data) > max_result:
         size = len(event.result_json.encode("utf-8", "surrogatepass"))
         if size > max_result:
             succeeded, error = False, result_too_large(size, max_result)
+            retryable = False
     return Outcome(
         run_id=event.run_id,
         task_id=event.task_id,
@@ -130,6 +176,9 @@ def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
         result=_parse_result(event.result_json) if succeeded and event.result_json else None,
         error=error,
         executor_id=event.executor_id[:MAX_EXECUTOR_ID_CHARS] or None,
+        retryable=retryable,
+        started_at=_seconds(event.start_time),
+        ended_at=_seconds(event.end_time),
     )
 
 
@@ -155,4 +204,5 @@ def unreadable_outcome(subject: str, reason: str) -> Outcome | None:
         attempt=attempt,
         succeeded=False,
         error=clip_error(f"the outcome of attempt {attempt} could not be read: {reason}"),
+        retryable=False,
     )

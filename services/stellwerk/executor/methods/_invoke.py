@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import json
 import math
-from collections.abc import Awaitable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from stellwerk.core.errors import TaskError
-from stellwerk.core.handlers import HandlerDefinition, TaskContext
+from stellwerk.core.handlers import HandlerDefinition, Heartbeats, TaskContext
 
-__all__ = ["call_handler", "ensure_json", "exception_message", "with_deadline"]
+__all__ = [
+    "ABANDONED",
+    "AbandonedThreads",
+    "call_handler",
+    "ensure_json",
+    "exception_message",
+    "with_deadline",
+    "with_heartbeat",
+]
 
 T = TypeVar("T")
 
@@ -38,8 +50,98 @@ async def with_deadline(method: str, time_limit: float | None, awaitable: Awaita
             return await awaitable
     except TimeoutError:
         if deadline.expired():
-            raise TaskError(f"{method} timed out after {time_limit:g} s") from None
+            raise TaskError(
+                f"{method} timed out after {time_limit:g} s (the task's timeout)"
+            ) from None
         raise
+
+
+async def with_heartbeat(
+    method: str, limit: float | None, beats: Heartbeats, awaitable: Awaitable[T]
+) -> T:
+    """Await ``awaitable``, failing the attempt when its handler goes ``limit`` seconds without
+    ``ctx.heartbeat()`` (the task's ``heartbeat_timeout``)."""
+    if limit is None:
+        return await awaitable
+    work = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            silent = time.monotonic() - beats.last
+            if silent >= limit:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                raise TaskError(
+                    f"{method} timed out: no heartbeat for {limit:g} s (the task's "
+                    "heartbeat_timeout)"
+                )
+            done, _ = await asyncio.wait({work}, timeout=limit - silent)
+            if done:
+                return work.result()
+    finally:
+        if not work.done():
+            work.cancel()
+
+
+class AbandonedThreads:
+    """Threads of plain ``def`` handlers whose attempt was given up (deadline, missed
+    heartbeat, lost claim) while they ran: a thread cannot be stopped, so it runs on until its
+    function returns. ``running`` counts those still running, ``total`` all there were."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.total = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread of its own, counted here if its caller stops waiting.
+
+        A daemon thread per call, not the loop's shared pool: abandoned threads would fill the
+        pool (a handful of workers on a small machine) and stop every later plain ``def``
+        handler, and the pool's threads are joined at exit, so one stuck handler would keep a
+        stopping executor alive."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        state = {"finished": False, "abandoned": False}
+        context = contextvars.copy_context()
+
+        def settle(value: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+        def target() -> None:
+            value: Any = None
+            error: BaseException | None = None
+            try:
+                value = context.run(fn, *args)
+            except BaseException as exc:  # handed to the caller, which decides
+                error = exc
+            with self._lock:
+                state["finished"] = True
+                if state["abandoned"]:
+                    self.running -= 1
+                    return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, value, error)
+
+        threading.Thread(target=target, name="stellwerk-handler", daemon=True).start()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with self._lock:
+                if not state["finished"]:
+                    state["abandoned"] = True
+                    self.running += 1
+                    self.total += 1
+            raise
+
+
+ABANDONED = AbandonedThreads()
+"""This process's abandoned handler threads (the executor's ``stellwerk_abandoned_threads``)."""
 
 
 async def call_handler(entry: HandlerDefinition, params: dict[str, Any], ctx: TaskContext) -> Any:
@@ -55,7 +157,7 @@ async def call_handler(entry: HandlerDefinition, params: dict[str, Any], ctx: Ta
         if entry.is_async:
             result = await entry.fn(*args)
         else:
-            result = await asyncio.to_thread(entry.fn, *args)
+            result = await ABANDONED.run(entry.fn, *args)
             # A sync wrapper around an async function (e.g. a plain decorator) hands back an
             # awaitable; finishing it here is kinder than reporting a coroutine object.
             if inspect.isawaitable(result):

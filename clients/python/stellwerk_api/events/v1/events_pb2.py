@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n\x0cTaskDispatch\x12%\n\x0e\x66ormat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt\x12\x1e\n\ngeneration\x18\x05 \x01(\rR\ngeneration\x12\x16\n\x06method\x18\x06 \x01(\tR\x06method\x12\x1f\n\x0bparams_json\x18\x07 \x01(\tR\nparamsJson\x12\x33\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\'\n\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12?\n\rdispatch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x64ispatchTime\"\xa2\x03\n\tTaskEvent\x12%\n\x0e\x66ormat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt\x12\x1e\n\ngeneration\x18\x05 \x01(\rR\ngeneration\x12:\n\x07outcome\x18\x06 \x01(\x0e\x32 .stellwerk.events.v1.TaskOutcomeR\x07outcome\x12\x1f\n\x0bresult_json\x18\x07 \x01(\tR\nresultJson\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\x12\x1f\n\x0b\x65xecutor_id\x18\t \x01(\tR\nexecutorId\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime*`\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x03\n\x0cTaskDispatch\x12%\n\x0e\x66ormat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt\x12\x1e\n\ngeneration\x18\x05 \x01(\rR\ngeneration\x12\x16\n\x06method\x18\x06 \x01(\tR\x06method\x12\x1f\n\x0bparams_json\x18\x07 \x01(\tR\nparamsJson\x12\x33\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12\'\n\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12?\n\rdispatch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x64ispatchTime\x12\x39\n\nnot_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tnotBefore\x12\x46\n\x11heartbeat_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationR\x10heartbeatTimeout\"\xc7\x03\n\tTaskEvent\x12%\n\x0e\x66ormat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n\x07task_id\x18\x03 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt\x12\x1e\n\ngeneration\x18\x05 \x01(\rR\ngeneration\x12:\n\x07outcome\x18\x06 \x01(\x0e\x32 .stellwerk.events.v1.TaskOutcomeR\x07outcome\x12\x1f\n\x0bresult_json\x18\x07 \x01(\tR\nresultJson\x12\x14\n\x05\x65rror\x18\x08 \x01(\tR\x05\x65rror\x12\x1f\n\x0b\x65xecutor_id\x18\t \x01(\tR\nexecutorId\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x35\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07\x65ndTime\x12#\n\rnon_retryable\x18\x0c \x01(\x08R\x0cnonRetryable*`\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKOUTCOME']._serialized_start=921
-  _globals['_TASKOUTCOME']._serialized_end=1017
+  _globals['_TASKOUTCOME']._serialized_start=1089
+  _globals['_TASKOUTCOME']._serialized_end=1185
   _globals['_TASKDISPATCH']._serialized_start=123
-  _globals['_TASKDISPATCH']._serialized_end=498
-  _globals['_TASKEVENT']._serialized_start=501
-  _globals['_TASKEVENT']._serialized_end=919
+  _globals['_TASKDISPATCH']._serialized_end=629
+  _globals['_TASKEVENT']._serialized_start=632
+  _globals['_TASKEVENT']._serialized_end=1087
 # @@protoc_insertion_point(module_scope)

@@ -67,6 +67,8 @@ class TaskDispatch(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     DISPATCH_TIME_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
     """Version of this message's format; currently 2."""
     run_id: _builtins.str
@@ -98,6 +100,16 @@ class TaskDispatch(_message.Message):
     def dispatch_time(self) -> _timestamp_pb2.Timestamp:
         """When the resolver dispatched this attempt."""
 
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """A retry's due time: an executor that receives the dispatch earlier hands it back with a
+        delayed redelivery (nak) until then. Unset = run at once.
+        """
+
+    @_builtins.property
+    def heartbeat_timeout(self) -> _duration_pb2.Duration:
+        """Longest time the handler may go without calling heartbeat(); unset = no limit."""
+
     def __init__(
         self,
         *,
@@ -111,10 +123,12 @@ class TaskDispatch(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
         dispatch_time: _timestamp_pb2.Timestamp | None = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "heartbeat_timeout", b"heartbeat_timeout", "not_before", b"not_before", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "idempotency_key", b"idempotency_key", "method", b"method", "params_json", b"params_json", "run_id", b"run_id", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "heartbeat_timeout", b"heartbeat_timeout", "idempotency_key", b"idempotency_key", "method", b"method", "not_before", b"not_before", "params_json", b"params_json", "run_id", b"run_id", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -137,6 +151,7 @@ class TaskEvent(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    NON_RETRYABLE_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
     """Version of this message's format; currently 2."""
     run_id: _builtins.str
@@ -155,6 +170,10 @@ class TaskEvent(_message.Message):
     """Why the attempt failed; set only for TASK_OUTCOME_FAILED."""
     executor_id: _builtins.str
     """Id of the executor that ran the attempt."""
+    non_retryable: _builtins.bool
+    """Set with TASK_OUTCOME_FAILED when the failure must not be retried (the handler raised
+    NonRetryableError, the result could not be stored, the attempt was poison).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the executor started the attempt."""
@@ -177,10 +196,11 @@ class TaskEvent(_message.Message):
         executor_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        non_retryable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "outcome", b"outcome", "result_json", b"result_json", "run_id", b"run_id", "start_time", b"start_time", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "non_retryable", b"non_retryable", "outcome", b"outcome", "result_json", b"result_json", "run_id", b"run_id", "start_time", b"start_time", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -141,6 +141,8 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     """Failed for good (no attempts left); see TaskRun.error."""
     TASK_STATE_BLOCKED: _TaskState.ValueType  # 6
     """Will never run, because a task it depends on failed."""
+    TASK_STATE_RETRY_WAIT: _TaskState.ValueType  # 7
+    """An attempt failed and the next one waits for its due time (TaskRun.retry_time)."""
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
     """Where a task of a run is in its life."""
@@ -159,6 +161,8 @@ TASK_STATE_FAILED: TaskState.ValueType  # 5
 """Failed for good (no attempts left); see TaskRun.error."""
 TASK_STATE_BLOCKED: TaskState.ValueType  # 6
 """Will never run, because a task it depends on failed."""
+TASK_STATE_RETRY_WAIT: TaskState.ValueType  # 7
+"""An attempt failed and the next one waits for its due time (TaskRun.retry_time)."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _RunView:
@@ -187,8 +191,11 @@ Global___RunView: _TypeAlias = RunView  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):
-    """When and how often a failed task is tried again. Accepted, validated and stored; not yet
-    applied: today a failed attempt fails its task (retries come with failure handling).
+    """When and how often a failed task is tried again. A failed attempt (a handler error or a
+    timeout; not NonRetryableError) is retried after its delay while attempts remain: delay n
+    (before attempt n + 1) is base_delay * 2^(n-1) (exponential), base_delay * n (linear) or
+    base_delay (fixed), capped at max_delay; with jitter, a random part of up to 20 % of it is
+    taken off. Without a policy a task has one attempt.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -247,6 +254,7 @@ class TaskSpec(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
     METADATA_JSON_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's id, unique within the workflow. Any characters but `.`, `$`, `{` and `}`."""
     name: _builtins.str
@@ -275,6 +283,12 @@ class TaskSpec(_message.Message):
     def retry(self) -> Global___RetryPolicy:
         """Retry policy; unset = the task is not retried."""
 
+    @_builtins.property
+    def heartbeat_timeout(self) -> _duration_pb2.Duration:
+        """Longest time the handler of one attempt may go without calling ctx.heartbeat(); unset =
+        no limit.
+        """
+
     def __init__(
         self,
         *,
@@ -288,10 +302,11 @@ class TaskSpec(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         retry: Global___RetryPolicy | None = ...,
         metadata_json: _builtins.str = ...,
+        heartbeat_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_timeout", b"heartbeat_timeout", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "heartbeat_timeout", b"heartbeat_timeout", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,6 +353,48 @@ class WorkflowSpec(_message.Message):
 Global___WorkflowSpec: _TypeAlias = WorkflowSpec  # noqa: Y015
 
 @_typing.final
+class TaskAttempt(_message.Message):
+    """One attempt of a task, as recorded when it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """The attempt's number, starting at 1."""
+    executor_id: _builtins.str
+    """Id of the executor that ran it."""
+    error: _builtins.str
+    """Why it failed; empty if it succeeded."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the executor started it; unset if it never started (e.g. poison)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        executor_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "number", b"number", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskAttempt: _TypeAlias = TaskAttempt  # noqa: Y015
+
+@_typing.final
 class TaskRun(_message.Message):
     """One task of a run."""
 
@@ -354,6 +411,8 @@ class TaskRun(_message.Message):
     DISPATCH_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    RETRY_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id from the workflow file."""
     name: _builtins.str
@@ -365,7 +424,9 @@ class TaskRun(_message.Message):
     result_json: _builtins.str
     """The method's output as JSON text; empty = no result (yet)."""
     attempts: _builtins.int
-    """Attempts started so far (0 before the first dispatch)."""
+    """Attempts made so far (0 before the first dispatch; while in TASK_STATE_RETRY_WAIT, the
+    attempts that failed).
+    """
     error: _builtins.str
     """Why the task failed or is blocked; empty otherwise."""
     executor_id: _builtins.str
@@ -382,6 +443,14 @@ class TaskRun(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the task reached COMPLETED, FAILED or BLOCKED; unset before."""
 
+    @_builtins.property
+    def retry_time(self) -> _timestamp_pb2.Timestamp:
+        """In TASK_STATE_RETRY_WAIT: when the next attempt is due; unset otherwise."""
+
+    @_builtins.property
+    def attempt_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAttempt]:
+        """The attempts that ended, in order (number, executor, start, end, error)."""
+
     def __init__(
         self,
         *,
@@ -396,10 +465,12 @@ class TaskRun(_message.Message):
         dispatch_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         executor_id: _builtins.str = ...,
+        retry_time: _timestamp_pb2.Timestamp | None = ...,
+        attempt_history: _abc.Iterable[Global___TaskAttempt] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "end_time", b"end_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "end_time", b"end_time", "retry_time", b"retry_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "retry_time", b"retry_time", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

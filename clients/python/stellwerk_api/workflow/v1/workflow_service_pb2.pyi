@@ -36,7 +36,7 @@ class _WaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitReason
     WAIT_REASON_CLAIMED: _WaitReason.ValueType  # 3
     """An executor has claimed the attempt and runs it (or ran it and is reporting)."""
     WAIT_REASON_RETRY: _WaitReason.ValueType  # 4
-    """Waiting for a retry (reserved: retries come with failure handling)."""
+    """An attempt failed; the next one waits for its due time (TaskExplanation.until_time)."""
     WAIT_REASON_BREAKER: _WaitReason.ValueType  # 5
     """Held by an open circuit breaker (reserved: breakers come with failure handling)."""
     WAIT_REASON_BLOCKED: _WaitReason.ValueType  # 6
@@ -60,7 +60,7 @@ WAIT_REASON_QUEUED: WaitReason.ValueType  # 2
 WAIT_REASON_CLAIMED: WaitReason.ValueType  # 3
 """An executor has claimed the attempt and runs it (or ran it and is reporting)."""
 WAIT_REASON_RETRY: WaitReason.ValueType  # 4
-"""Waiting for a retry (reserved: retries come with failure handling)."""
+"""An attempt failed; the next one waits for its due time (TaskExplanation.until_time)."""
 WAIT_REASON_BREAKER: WaitReason.ValueType  # 5
 """Held by an open circuit breaker (reserved: breakers come with failure handling)."""
 WAIT_REASON_BLOCKED: WaitReason.ValueType  # 6

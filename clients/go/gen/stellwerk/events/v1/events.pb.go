@@ -111,9 +111,14 @@ type TaskDispatch struct {
 	// generation of this attempt.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// When the resolver dispatched this attempt.
-	DispatchTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=dispatch_time,json=dispatchTime,proto3" json:"dispatch_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DispatchTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=dispatch_time,json=dispatchTime,proto3" json:"dispatch_time,omitempty"`
+	// A retry's due time: an executor that receives the dispatch earlier hands it back with a
+	// delayed redelivery (nak) until then. Unset = run at once.
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// Longest time the handler may go without calling heartbeat(); unset = no limit.
+	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TaskDispatch) Reset() {
@@ -216,6 +221,20 @@ func (x *TaskDispatch) GetDispatchTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *TaskDispatch) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *TaskDispatch) GetHeartbeatTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatTimeout
+	}
+	return nil
+}
+
 // The end of one attempt, reported by an executor on the task-event stream.
 type TaskEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -240,7 +259,10 @@ type TaskEvent struct {
 	// When the executor started the attempt.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When the attempt ended.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Set with TASK_OUTCOME_FAILED when the failure must not be retried (the handler raised
+	// NonRetryableError, the result could not be stored, the attempt was poison).
+	NonRetryable  bool `protobuf:"varint,12,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -352,11 +374,18 @@ func (x *TaskEvent) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *TaskEvent) GetNonRetryable() bool {
+	if x != nil {
+		return x.NonRetryable
+	}
+	return false
+}
+
 var File_stellwerk_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	" stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x02\n" +
+	" stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x03\n" +
 	"\fTaskDispatch\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -371,7 +400,10 @@ const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12?\n" +
 	"\rdispatch_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\fdispatchTime\"\xa2\x03\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\fdispatchTime\x129\n" +
+	"\n" +
+	"not_before\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12F\n" +
+	"\x11heartbeat_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"\xc7\x03\n" +
 	"\tTaskEvent\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -389,7 +421,8 @@ const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime*`\n" +
+	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12#\n" +
+	"\rnon_retryable\x18\f \x01(\bR\fnonRetryable*`\n" +
 	"\vTaskOutcome\x12\x1c\n" +
 	"\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n" +
@@ -420,14 +453,16 @@ var file_stellwerk_events_v1_events_proto_goTypes = []any{
 var file_stellwerk_events_v1_events_proto_depIdxs = []int32{
 	3, // 0: stellwerk.events.v1.TaskDispatch.timeout:type_name -> google.protobuf.Duration
 	4, // 1: stellwerk.events.v1.TaskDispatch.dispatch_time:type_name -> google.protobuf.Timestamp
-	0, // 2: stellwerk.events.v1.TaskEvent.outcome:type_name -> stellwerk.events.v1.TaskOutcome
-	4, // 3: stellwerk.events.v1.TaskEvent.start_time:type_name -> google.protobuf.Timestamp
-	4, // 4: stellwerk.events.v1.TaskEvent.end_time:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	4, // 2: stellwerk.events.v1.TaskDispatch.not_before:type_name -> google.protobuf.Timestamp
+	3, // 3: stellwerk.events.v1.TaskDispatch.heartbeat_timeout:type_name -> google.protobuf.Duration
+	0, // 4: stellwerk.events.v1.TaskEvent.outcome:type_name -> stellwerk.events.v1.TaskOutcome
+	4, // 5: stellwerk.events.v1.TaskEvent.start_time:type_name -> google.protobuf.Timestamp
+	4, // 6: stellwerk.events.v1.TaskEvent.end_time:type_name -> google.protobuf.Timestamp
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_events_v1_events_proto_init() }

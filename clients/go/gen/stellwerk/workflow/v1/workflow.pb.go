@@ -228,6 +228,8 @@ const (
 	TaskState_TASK_STATE_FAILED TaskState = 5
 	// Will never run, because a task it depends on failed.
 	TaskState_TASK_STATE_BLOCKED TaskState = 6
+	// An attempt failed and the next one waits for its due time (TaskRun.retry_time).
+	TaskState_TASK_STATE_RETRY_WAIT TaskState = 7
 )
 
 // Enum value maps for TaskState.
@@ -240,6 +242,7 @@ var (
 		4: "TASK_STATE_COMPLETED",
 		5: "TASK_STATE_FAILED",
 		6: "TASK_STATE_BLOCKED",
+		7: "TASK_STATE_RETRY_WAIT",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -249,6 +252,7 @@ var (
 		"TASK_STATE_COMPLETED":   4,
 		"TASK_STATE_FAILED":      5,
 		"TASK_STATE_BLOCKED":     6,
+		"TASK_STATE_RETRY_WAIT":  7,
 	}
 )
 
@@ -332,8 +336,11 @@ func (RunView) EnumDescriptor() ([]byte, []int) {
 	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{4}
 }
 
-// When and how often a failed task is tried again. Accepted, validated and stored; not yet
-// applied: today a failed attempt fails its task (retries come with failure handling).
+// When and how often a failed task is tried again. A failed attempt (a handler error or a
+// timeout; not NonRetryableError) is retried after its delay while attempts remain: delay n
+// (before attempt n + 1) is base_delay * 2^(n-1) (exponential), base_delay * n (linear) or
+// base_delay (fixed), capped at max_delay; with jitter, a random part of up to 20 % of it is
+// taken off. Without a policy a task has one attempt.
 type RetryPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Total number of attempts, the first one included (1 = no retry); 0 = the server default.
@@ -438,9 +445,12 @@ type TaskSpec struct {
 	// Retry policy; unset = the task is not retried.
 	Retry *RetryPolicy `protobuf:"bytes,9,opt,name=retry,proto3" json:"retry,omitempty"`
 	// Free-form metadata as a JSON object in text form; empty = none.
-	MetadataJson  string `protobuf:"bytes,10,opt,name=metadata_json,json=metadataJson,proto3" json:"metadata_json,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MetadataJson string `protobuf:"bytes,10,opt,name=metadata_json,json=metadataJson,proto3" json:"metadata_json,omitempty"`
+	// Longest time the handler of one attempt may go without calling ctx.heartbeat(); unset =
+	// no limit.
+	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -543,6 +553,13 @@ func (x *TaskSpec) GetMetadataJson() string {
 	return ""
 }
 
+func (x *TaskSpec) GetHeartbeatTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatTimeout
+	}
+	return nil
+}
+
 // A workflow definition: a DAG of tasks, as written in a workflow file.
 type WorkflowSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -625,6 +642,88 @@ func (x *WorkflowSpec) GetMetadataJson() string {
 	return ""
 }
 
+// One attempt of a task, as recorded when it ended.
+type TaskAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The attempt's number, starting at 1.
+	Number int32 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// Id of the executor that ran it.
+	ExecutorId string `protobuf:"bytes,2,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	// When the executor started it; unset if it never started (e.g. poison).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Why it failed; empty if it succeeded.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskAttempt) Reset() {
+	*x = TaskAttempt{}
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskAttempt) ProtoMessage() {}
+
+func (x *TaskAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskAttempt.ProtoReflect.Descriptor instead.
+func (*TaskAttempt) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TaskAttempt) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *TaskAttempt) GetExecutorId() string {
+	if x != nil {
+		return x.ExecutorId
+	}
+	return ""
+}
+
+func (x *TaskAttempt) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *TaskAttempt) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *TaskAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // One task of a run.
 type TaskRun struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -638,7 +737,8 @@ type TaskRun struct {
 	State TaskState `protobuf:"varint,4,opt,name=state,proto3,enum=stellwerk.workflow.v1.TaskState" json:"state,omitempty"`
 	// The method's output as JSON text; empty = no result (yet).
 	ResultJson string `protobuf:"bytes,5,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
-	// Attempts started so far (0 before the first dispatch).
+	// Attempts made so far (0 before the first dispatch; while in TASK_STATE_RETRY_WAIT, the
+	// attempts that failed).
 	Attempts int32 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Why the task failed or is blocked; empty otherwise.
 	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
@@ -649,14 +749,18 @@ type TaskRun struct {
 	// When the task reached COMPLETED, FAILED or BLOCKED; unset before.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Id of the executor that ran the latest attempt; empty if none has started it.
-	ExecutorId    string `protobuf:"bytes,11,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExecutorId string `protobuf:"bytes,11,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
+	// In TASK_STATE_RETRY_WAIT: when the next attempt is due; unset otherwise.
+	RetryTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
+	// The attempts that ended, in order (number, executor, start, end, error).
+	AttemptHistory []*TaskAttempt `protobuf:"bytes,13,rep,name=attempt_history,json=attemptHistory,proto3" json:"attempt_history,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TaskRun) Reset() {
 	*x = TaskRun{}
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +772,7 @@ func (x *TaskRun) String() string {
 func (*TaskRun) ProtoMessage() {}
 
 func (x *TaskRun) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +785,7 @@ func (x *TaskRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRun.ProtoReflect.Descriptor instead.
 func (*TaskRun) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{3}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskRun) GetTaskId() string {
@@ -761,6 +865,20 @@ func (x *TaskRun) GetExecutorId() string {
 	return ""
 }
 
+func (x *TaskRun) GetRetryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryTime
+	}
+	return nil
+}
+
+func (x *TaskRun) GetAttemptHistory() []*TaskAttempt {
+	if x != nil {
+		return x.AttemptHistory
+	}
+	return nil
+}
+
 // One run of a workflow: every submit starts a new run.
 type Run struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -793,7 +911,7 @@ type Run struct {
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +923,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +936,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Run) GetRunId() string {
@@ -913,7 +1031,7 @@ type ValidationProblem struct {
 
 func (x *ValidationProblem) Reset() {
 	*x = ValidationProblem{}
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1043,7 @@ func (x *ValidationProblem) String() string {
 func (*ValidationProblem) ProtoMessage() {}
 
 func (x *ValidationProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1056,7 @@ func (x *ValidationProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidationProblem.ProtoReflect.Descriptor instead.
 func (*ValidationProblem) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{5}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ValidationProblem) GetTask() string {
@@ -974,7 +1092,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"base_delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tbaseDelay\x126\n" +
 	"\tmax_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bmaxDelay\x12\x1b\n" +
 	"\x06jitter\x18\x05 \x01(\bH\x00R\x06jitter\x88\x01\x01B\t\n" +
-	"\a_jitter\"\xf8\x02\n" +
+	"\a_jitter\"\xc0\x03\n" +
 	"\bTaskSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -987,13 +1105,22 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x128\n" +
 	"\x05retry\x18\t \x01(\v2\".stellwerk.workflow.v1.RetryPolicyR\x05retry\x12#\n" +
 	"\rmetadata_json\x18\n" +
-	" \x01(\tR\fmetadataJson\"\xb0\x01\n" +
+	" \x01(\tR\fmetadataJson\x12F\n" +
+	"\x11heartbeat_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"\xb0\x01\n" +
 	"\fWorkflowSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x125\n" +
 	"\x05tasks\x18\x04 \x03(\v2\x1f.stellwerk.workflow.v1.TaskSpecR\x05tasks\x12#\n" +
-	"\rmetadata_json\x18\x05 \x01(\tR\fmetadataJson\"\x96\x03\n" +
+	"\rmetadata_json\x18\x05 \x01(\tR\fmetadataJson\"\xce\x01\n" +
+	"\vTaskAttempt\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1f\n" +
+	"\vexecutor_id\x18\x02 \x01(\tR\n" +
+	"executorId\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x9e\x04\n" +
 	"\aTaskRun\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1008,7 +1135,10 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\bend_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1f\n" +
 	"\vexecutor_id\x18\v \x01(\tR\n" +
-	"executorId\"\xb9\x03\n" +
+	"executorId\x129\n" +
+	"\n" +
+	"retry_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\x12K\n" +
+	"\x0fattempt_history\x18\r \x03(\v2\".stellwerk.workflow.v1.TaskAttemptR\x0eattemptHistory\"\xb9\x03\n" +
 	"\x03Run\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
@@ -1045,7 +1175,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n" +
 	"\x13RUN_STATE_COMPLETED\x10\x02\x12\x14\n" +
-	"\x10RUN_STATE_FAILED\x10\x03*\xbb\x01\n" +
+	"\x10RUN_STATE_FAILED\x10\x03*\xd6\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1053,7 +1183,8 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x12TASK_STATE_RUNNING\x10\x03\x12\x18\n" +
 	"\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x05\x12\x16\n" +
-	"\x12TASK_STATE_BLOCKED\x10\x06*J\n" +
+	"\x12TASK_STATE_BLOCKED\x10\x06\x12\x19\n" +
+	"\x15TASK_STATE_RETRY_WAIT\x10\a*J\n" +
 	"\aRunView\x12\x18\n" +
 	"\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n" +
@@ -1073,7 +1204,7 @@ func file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_stellwerk_workflow_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_stellwerk_workflow_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_stellwerk_workflow_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_stellwerk_workflow_v1_workflow_proto_goTypes = []any{
 	(Priority)(0),                 // 0: stellwerk.workflow.v1.Priority
 	(Backoff)(0),                  // 1: stellwerk.workflow.v1.Backoff
@@ -1083,32 +1214,38 @@ var file_stellwerk_workflow_v1_workflow_proto_goTypes = []any{
 	(*RetryPolicy)(nil),           // 5: stellwerk.workflow.v1.RetryPolicy
 	(*TaskSpec)(nil),              // 6: stellwerk.workflow.v1.TaskSpec
 	(*WorkflowSpec)(nil),          // 7: stellwerk.workflow.v1.WorkflowSpec
-	(*TaskRun)(nil),               // 8: stellwerk.workflow.v1.TaskRun
-	(*Run)(nil),                   // 9: stellwerk.workflow.v1.Run
-	(*ValidationProblem)(nil),     // 10: stellwerk.workflow.v1.ValidationProblem
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*TaskAttempt)(nil),           // 8: stellwerk.workflow.v1.TaskAttempt
+	(*TaskRun)(nil),               // 9: stellwerk.workflow.v1.TaskRun
+	(*Run)(nil),                   // 10: stellwerk.workflow.v1.Run
+	(*ValidationProblem)(nil),     // 11: stellwerk.workflow.v1.ValidationProblem
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_stellwerk_workflow_v1_workflow_proto_depIdxs = []int32{
 	1,  // 0: stellwerk.workflow.v1.RetryPolicy.backoff:type_name -> stellwerk.workflow.v1.Backoff
-	11, // 1: stellwerk.workflow.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
-	11, // 2: stellwerk.workflow.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
+	12, // 1: stellwerk.workflow.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
+	12, // 2: stellwerk.workflow.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
 	0,  // 3: stellwerk.workflow.v1.TaskSpec.priority:type_name -> stellwerk.workflow.v1.Priority
-	11, // 4: stellwerk.workflow.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	12, // 4: stellwerk.workflow.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
 	5,  // 5: stellwerk.workflow.v1.TaskSpec.retry:type_name -> stellwerk.workflow.v1.RetryPolicy
-	6,  // 6: stellwerk.workflow.v1.WorkflowSpec.tasks:type_name -> stellwerk.workflow.v1.TaskSpec
-	3,  // 7: stellwerk.workflow.v1.TaskRun.state:type_name -> stellwerk.workflow.v1.TaskState
-	12, // 8: stellwerk.workflow.v1.TaskRun.dispatch_time:type_name -> google.protobuf.Timestamp
-	12, // 9: stellwerk.workflow.v1.TaskRun.end_time:type_name -> google.protobuf.Timestamp
-	2,  // 10: stellwerk.workflow.v1.Run.state:type_name -> stellwerk.workflow.v1.RunState
-	12, // 11: stellwerk.workflow.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	12, // 12: stellwerk.workflow.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	8,  // 13: stellwerk.workflow.v1.Run.tasks:type_name -> stellwerk.workflow.v1.TaskRun
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 6: stellwerk.workflow.v1.TaskSpec.heartbeat_timeout:type_name -> google.protobuf.Duration
+	6,  // 7: stellwerk.workflow.v1.WorkflowSpec.tasks:type_name -> stellwerk.workflow.v1.TaskSpec
+	13, // 8: stellwerk.workflow.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
+	13, // 9: stellwerk.workflow.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 10: stellwerk.workflow.v1.TaskRun.state:type_name -> stellwerk.workflow.v1.TaskState
+	13, // 11: stellwerk.workflow.v1.TaskRun.dispatch_time:type_name -> google.protobuf.Timestamp
+	13, // 12: stellwerk.workflow.v1.TaskRun.end_time:type_name -> google.protobuf.Timestamp
+	13, // 13: stellwerk.workflow.v1.TaskRun.retry_time:type_name -> google.protobuf.Timestamp
+	8,  // 14: stellwerk.workflow.v1.TaskRun.attempt_history:type_name -> stellwerk.workflow.v1.TaskAttempt
+	2,  // 15: stellwerk.workflow.v1.Run.state:type_name -> stellwerk.workflow.v1.RunState
+	13, // 16: stellwerk.workflow.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	13, // 17: stellwerk.workflow.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	9,  // 18: stellwerk.workflow.v1.Run.tasks:type_name -> stellwerk.workflow.v1.TaskRun
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_workflow_v1_workflow_proto_init() }
@@ -1123,7 +1260,7 @@ func file_stellwerk_workflow_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stellwerk_workflow_v1_workflow_proto_rawDesc), len(file_stellwerk_workflow_v1_workflow_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,7 +34,7 @@ const (
 	WaitReason_WAIT_REASON_QUEUED WaitReason = 2
 	// An executor has claimed the attempt and runs it (or ran it and is reporting).
 	WaitReason_WAIT_REASON_CLAIMED WaitReason = 3
-	// Waiting for a retry (reserved: retries come with failure handling).
+	// An attempt failed; the next one waits for its due time (TaskExplanation.until_time).
 	WaitReason_WAIT_REASON_RETRY WaitReason = 4
 	// Held by an open circuit breaker (reserved: breakers come with failure handling).
 	WaitReason_WAIT_REASON_BREAKER WaitReason = 5

@@ -89,7 +89,18 @@ export interface TaskDispatch {
    */
   idempotencyKey: string;
   /** When the resolver dispatched this attempt. */
-  dispatchTime: Date | undefined;
+  dispatchTime:
+    | Date
+    | undefined;
+  /**
+   * A retry's due time: an executor that receives the dispatch earlier hands it back with a
+   * delayed redelivery (nak) until then. Unset = run at once.
+   */
+  notBefore:
+    | Date
+    | undefined;
+  /** Longest time the handler may go without calling heartbeat(); unset = no limit. */
+  heartbeatTimeout: Duration | undefined;
 }
 
 /** The end of one attempt, reported by an executor on the task-event stream. */
@@ -117,7 +128,14 @@ export interface TaskEvent {
     | Date
     | undefined;
   /** When the attempt ended. */
-  endTime: Date | undefined;
+  endTime:
+    | Date
+    | undefined;
+  /**
+   * Set with TASK_OUTCOME_FAILED when the failure must not be retried (the handler raised
+   * NonRetryableError, the result could not be stored, the attempt was poison).
+   */
+  nonRetryable: boolean;
 }
 
 function createBaseTaskDispatch(): TaskDispatch {
@@ -132,6 +150,8 @@ function createBaseTaskDispatch(): TaskDispatch {
     timeout: undefined,
     idempotencyKey: "",
     dispatchTime: undefined,
+    notBefore: undefined,
+    heartbeatTimeout: undefined,
   };
 }
 
@@ -166,6 +186,12 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
     }
     if (message.dispatchTime !== undefined) {
       Timestamp.encode(toTimestamp(message.dispatchTime), writer.uint32(82).fork()).join();
+    }
+    if (message.notBefore !== undefined) {
+      Timestamp.encode(toTimestamp(message.notBefore), writer.uint32(90).fork()).join();
+    }
+    if (message.heartbeatTimeout !== undefined) {
+      Duration.encode(message.heartbeatTimeout, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -263,6 +289,22 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
             message.dispatchTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.notBefore = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.heartbeatTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -311,6 +353,16 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
         : isSet(object.dispatch_time)
         ? fromJsonTimestamp(object.dispatch_time)
         : undefined,
+      notBefore: isSet(object.notBefore)
+        ? fromJsonTimestamp(object.notBefore)
+        : isSet(object.not_before)
+        ? fromJsonTimestamp(object.not_before)
+        : undefined,
+      heartbeatTimeout: isSet(object.heartbeatTimeout)
+        ? Duration.fromJSON(object.heartbeatTimeout)
+        : isSet(object.heartbeat_timeout)
+        ? Duration.fromJSON(object.heartbeat_timeout)
+        : undefined,
     };
   },
 
@@ -346,6 +398,12 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
     if (message.dispatchTime !== undefined) {
       obj.dispatchTime = message.dispatchTime.toISOString();
     }
+    if (message.notBefore !== undefined) {
+      obj.notBefore = message.notBefore.toISOString();
+    }
+    if (message.heartbeatTimeout !== undefined) {
+      obj.heartbeatTimeout = Duration.toJSON(message.heartbeatTimeout);
+    }
     return obj;
   },
 
@@ -366,6 +424,10 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
       : undefined;
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.dispatchTime = object.dispatchTime ?? undefined;
+    message.notBefore = object.notBefore ?? undefined;
+    message.heartbeatTimeout = (object.heartbeatTimeout !== undefined && object.heartbeatTimeout !== null)
+      ? Duration.fromPartial(object.heartbeatTimeout)
+      : undefined;
     return message;
   },
 };
@@ -383,6 +445,7 @@ function createBaseTaskEvent(): TaskEvent {
     executorId: "",
     startTime: undefined,
     endTime: undefined,
+    nonRetryable: false,
   };
 }
 
@@ -420,6 +483,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     }
     if (message.endTime !== undefined) {
       Timestamp.encode(toTimestamp(message.endTime), writer.uint32(90).fork()).join();
+    }
+    if (message.nonRetryable !== false) {
+      writer.uint32(96).bool(message.nonRetryable);
     }
     return writer;
   },
@@ -525,6 +591,14 @@ export const TaskEvent: MessageFns<TaskEvent> = {
             message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.nonRetryable = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -578,6 +652,11 @@ export const TaskEvent: MessageFns<TaskEvent> = {
         : isSet(object.end_time)
         ? fromJsonTimestamp(object.end_time)
         : undefined,
+      nonRetryable: isSet(object.nonRetryable)
+        ? globalThis.Boolean(object.nonRetryable)
+        : isSet(object.non_retryable)
+        ? globalThis.Boolean(object.non_retryable)
+        : false,
     };
   },
 
@@ -616,6 +695,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     if (message.endTime !== undefined) {
       obj.endTime = message.endTime.toISOString();
     }
+    if (message.nonRetryable !== false) {
+      obj.nonRetryable = message.nonRetryable;
+    }
     return obj;
   },
 
@@ -635,6 +717,7 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     message.executorId = object.executorId ?? "";
     message.startTime = object.startTime ?? undefined;
     message.endTime = object.endTime ?? undefined;
+    message.nonRetryable = object.nonRetryable ?? false;
     return message;
   },
 };

@@ -189,6 +189,8 @@ export enum TaskState {
   TASK_STATE_FAILED = 5,
   /** TASK_STATE_BLOCKED - Will never run, because a task it depends on failed. */
   TASK_STATE_BLOCKED = 6,
+  /** TASK_STATE_RETRY_WAIT - An attempt failed and the next one waits for its due time (TaskRun.retry_time). */
+  TASK_STATE_RETRY_WAIT = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -215,6 +217,9 @@ export function taskStateFromJSON(object: any): TaskState {
     case 6:
     case "TASK_STATE_BLOCKED":
       return TaskState.TASK_STATE_BLOCKED;
+    case 7:
+    case "TASK_STATE_RETRY_WAIT":
+      return TaskState.TASK_STATE_RETRY_WAIT;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -238,6 +243,8 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_FAILED";
     case TaskState.TASK_STATE_BLOCKED:
       return "TASK_STATE_BLOCKED";
+    case TaskState.TASK_STATE_RETRY_WAIT:
+      return "TASK_STATE_RETRY_WAIT";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -288,8 +295,11 @@ export function runViewToJSON(object: RunView): string {
 }
 
 /**
- * When and how often a failed task is tried again. Accepted, validated and stored; not yet
- * applied: today a failed attempt fails its task (retries come with failure handling).
+ * When and how often a failed task is tried again. A failed attempt (a handler error or a
+ * timeout; not NonRetryableError) is retried after its delay while attempts remain: delay n
+ * (before attempt n + 1) is base_delay * 2^(n-1) (exponential), base_delay * n (linear) or
+ * base_delay (fixed), capped at max_delay; with jitter, a random part of up to 20 % of it is
+ * taken off. Without a policy a task has one attempt.
  */
 export interface RetryPolicy {
   /** Total number of attempts, the first one included (1 = no retry); 0 = the server default. */
@@ -337,6 +347,11 @@ export interface TaskSpec {
     | undefined;
   /** Free-form metadata as a JSON object in text form; empty = none. */
   metadataJson: string;
+  /**
+   * Longest time the handler of one attempt may go without calling ctx.heartbeat(); unset =
+   * no limit.
+   */
+  heartbeatTimeout: Duration | undefined;
 }
 
 /** A workflow definition: a DAG of tasks, as written in a workflow file. */
@@ -353,6 +368,24 @@ export interface WorkflowSpec {
   metadataJson: string;
 }
 
+/** One attempt of a task, as recorded when it ended. */
+export interface TaskAttempt {
+  /** The attempt's number, starting at 1. */
+  number: number;
+  /** Id of the executor that ran it. */
+  executorId: string;
+  /** When the executor started it; unset if it never started (e.g. poison). */
+  startTime:
+    | Date
+    | undefined;
+  /** When it ended. */
+  endTime:
+    | Date
+    | undefined;
+  /** Why it failed; empty if it succeeded. */
+  error: string;
+}
+
 /** One task of a run. */
 export interface TaskRun {
   /** The task's id from the workflow file. */
@@ -365,7 +398,10 @@ export interface TaskRun {
   state: TaskState;
   /** The method's output as JSON text; empty = no result (yet). */
   resultJson: string;
-  /** Attempts started so far (0 before the first dispatch). */
+  /**
+   * Attempts made so far (0 before the first dispatch; while in TASK_STATE_RETRY_WAIT, the
+   * attempts that failed).
+   */
   attempts: number;
   /** Why the task failed or is blocked; empty otherwise. */
   error: string;
@@ -381,6 +417,12 @@ export interface TaskRun {
     | undefined;
   /** Id of the executor that ran the latest attempt; empty if none has started it. */
   executorId: string;
+  /** In TASK_STATE_RETRY_WAIT: when the next attempt is due; unset otherwise. */
+  retryTime:
+    | Date
+    | undefined;
+  /** The attempts that ended, in order (number, executor, start, end, error). */
+  attemptHistory: TaskAttempt[];
 }
 
 /** One run of a workflow: every submit starts a new run. */
@@ -587,6 +629,7 @@ function createBaseTaskSpec(): TaskSpec {
     timeout: undefined,
     retry: undefined,
     metadataJson: "",
+    heartbeatTimeout: undefined,
   };
 }
 
@@ -621,6 +664,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.metadataJson !== "") {
       writer.uint32(82).string(message.metadataJson);
+    }
+    if (message.heartbeatTimeout !== undefined) {
+      Duration.encode(message.heartbeatTimeout, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -718,6 +764,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.metadataJson = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.heartbeatTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -752,6 +806,11 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.metadata_json)
         ? globalThis.String(object.metadata_json)
         : "",
+      heartbeatTimeout: isSet(object.heartbeatTimeout)
+        ? Duration.fromJSON(object.heartbeatTimeout)
+        : isSet(object.heartbeat_timeout)
+        ? Duration.fromJSON(object.heartbeat_timeout)
+        : undefined,
     };
   },
 
@@ -787,6 +846,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.metadataJson !== "") {
       obj.metadataJson = message.metadataJson;
     }
+    if (message.heartbeatTimeout !== undefined) {
+      obj.heartbeatTimeout = Duration.toJSON(message.heartbeatTimeout);
+    }
     return obj;
   },
 
@@ -809,6 +871,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       ? RetryPolicy.fromPartial(object.retry)
       : undefined;
     message.metadataJson = object.metadataJson ?? "";
+    message.heartbeatTimeout = (object.heartbeatTimeout !== undefined && object.heartbeatTimeout !== null)
+      ? Duration.fromPartial(object.heartbeatTimeout)
+      : undefined;
     return message;
   },
 };
@@ -950,6 +1015,151 @@ export const WorkflowSpec: MessageFns<WorkflowSpec> = {
   },
 };
 
+function createBaseTaskAttempt(): TaskAttempt {
+  return { number: 0, executorId: "", startTime: undefined, endTime: undefined, error: "" };
+}
+
+export const TaskAttempt: MessageFns<TaskAttempt> = {
+  encode(message: TaskAttempt, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.number !== 0) {
+      writer.uint32(8).int32(message.number);
+    }
+    if (message.executorId !== "") {
+      writer.uint32(18).string(message.executorId);
+    }
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(26).fork()).join();
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(34).fork()).join();
+    }
+    if (message.error !== "") {
+      writer.uint32(42).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskAttempt {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskAttempt();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.number = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.executorId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TaskAttempt {
+    return {
+      number: isSet(object.number) ? globalThis.Number(object.number) : 0,
+      executorId: isSet(object.executorId)
+        ? globalThis.String(object.executorId)
+        : isSet(object.executor_id)
+        ? globalThis.String(object.executor_id)
+        : "",
+      startTime: isSet(object.startTime)
+        ? fromJsonTimestamp(object.startTime)
+        : isSet(object.start_time)
+        ? fromJsonTimestamp(object.start_time)
+        : undefined,
+      endTime: isSet(object.endTime)
+        ? fromJsonTimestamp(object.endTime)
+        : isSet(object.end_time)
+        ? fromJsonTimestamp(object.end_time)
+        : undefined,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: TaskAttempt): unknown {
+    const obj: any = {};
+    if (message.number !== 0) {
+      obj.number = Math.round(message.number);
+    }
+    if (message.executorId !== "") {
+      obj.executorId = message.executorId;
+    }
+    if (message.startTime !== undefined) {
+      obj.startTime = message.startTime.toISOString();
+    }
+    if (message.endTime !== undefined) {
+      obj.endTime = message.endTime.toISOString();
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TaskAttempt>, I>>(base?: I): TaskAttempt {
+    return TaskAttempt.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskAttempt>, I>>(object: I): TaskAttempt {
+    const message = createBaseTaskAttempt();
+    message.number = object.number ?? 0;
+    message.executorId = object.executorId ?? "";
+    message.startTime = object.startTime ?? undefined;
+    message.endTime = object.endTime ?? undefined;
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
 function createBaseTaskRun(): TaskRun {
   return {
     taskId: "",
@@ -963,6 +1173,8 @@ function createBaseTaskRun(): TaskRun {
     dispatchTime: undefined,
     endTime: undefined,
     executorId: "",
+    retryTime: undefined,
+    attemptHistory: [],
   };
 }
 
@@ -1000,6 +1212,12 @@ export const TaskRun: MessageFns<TaskRun> = {
     }
     if (message.executorId !== "") {
       writer.uint32(90).string(message.executorId);
+    }
+    if (message.retryTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.retryTime), writer.uint32(98).fork()).join();
+    }
+    for (const v of message.attemptHistory) {
+      TaskAttempt.encode(v!, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -1105,6 +1323,22 @@ export const TaskRun: MessageFns<TaskRun> = {
             message.executorId = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.retryTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.attemptHistory.push(TaskAttempt.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1152,6 +1386,16 @@ export const TaskRun: MessageFns<TaskRun> = {
         : isSet(object.executor_id)
         ? globalThis.String(object.executor_id)
         : "",
+      retryTime: isSet(object.retryTime)
+        ? fromJsonTimestamp(object.retryTime)
+        : isSet(object.retry_time)
+        ? fromJsonTimestamp(object.retry_time)
+        : undefined,
+      attemptHistory: globalThis.Array.isArray(object?.attemptHistory)
+        ? object.attemptHistory.map((e: any) => TaskAttempt.fromJSON(e))
+        : globalThis.Array.isArray(object?.attempt_history)
+        ? object.attempt_history.map((e: any) => TaskAttempt.fromJSON(e))
+        : [],
     };
   },
 
@@ -1190,6 +1434,12 @@ export const TaskRun: MessageFns<TaskRun> = {
     if (message.executorId !== "") {
       obj.executorId = message.executorId;
     }
+    if (message.retryTime !== undefined) {
+      obj.retryTime = message.retryTime.toISOString();
+    }
+    if (message.attemptHistory?.length) {
+      obj.attemptHistory = message.attemptHistory.map((e) => TaskAttempt.toJSON(e));
+    }
     return obj;
   },
 
@@ -1209,6 +1459,8 @@ export const TaskRun: MessageFns<TaskRun> = {
     message.dispatchTime = object.dispatchTime ?? undefined;
     message.endTime = object.endTime ?? undefined;
     message.executorId = object.executorId ?? "";
+    message.retryTime = object.retryTime ?? undefined;
+    message.attemptHistory = object.attemptHistory?.map((e) => TaskAttempt.fromPartial(e)) || [];
     return message;
   },
 };

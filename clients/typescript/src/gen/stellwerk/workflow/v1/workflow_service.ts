@@ -51,7 +51,7 @@ export enum WaitReason {
   WAIT_REASON_QUEUED = 2,
   /** WAIT_REASON_CLAIMED - An executor has claimed the attempt and runs it (or ran it and is reporting). */
   WAIT_REASON_CLAIMED = 3,
-  /** WAIT_REASON_RETRY - Waiting for a retry (reserved: retries come with failure handling). */
+  /** WAIT_REASON_RETRY - An attempt failed; the next one waits for its due time (TaskExplanation.until_time). */
   WAIT_REASON_RETRY = 4,
   /** WAIT_REASON_BREAKER - Held by an open circuit breaker (reserved: breakers come with failure handling). */
   WAIT_REASON_BREAKER = 5,
