@@ -60,6 +60,12 @@ def check_outcome(
                     f"{pb.TaskState.Name(got.state)} with {got.result_json or 'no result'}, "
                     f"expected {want.result} ({got.error})"
                 )
+            elif want.attempts is not None and got.attempts != want.attempts:
+                fine = False
+                report.problems.append(
+                    f"retry lost or doubled: run {run.run_id} task {task_id} made "
+                    f"{got.attempts} attempts, expected {want.attempts}"
+                )
             elif got.state != want.state:
                 fine = False
                 report.wrong_states += 1

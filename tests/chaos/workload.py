@@ -26,6 +26,8 @@ class TaskPlan:
     deps: tuple[str, ...]
     n: int
     fail: bool = False
+    flaky: int = 0
+    """Attempts that fail before one succeeds (the task retries with a fixed short delay)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Expected:
 
     state: pb.TaskState.ValueType
     result: int | None
+    attempts: int | None = None
+    """Attempts made, when known (retried tasks: each retry exactly once)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,14 @@ class WorkflowPlan:
             if self.at is not None:
                 params["at"] = self.at
             entry: dict[str, object] = {"id": task.id, "method": METHOD, "parameters": params}
+            if task.flaky:
+                params["fail_attempts"] = task.flaky
+                entry["retry"] = {
+                    "max_attempts": task.flaky + 1,
+                    "backoff": "fixed",
+                    "base_delay": 0.2,
+                    "jitter": False,
+                }
             if task.deps:
                 entry["dependencies"] = list(task.deps)
             tasks.append(entry)
@@ -81,7 +93,7 @@ class WorkflowPlan:
                 out[task.id] = Expected(pb.TASK_STATE_FAILED, None)
             else:
                 total = task.n + sum(d.result or 0 for d in deps)
-                out[task.id] = Expected(pb.TASK_STATE_COMPLETED, total)
+                out[task.id] = Expected(pb.TASK_STATE_COMPLETED, total, task.flaky + 1)
         return out
 
 
@@ -113,8 +125,17 @@ def random_workflow(
     if failing:
         with_descendants = sorted({ids.index(d) for ds in deps for d in ds})
         fail_at = rng.choice(with_descendants)
+    # Every third task fails its first one or two attempts and retries (drawn from its own
+    # generator, so the shapes drawn from ``rng`` stay as they were).
+    flaky = random.Random(name)
     tasks = tuple(
-        TaskPlan(id=ids[i], deps=deps[i], n=rng.randint(1, 1000), fail=i == fail_at)
+        TaskPlan(
+            id=ids[i],
+            deps=deps[i],
+            n=rng.randint(1, 1000),
+            fail=i == fail_at,
+            flaky=flaky.randint(1, 2) if i % 3 == 2 and i != fail_at else 0,
+        )
         for i in range(size)
     )
     return WorkflowPlan(name=name, tasks=tasks, sleep=sleep)

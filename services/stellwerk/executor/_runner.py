@@ -54,6 +54,7 @@ __all__ = ["TaskMetrics", "TaskRunner"]
 logger = logging.getLogger(__name__)
 
 _MAX_FETCH = 64
+_NO_LOCK = contextlib.nullcontext()
 
 
 def abandoned_threads(registry: Registry) -> Gauge:
@@ -269,22 +270,22 @@ class TaskRunner:
         self._claims.add(claim)
         heartbeat = asyncio.create_task(self._heartbeat(msg, claim, dispatch))
         try:
-            runs = 0
-            if delivered > 1:
-                runs = await self._redelivery.count_run(dispatch) or -1
-                # A retry was handed back until due: that delivery was no run (its first run
-                # is counted as a re-run, so one is taken off).
-                runs -= 1 if runs > 0 and dispatch.HasField("not_before") else 0
-            if runs == -1:  # committed meanwhile
-                await msg.ack()
-                return
-            if runs > self._settings.max_deliveries:
-                await self._report(dispatch, self._poisoned(dispatch, runs - 1))
-                await msg.ack()
-                return
-            # A re-run attempt may be the one that killed our predecessor: run such suspects
-            # one at a time, so a poison task cannot take innocent ones down with it.
-            async with self._suspects if runs > 1 else contextlib.nullcontext():
+            # A redelivered attempt may be the one that killed our predecessor: run such
+            # suspects one at a time, so a poison task cannot take innocent ones down with it.
+            # A retry handed back until due is redelivered without suspicion: that delivery
+            # was no run (its first run is counted as a re-run, so one is taken off).
+            deferred = dispatch.HasField("not_before")
+            async with self._suspects if delivered > 1 and not deferred else _NO_LOCK:
+                if delivered > 1:
+                    runs = await self._redelivery.count_run(dispatch)
+                    if runs is None:  # committed meanwhile
+                        await msg.ack()
+                        return
+                    runs -= 1 if deferred else 0
+                    if runs > self._settings.max_deliveries:
+                        await self._report(dispatch, self._poisoned(dispatch, runs - 1))
+                        await msg.ack()
+                        return
                 event = await self._run_claimed(dispatch, params, claim)
         finally:
             self._claims.discard(claim)
