@@ -42,6 +42,7 @@ const (
 	TaskCompleted    = workflowv1.TaskState_TASK_STATE_COMPLETED
 	TaskFailed       = workflowv1.TaskState_TASK_STATE_FAILED
 	TaskBlocked      = workflowv1.TaskState_TASK_STATE_BLOCKED
+	TaskSkipped      = workflowv1.TaskState_TASK_STATE_SKIPPED
 	maxMessageBytes  = 64 << 20
 	watchRetryPause  = 200 * time.Millisecond
 	watchRetryLimit  = 5 * time.Second

@@ -207,9 +207,11 @@ EXPORTED: dict[str, list[str]] = {
     ),
     "stellwerk.core.model": [
         "Backoff",
+        "FailureStrategy",
         "MAX_DOCUMENT_BYTES",
         "MAX_ID_LENGTH",
         "MAX_PARAMS_BYTES",
+        "NULL_OUTPUT",
         "Priority",
         "Reference",
         "RetryPolicy",
@@ -228,9 +230,11 @@ EXPORTED: dict[str, list[str]] = {
     ],
     "stellwerk_client.model": [
         "Backoff",
+        "FailureStrategy",
         "MAX_DOCUMENT_BYTES",
         "MAX_ID_LENGTH",
         "MAX_PARAMS_BYTES",
+        "NULL_OUTPUT",
         "Priority",
         "Ref",
         "Reference",

@@ -65,11 +65,20 @@ class TaskState(StrEnum):
     BLOCKED = "BLOCKED"
     RETRY_WAIT = "RETRY_WAIT"
     """An attempt failed; the next one is due at :attr:`TaskRun.retry_at`."""
+    SKIPPED = "SKIPPED"
+    """Failed for good under ``on_failure: skip``: :attr:`TaskRun.error` says why; its
+    dependents ran with ``null`` for its result."""
 
     @property
     def finished(self) -> bool:
-        """Whether the task is settled: COMPLETED, FAILED or BLOCKED (it will not run)."""
-        return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.BLOCKED)
+        """Whether the task is settled: COMPLETED, FAILED, BLOCKED or SKIPPED (it will not
+        run again)."""
+        return self in (
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.BLOCKED,
+            TaskState.SKIPPED,
+        )
 
 
 def _enum(kind: type[RunState] | type[TaskState], descriptor: Any, value: int, prefix: str) -> Any:

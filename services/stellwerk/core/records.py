@@ -47,11 +47,24 @@ class TaskState(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     BLOCKED = "BLOCKED"
+    SKIPPED = "SKIPPED"
+    """Failed for good under ``on_failure: skip``: ``error`` kept, no result; dependents run
+    and references to its result resolve to ``null``."""
 
     @property
     def settled(self) -> bool:
         """A settled task never changes again."""
-        return self in (TaskState.COMPLETED, TaskState.FAILED, TaskState.BLOCKED)
+        return self in (
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.BLOCKED,
+            TaskState.SKIPPED,
+        )
+
+    @property
+    def lets_dependents_run(self) -> bool:
+        """Whether dependents of a task settled in this state run (COMPLETED, SKIPPED)."""
+        return self in (TaskState.COMPLETED, TaskState.SKIPPED)
 
 
 def retry_waiting(task: TaskRecord, now: float) -> bool:
@@ -137,6 +150,8 @@ class _Document:
             del doc["history"]
         if doc.get("heartbeat_timeout", "") is None:
             del doc["heartbeat_timeout"]
+        if doc.get("on_failure", "") is None:  # written only when not the default, block
+            del doc["on_failure"]
         return dumps(doc)
 
     @classmethod
@@ -194,6 +209,8 @@ class TaskRecord(_Document):
     """The attempts that ended: ``{"n", "executor", "start", "end", "error"}`` each."""
     heartbeat_timeout: float | None = None
     """Longest time a handler may go without ``ctx.heartbeat()``; ``None`` = no limit."""
+    on_failure: str | None = None
+    """The task's failure strategy when not the default ``block``: ``skip``."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""

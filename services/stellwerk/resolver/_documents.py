@@ -68,6 +68,7 @@ def build_run_documents(
                 priority=str(task.priority),
                 timeout=task.timeout,
                 heartbeat_timeout=task.heartbeat_timeout,
+                on_failure=None if task.on_failure == "block" else str(task.on_failure),
                 retry=task.retry.model_dump(mode="json") if task.retry is not None else None,
                 metadata=task.metadata,
                 state=TaskState.DISPATCHED if is_root else TaskState.PENDING,

@@ -28,6 +28,7 @@ _STYLES = {
     TaskState.FAILED: "bold red",
     TaskState.BLOCKED: "magenta",
     TaskState.RETRY_WAIT: "yellow",
+    TaskState.SKIPPED: "dim red",
 }
 _RUN_STYLES = {
     RunState.RUNNING: "bold yellow",

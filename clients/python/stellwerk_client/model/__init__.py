@@ -11,8 +11,16 @@ from ._graph import WorkflowGraph
 from ._loader import load_workflow, load_workflow_file
 from ._parse import MAX_DOCUMENT_BYTES, read_document
 from ._proto import spec_mapping_from_proto, spec_to_proto
-from ._references import Reference, find_references, substitute
-from ._spec import MAX_ID_LENGTH, Backoff, Priority, RetryPolicy, TaskSpec, WorkflowSpec
+from ._references import NULL_OUTPUT, Reference, find_references, substitute
+from ._spec import (
+    MAX_ID_LENGTH,
+    Backoff,
+    FailureStrategy,
+    Priority,
+    RetryPolicy,
+    TaskSpec,
+    WorkflowSpec,
+)
 from ._validate import check_workflow, validate_workflow
 from ._values import MAX_PARAMS_BYTES
 
@@ -20,7 +28,9 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_ID_LENGTH",
     "MAX_PARAMS_BYTES",
+    "NULL_OUTPUT",
     "Backoff",
+    "FailureStrategy",
     "Priority",
     "Ref",
     "Reference",

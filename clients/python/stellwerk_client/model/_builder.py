@@ -118,6 +118,7 @@ class WorkflowBuilder:
         timeout: float | None = None,
         retry: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        on_failure: str | None = None,
     ) -> TaskHandle:
         """Add a task; returns its handle.
 
@@ -131,6 +132,7 @@ class WorkflowBuilder:
             timeout: seconds one attempt may run.
             retry: ``{"max_attempts", "backoff", "base_delay", "max_delay", "jitter"}``.
             metadata: JSON values kept with the task.
+            on_failure: ``"block"`` (default) or ``"skip"`` once no retry is left.
 
         Nothing is checked here; :meth:`build` reports every problem at once.
         """
@@ -151,6 +153,7 @@ class WorkflowBuilder:
             "timeout": timeout,
             "retry": dict(retry) if retry is not None else None,
             "metadata": dict(metadata) if metadata is not None else None,
+            "on_failure": on_failure,
         }
         task.update({key: value for key, value in optional.items() if value is not None})
         self._tasks.append(task)

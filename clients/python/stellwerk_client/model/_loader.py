@@ -27,11 +27,13 @@ from stellwerk_client.errors import NotFoundError, Problem, WorkflowInvalidError
 from ._parse import FAILED, MAX_DOCUMENT_BYTES, Format, parse_document
 from ._spec import (
     MAX_ID_LENGTH,
+    FailureStrategy,
     Priority,
     RetryPolicy,
     TaskSpec,
     WorkflowSpec,
     default_protocol,
+    failure_strategy_problem,
     identifier_problem,
     method_problem,
     protocol_problem,
@@ -65,6 +67,7 @@ TASK_KEYS = (
     "retry",
     "retry_config",
     "metadata",
+    "on_failure",
 )
 IGNORED_TASK_KEYS = ("description", "tags")
 _RETRY_KEYS = tuple(RetryPolicy.model_fields)
@@ -224,6 +227,30 @@ class _Builder:
             return None
         return float(raw)
 
+    def on_failure(self, label: str, raw: Mapping[Any, Any]) -> FailureStrategy:
+        """The task's failure strategy: ``on_failure``, or the design analysis's
+        ``metadata.failure_strategy`` (both given, they must agree)."""
+        metadata = raw.get("metadata")
+        spelled = [
+            (f, v)
+            for f, v in (
+                ("on_failure", raw.get("on_failure")),
+                (
+                    "metadata.failure_strategy",
+                    metadata.get("failure_strategy") if isinstance(metadata, Mapping) else None,
+                ),
+            )
+            if v is not None
+        ]
+        for where, value in spelled:
+            if (problem := failure_strategy_problem(value)) is not None:
+                self.report(label, where, problem)
+                return FailureStrategy.BLOCK
+        named = {FailureStrategy(str(v).lower()) for _, v in spelled}
+        if len(named) > 1:
+            self.report(label, "on_failure", "on_failure and metadata.failure_strategy disagree")
+        return named.pop() if len(named) == 1 else FailureStrategy.BLOCK
+
     def retry_block(self, label: str, raw: Mapping[Any, Any]) -> object:
         """The task's retry block: ``retry``, or Gleitzeit's later spelling ``retry_config``."""
         if "retry" in raw and "retry_config" in raw:
@@ -255,6 +282,7 @@ class _Builder:
             ),
             "retry": self.retry(label, self.retry_block(label, raw)),
             "metadata": self.json_field(label, raw.get("metadata"), "metadata", "per task"),
+            "on_failure": self.on_failure(label, raw),
         }
         return _Draft(values, self.dependencies(label, raw.get("dependencies")))
 

@@ -67,6 +67,8 @@ def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
             item.timeout.CopyFrom(_duration(task.timeout))
         if task.heartbeat_timeout is not None:
             item.heartbeat_timeout.CopyFrom(_duration(task.heartbeat_timeout))
+        if task.on_failure != "block":
+            item.on_failure = str(task.on_failure)
         if task.retry is not None:
             item.retry.max_attempts = task.retry.max_attempts
             item.retry.backoff = _BACKOFF_TO_PB[str(task.retry.backoff)]
@@ -133,6 +135,8 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
             item["timeout"] = task.timeout.ToNanoseconds() / 1e9
         if task.HasField("heartbeat_timeout"):
             item["heartbeat_timeout"] = task.heartbeat_timeout.ToNanoseconds() / 1e9
+        if task.on_failure:
+            item["on_failure"] = task.on_failure
         if task.HasField("retry"):
             retry: dict[str, Any] = {}
             if task.retry.max_attempts:

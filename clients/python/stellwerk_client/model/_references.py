@@ -30,7 +30,14 @@ from stellwerk_client.errors import Problem, ReferenceResolutionError, WorkflowI
 
 from ._values import MAX_DEPTH, describe, format_path
 
-__all__ = ["Reference", "find_references", "parse_template", "scan_references", "substitute"]
+__all__ = [
+    "NULL_OUTPUT",
+    "Reference",
+    "find_references",
+    "parse_template",
+    "scan_references",
+    "substitute",
+]
 
 _MAX_INDEX_DIGITS = 18
 _MAX_KEYS_SHOWN = 30
@@ -191,12 +198,28 @@ def _index(segment: str | int) -> int | str:
     return f"{segment!r} is not a list index"
 
 
+class _NullOutput:
+    """The type of :data:`NULL_OUTPUT`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NULL_OUTPUT"
+
+
+NULL_OUTPUT = _NullOutput()
+"""The output of a task whose result is gone (a task skipped by ``on_failure: skip``): every
+reference into it, whatever its path, resolves to ``None`` (JSON ``null``)."""
+
+
 def resolve(reference: Reference, output: Any) -> Any:
     """The value ``reference`` points at inside a task's ``output``.
 
     Raises :class:`ReferenceResolutionError` naming the reference and what exists where the
     walk stopped (the keys of a mapping, the length of a list).
     """
+    if output is NULL_OUTPUT:
+        return None
     text = str(reference)
     path = reference.path or ("result",)
     if path[0] == "result" and not (isinstance(output, dict) and "result" in output):

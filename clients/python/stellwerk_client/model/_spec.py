@@ -32,11 +32,13 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_TIMEOUT_SECONDS",
     "Backoff",
+    "FailureStrategy",
     "Priority",
     "RetryPolicy",
     "TaskSpec",
     "WorkflowSpec",
     "default_protocol",
+    "failure_strategy_problem",
     "identifier_problem",
     "method_problem",
     "protocol_problem",
@@ -70,6 +72,28 @@ class Backoff(StrEnum):
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
     FIXED = "fixed"
+
+
+class FailureStrategy(StrEnum):
+    """What a task's failure (no retry left) means for its run: ``block`` (the default) fails
+    the task and blocks its dependents; ``skip`` marks it SKIPPED and lets its dependents run,
+    references to its result resolving to ``null``."""
+
+    BLOCK = "block"
+    SKIP = "skip"
+
+
+PLANNED_STRATEGIES = ("alternative", "compensate")
+"""Failure strategies of the design that are refused with "not supported yet"."""
+
+
+def failure_strategy_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a failure strategy, or ``None`` if it can."""
+    if isinstance(value, str) and value.lower() in FailureStrategy._value2member_map_:
+        return None
+    if isinstance(value, str) and value.lower() in PLANNED_STRATEGIES:
+        return f"the failure strategy {value.lower()!r} is not supported yet (block or skip)"
+    return f"the failure strategy must be block or skip, got {shorten(value)}"
 
 
 def identifier_problem(value: object, what: str = "id") -> str | None:
@@ -206,6 +230,7 @@ class TaskSpec(BaseModel):
     heartbeat_timeout: float | None = None
     retry: RetryPolicy | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    on_failure: FailureStrategy = FailureStrategy.BLOCK
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +241,13 @@ class TaskSpec(BaseModel):
         filled = dict(data)
         if "name" not in filled and "id" in filled:
             filled["name"] = filled["id"]
+        metadata = filled.get("metadata")
+        if (
+            "on_failure" not in filled
+            and isinstance(metadata, dict)
+            and "failure_strategy" in metadata  # the design analysis's spelling
+        ):
+            filled["on_failure"] = metadata["failure_strategy"]
         method = filled.get("method")
         if "protocol" not in filled and isinstance(method, str):
             filled["protocol"] = default_protocol(method)
@@ -240,6 +272,12 @@ class TaskSpec(BaseModel):
     @classmethod
     def _timeout(cls, value: Any) -> Any:
         return None if value is None else float(_checked(timeout_problem(value), value))
+
+    @field_validator("on_failure", mode="before")
+    @classmethod
+    def _strategy(cls, value: Any) -> Any:
+        _checked(failure_strategy_problem(value), value)
+        return FailureStrategy(str(value).lower())
 
     @field_validator("params", "metadata", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
+from stellwerk.core.progress._strategies import settle_failure
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore, Versioned
 
@@ -149,6 +150,7 @@ class Progress:
         retries: list[tuple[TaskRecord, bytes]] = []
         if any(not c.record.state.settled for c in commits):  # failures with attempts left
             commits = [await self._with_retry(c, retries) for c in commits]
+        commits = [self._strategy_applied(c) for c in commits]
         if may_republish:
             for resend in decided:
                 if isinstance(resend, _Resend):
@@ -200,6 +202,14 @@ class Progress:
             error=clip_error(f"{record.error}; not retried: {data}"),
         )
         return self._fitted(replace(commit, record=failed, data=None))
+
+    def _strategy_applied(self, commit: Commit) -> Commit:
+        """``commit`` with its task's failure strategy applied to a final failure
+        (``_strategies.settle_failure``: SKIPPED under ``skip``)."""
+        record = settle_failure(commit.record)
+        if record is commit.record:
+            return commit
+        return self._fitted(replace(commit, record=record, data=None))
 
     def _decide_cached(self, outcome: Outcome) -> Commit | TaskRecord | _AskKv:
         """:func:`_decision` on the cached document, where that is decisive (the common case):

@@ -24,6 +24,7 @@ from stellwerk.core.errors import (
 )
 from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.progress._strategies import output_of, settle_failure
 from stellwerk.core.records import (
     RunRecord,
     RunState,
@@ -165,7 +166,7 @@ class Propagation:
             bits, failed, error = task.settled_deps, task.dep_failed, task.error
             for dep, index in new_items:
                 bits = bitmap_set(bits, index)
-                if dep.state is not TaskState.COMPLETED and not failed:
+                if not dep.state.lets_dependents_run and not failed:
                     failed, error = True, _blocked_reason(dep)
             dispatch: bytes | None = None
             if bitmap_count(bits) < len(task.dependencies):
@@ -190,8 +191,10 @@ class Propagation:
                 except (TaskError, StellwerkError) as exc:
                     if isinstance(exc, UnavailableError):
                         raise
-                    new = new.evolve(
-                        state=TaskState.FAILED, error=clip_error(str(exc)), ended_at=time.time()
+                    new = settle_failure(
+                        new.evolve(
+                            state=TaskState.FAILED, error=clip_error(str(exc)), ended_at=time.time()
+                        )
                     )
                     dispatch = None
             if dispatch is not None and may_republish:
@@ -252,7 +255,7 @@ class Propagation:
             data = self._dispatcher.encode(fresh.value, await self.params(fresh.value))
             await self._dispatcher.publish(fresh.value, data)
             return None
-        if task.state in (TaskState.BLOCKED, TaskState.FAILED):
+        if task.state in (TaskState.BLOCKED, TaskState.FAILED, TaskState.SKIPPED):
             return task
         return None
 
@@ -276,17 +279,17 @@ class Propagation:
         """A completed dependency's result: from the outcomes in hand, the cache, KV, or — when
         its document does not record it yet — its committed outcome in the events stream."""
         hit = known.get((run_id, task_id))
-        if hit is not None and hit.state is TaskState.COMPLETED:
-            return hit.result
+        if hit is not None and hit.state.lets_dependents_run:
+            return output_of(hit)
         key = names.task_key(run_id, task_id)
         cached = await self._tasks.get(key)
-        if cached is not None and cached.value.state is TaskState.COMPLETED:
-            return cached.value.result
+        if cached is not None and cached.value.state.lets_dependents_run:
+            return output_of(cached.value)
         found = await self._tasks.get(key, fresh=True)
         if found is None:
             return None  # the run is being removed
-        if found.value.state is TaskState.COMPLETED:
-            return found.value.result
+        if found.value.state.lets_dependents_run:
+            return output_of(found.value)
         outcome = await self._dispatcher.outcome_of(run_id, task_id, found.value.attempt)
         if outcome is None or not outcome.succeeded:
             raise UnavailableError(f"the result of {task_id!r} is not readable yet")
@@ -310,7 +313,7 @@ class Propagation:
             bits, failed, error = run.settled_sinks, run.failed, run.error
             for task in fresh:
                 bits = bitmap_set(bits, task.sink_index or 0)
-                if task.state is not TaskState.COMPLETED:
+                if not task.state.lets_dependents_run:
                     failed = True
                     if error is None:
                         error = clip_error(f"task {task.id!r} {task.state.lower()}: {task.error}")

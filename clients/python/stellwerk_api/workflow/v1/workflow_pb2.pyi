@@ -143,6 +143,10 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     """Will never run, because a task it depends on failed."""
     TASK_STATE_RETRY_WAIT: _TaskState.ValueType  # 7
     """An attempt failed and the next one waits for its due time (TaskRun.retry_time)."""
+    TASK_STATE_SKIPPED: _TaskState.ValueType  # 8
+    """Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
+    see null for its result.
+    """
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
     """Where a task of a run is in its life."""
@@ -163,6 +167,10 @@ TASK_STATE_BLOCKED: TaskState.ValueType  # 6
 """Will never run, because a task it depends on failed."""
 TASK_STATE_RETRY_WAIT: TaskState.ValueType  # 7
 """An attempt failed and the next one waits for its due time (TaskRun.retry_time)."""
+TASK_STATE_SKIPPED: TaskState.ValueType  # 8
+"""Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
+see null for its result.
+"""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _RunView:
@@ -255,6 +263,7 @@ class TaskSpec(_message.Message):
     RETRY_FIELD_NUMBER: _builtins.int
     METADATA_JSON_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    ON_FAILURE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's id, unique within the workflow. Any characters but `.`, `$`, `{` and `}`."""
     name: _builtins.str
@@ -271,6 +280,11 @@ class TaskSpec(_message.Message):
     """How urgent the task is."""
     metadata_json: _builtins.str
     """Free-form metadata as a JSON object in text form; empty = none."""
+    on_failure: _builtins.str
+    """What a failure that no retry recovers means for the run: "block" (empty = block: the
+    task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
+    references to its result resolve to null).
+    """
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids (or unique names) of the tasks that must complete before this one starts."""
@@ -303,10 +317,11 @@ class TaskSpec(_message.Message):
         retry: Global___RetryPolicy | None = ...,
         metadata_json: _builtins.str = ...,
         heartbeat_timeout: _duration_pb2.Duration | None = ...,
+        on_failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_timeout", b"heartbeat_timeout", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "heartbeat_timeout", b"heartbeat_timeout", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "heartbeat_timeout", b"heartbeat_timeout", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "on_failure", b"on_failure", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -230,6 +230,9 @@ const (
 	TaskState_TASK_STATE_BLOCKED TaskState = 6
 	// An attempt failed and the next one waits for its due time (TaskRun.retry_time).
 	TaskState_TASK_STATE_RETRY_WAIT TaskState = 7
+	// Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
+	// see null for its result.
+	TaskState_TASK_STATE_SKIPPED TaskState = 8
 )
 
 // Enum value maps for TaskState.
@@ -243,6 +246,7 @@ var (
 		5: "TASK_STATE_FAILED",
 		6: "TASK_STATE_BLOCKED",
 		7: "TASK_STATE_RETRY_WAIT",
+		8: "TASK_STATE_SKIPPED",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -253,6 +257,7 @@ var (
 		"TASK_STATE_FAILED":      5,
 		"TASK_STATE_BLOCKED":     6,
 		"TASK_STATE_RETRY_WAIT":  7,
+		"TASK_STATE_SKIPPED":     8,
 	}
 )
 
@@ -449,8 +454,12 @@ type TaskSpec struct {
 	// Longest time the handler of one attempt may go without calling ctx.heartbeat(); unset =
 	// no limit.
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What a failure that no retry recovers means for the run: "block" (empty = block: the
+	// task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
+	// references to its result resolve to null).
+	OnFailure     string `protobuf:"bytes,12,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -558,6 +567,13 @@ func (x *TaskSpec) GetHeartbeatTimeout() *durationpb.Duration {
 		return x.HeartbeatTimeout
 	}
 	return nil
+}
+
+func (x *TaskSpec) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
 }
 
 // A workflow definition: a DAG of tasks, as written in a workflow file.
@@ -1092,7 +1108,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"base_delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tbaseDelay\x126\n" +
 	"\tmax_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bmaxDelay\x12\x1b\n" +
 	"\x06jitter\x18\x05 \x01(\bH\x00R\x06jitter\x88\x01\x01B\t\n" +
-	"\a_jitter\"\xc0\x03\n" +
+	"\a_jitter\"\xdf\x03\n" +
 	"\bTaskSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1106,7 +1122,9 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x05retry\x18\t \x01(\v2\".stellwerk.workflow.v1.RetryPolicyR\x05retry\x12#\n" +
 	"\rmetadata_json\x18\n" +
 	" \x01(\tR\fmetadataJson\x12F\n" +
-	"\x11heartbeat_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"\xb0\x01\n" +
+	"\x11heartbeat_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\f \x01(\tR\tonFailure\"\xb0\x01\n" +
 	"\fWorkflowSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
@@ -1175,7 +1193,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n" +
 	"\x13RUN_STATE_COMPLETED\x10\x02\x12\x14\n" +
-	"\x10RUN_STATE_FAILED\x10\x03*\xd6\x01\n" +
+	"\x10RUN_STATE_FAILED\x10\x03*\xee\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1184,7 +1202,8 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x14TASK_STATE_COMPLETED\x10\x04\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x05\x12\x16\n" +
 	"\x12TASK_STATE_BLOCKED\x10\x06\x12\x19\n" +
-	"\x15TASK_STATE_RETRY_WAIT\x10\a*J\n" +
+	"\x15TASK_STATE_RETRY_WAIT\x10\a\x12\x16\n" +
+	"\x12TASK_STATE_SKIPPED\x10\b*J\n" +
 	"\aRunView\x12\x18\n" +
 	"\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n" +

@@ -191,6 +191,11 @@ export enum TaskState {
   TASK_STATE_BLOCKED = 6,
   /** TASK_STATE_RETRY_WAIT - An attempt failed and the next one waits for its due time (TaskRun.retry_time). */
   TASK_STATE_RETRY_WAIT = 7,
+  /**
+   * TASK_STATE_SKIPPED - Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
+   * see null for its result.
+   */
+  TASK_STATE_SKIPPED = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -220,6 +225,9 @@ export function taskStateFromJSON(object: any): TaskState {
     case 7:
     case "TASK_STATE_RETRY_WAIT":
       return TaskState.TASK_STATE_RETRY_WAIT;
+    case 8:
+    case "TASK_STATE_SKIPPED":
+      return TaskState.TASK_STATE_SKIPPED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -245,6 +253,8 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_BLOCKED";
     case TaskState.TASK_STATE_RETRY_WAIT:
       return "TASK_STATE_RETRY_WAIT";
+    case TaskState.TASK_STATE_SKIPPED:
+      return "TASK_STATE_SKIPPED";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -351,7 +361,15 @@ export interface TaskSpec {
    * Longest time the handler of one attempt may go without calling ctx.heartbeat(); unset =
    * no limit.
    */
-  heartbeatTimeout: Duration | undefined;
+  heartbeatTimeout:
+    | Duration
+    | undefined;
+  /**
+   * What a failure that no retry recovers means for the run: "block" (empty = block: the
+   * task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
+   * references to its result resolve to null).
+   */
+  onFailure: string;
 }
 
 /** A workflow definition: a DAG of tasks, as written in a workflow file. */
@@ -630,6 +648,7 @@ function createBaseTaskSpec(): TaskSpec {
     retry: undefined,
     metadataJson: "",
     heartbeatTimeout: undefined,
+    onFailure: "",
   };
 }
 
@@ -667,6 +686,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.heartbeatTimeout !== undefined) {
       Duration.encode(message.heartbeatTimeout, writer.uint32(90).fork()).join();
+    }
+    if (message.onFailure !== "") {
+      writer.uint32(98).string(message.onFailure);
     }
     return writer;
   },
@@ -772,6 +794,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.heartbeatTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.onFailure = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -811,6 +841,11 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.heartbeat_timeout)
         ? Duration.fromJSON(object.heartbeat_timeout)
         : undefined,
+      onFailure: isSet(object.onFailure)
+        ? globalThis.String(object.onFailure)
+        : isSet(object.on_failure)
+        ? globalThis.String(object.on_failure)
+        : "",
     };
   },
 
@@ -849,6 +884,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.heartbeatTimeout !== undefined) {
       obj.heartbeatTimeout = Duration.toJSON(message.heartbeatTimeout);
     }
+    if (message.onFailure !== "") {
+      obj.onFailure = message.onFailure;
+    }
     return obj;
   },
 
@@ -874,6 +912,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.heartbeatTimeout = (object.heartbeatTimeout !== undefined && object.heartbeatTimeout !== null)
       ? Duration.fromPartial(object.heartbeatTimeout)
       : undefined;
+    message.onFailure = object.onFailure ?? "";
     return message;
   },
 };

@@ -1,0 +1,101 @@
+"""Failure strategies in the model (``on_failure`` / ``metadata.failure_strategy``) and the
+record a final failure settles as."""
+
+from __future__ import annotations
+
+import pytest
+
+from stellwerk.core.model import NULL_OUTPUT, FailureStrategy, WorkflowSpec, substitute
+from stellwerk.core.progress._strategies import output_of, settle_failure
+from stellwerk.core.records import TaskRecord, TaskState
+from stellwerk_client.errors import WorkflowInvalidError
+from stellwerk_client.model import TaskSpec, WorkflowBuilder, load_workflow
+
+
+def one_task(**extra: object) -> dict[str, object]:
+    return {"tasks": [{"id": "t", "method": "mcp/tool.echo", **extra}]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, FailureStrategy.BLOCK),
+        ({"on_failure": "skip"}, FailureStrategy.SKIP),
+        ({"on_failure": "BLOCK"}, FailureStrategy.BLOCK),
+        ({"metadata": {"failure_strategy": "skip"}}, FailureStrategy.SKIP),
+        ({"on_failure": "skip", "metadata": {"failure_strategy": "skip"}}, FailureStrategy.SKIP),
+    ],
+)
+def test_the_strategy_is_read_from_either_spelling(
+    extra: dict[str, object], expected: FailureStrategy
+) -> None:
+    spec = load_workflow(one_task(**extra))
+    assert spec.tasks[0].on_failure is expected
+    assert WorkflowSpec.from_proto(spec.to_proto()).tasks[0].on_failure is expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"on_failure": "alternative"}, "'alternative' is not supported yet"),
+        ({"on_failure": "compensate"}, "'compensate' is not supported yet"),
+        ({"on_failure": "retry-harder"}, "must be block or skip"),
+        ({"on_failure": 3}, "must be block or skip"),
+        ({"metadata": {"failure_strategy": "ignore"}}, "metadata.failure_strategy"),
+        ({"on_failure": "skip", "metadata": {"failure_strategy": "block"}}, "disagree"),
+    ],
+)
+def test_unknown_or_conflicting_strategies_are_refused(
+    extra: dict[str, object], message: str
+) -> None:
+    with pytest.raises(WorkflowInvalidError, match=message):
+        load_workflow(one_task(**extra))
+
+
+def test_the_builder_takes_a_strategy() -> None:
+    builder = WorkflowBuilder("w")
+    builder.task("t", "mcp/tool.echo", on_failure="skip")
+    assert builder.build().tasks[0].on_failure is FailureStrategy.SKIP
+
+
+def test_the_model_built_directly_agrees_with_the_loader() -> None:
+    built = TaskSpec(id="t", method="m", metadata={"failure_strategy": "skip"})
+    assert built.on_failure is FailureStrategy.SKIP
+    with pytest.raises(ValueError, match="not supported yet"):
+        TaskSpec(id="t", method="m", on_failure="alternative")  # type: ignore[arg-type]
+
+
+def test_references_into_a_skipped_task_are_null_whatever_their_path() -> None:
+    params = {"a": "${b}", "b": "${b.result.x[3]}", "c": "got ${b.result.y}"}
+    assert substitute(params, lambda _: NULL_OUTPUT) == {"a": None, "b": None, "c": "got null"}
+
+
+def record(state: TaskState, on_failure: str | None) -> TaskRecord:
+    return TaskRecord(
+        run_id="r",
+        id="t",
+        name="t",
+        method="m",
+        params={},
+        dependencies=[],
+        dependents=[],
+        refs={},
+        sink_index=0,
+        state=state,
+        error="broke",
+        on_failure=on_failure,
+    )
+
+
+def test_a_final_failure_under_skip_settles_as_skipped_and_keeps_its_error() -> None:
+    skipped = settle_failure(record(TaskState.FAILED, "skip"))
+    assert skipped.state is TaskState.SKIPPED
+    assert skipped.error == "broke"
+    assert settle_failure(skipped) == skipped  # applied twice: the same record
+    assert output_of(skipped) is NULL_OUTPUT
+    assert TaskRecord.from_bytes(skipped.to_bytes()) == skipped
+    plain = record(TaskState.FAILED, None)
+    assert settle_failure(plain) is plain
+    assert b"on_failure" not in plain.to_bytes()  # documents without a strategy unchanged
+    completed = record(TaskState.COMPLETED, "skip")
+    assert settle_failure(completed) is completed
