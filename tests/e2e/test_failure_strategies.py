@@ -93,3 +93,76 @@ tasks:
     run = await wait_done(workflows, (await submit(workflows, document)).run_id)
     assert states(run) == {"only": "TASK_STATE_SKIPPED"}
     assert run.state == pb.RUN_STATE_COMPLETED
+
+
+ALTERNATIVE = (
+    DIAMOND.format(strategy="on_failure: alternative\n    alternative_task: b_alt")
+    + """
+  - id: b_alt
+    method: test/noop
+    dependencies: [a]
+    params: {value: {x: {y: "from the alternative"}}}
+"""
+)
+
+
+async def test_alternative_runs_instead_and_its_result_stands_in(workflows: Any) -> None:
+    run = await wait_done(workflows, (await submit(workflows, ALTERNATIVE)).run_id)
+    assert states(run) == {
+        "a": "TASK_STATE_COMPLETED",
+        "b": "TASK_STATE_FAILED",
+        "c": "TASK_STATE_COMPLETED",
+        "d": "TASK_STATE_COMPLETED",
+        "side": "TASK_STATE_COMPLETED",
+        "b_alt": "TASK_STATE_COMPLETED",
+    }
+    assert run.state == pb.RUN_STATE_COMPLETED, run.error
+    tasks = tasks_by_id(run)
+    assert tasks["b"].attempts == 2 and "b broke" in tasks["b"].error
+    stand_in = {"x": {"y": "from the alternative"}}
+    assert result(tasks["d"])["params"] == {
+        "whole": stand_in,
+        "deep": "from the alternative",
+        "text": 'b={"x": {"y": "from the alternative"}}',
+        "c": "c-done",
+    }
+    # it ran only once b had failed for good
+    b_end = tasks["b"].attempt_history[-1].end_time.ToNanoseconds()
+    assert tasks["b_alt"].attempt_history[0].start_time.ToNanoseconds() >= b_end
+
+
+async def test_an_alternative_is_never_a_root_and_waits_unused(workflows: Any) -> None:
+    document = """
+tasks:
+  - id: ok
+    method: test/noop
+    params: {value: 1}
+    on_failure: alternative
+    alternative_task: spare
+  - id: spare
+    method: test/noop
+    params: {value: 2}
+"""
+    run = await wait_done(workflows, (await submit(workflows, document)).run_id)
+    assert run.state == pb.RUN_STATE_COMPLETED
+    assert states(run) == {"ok": "TASK_STATE_COMPLETED", "spare": "TASK_STATE_PENDING"}
+
+
+async def test_a_failing_alternative_blocks_the_dependents_and_fails_the_run(
+    workflows: Any,
+) -> None:
+    document = ALTERNATIVE.replace(
+        "    method: test/noop\n    dependencies: [a]\n    params: {value: {x:",
+        "    method: test/fail\n    dependencies: [a]\n    params: {x:",
+    ).replace('"from the alternative"}}}', '"from the alternative"}}')
+    run = await wait_done(workflows, (await submit(workflows, document)).run_id)
+    assert states(run) == {
+        "a": "TASK_STATE_COMPLETED",
+        "b": "TASK_STATE_FAILED",
+        "c": "TASK_STATE_COMPLETED",
+        "d": "TASK_STATE_BLOCKED",
+        "side": "TASK_STATE_COMPLETED",
+        "b_alt": "TASK_STATE_FAILED",
+    }
+    assert run.state == pb.RUN_STATE_FAILED
+    assert "'b_alt'" in tasks_by_id(run)["d"].error

@@ -45,7 +45,14 @@ def test_both_encoders_agree() -> None:
     small = task().evolve(params={"n": 2**63 - 1, "s": "ü", "l": [1.5, None, True]})
     for record in (small, task()):
         fields = dataclasses.asdict(record)
-        for name in ("trace", "retry_at", "history", "heartbeat_timeout", "on_failure"):
+        for name in (
+            "trace",
+            "retry_at",
+            "history",
+            "heartbeat_timeout",
+            "on_failure",
+            "alternative",
+        ):
             del fields[name]  # written only when set
         stdlib = json.dumps({**fields, "v": 1}, separators=(",", ":"), ensure_ascii=False).encode()
         assert record.to_bytes() == stdlib

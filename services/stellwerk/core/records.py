@@ -152,6 +152,8 @@ class _Document:
             del doc["heartbeat_timeout"]
         if doc.get("on_failure", "") is None:  # written only when not the default, block
             del doc["on_failure"]
+        if doc.get("alternative", "") is None:
+            del doc["alternative"]
         return dumps(doc)
 
     @classmethod
@@ -210,7 +212,10 @@ class TaskRecord(_Document):
     heartbeat_timeout: float | None = None
     """Longest time a handler may go without ``ctx.heartbeat()``; ``None`` = no limit."""
     on_failure: str | None = None
-    """The task's failure strategy when not the default ``block``: ``skip``."""
+    """The task's failure strategy when not the default ``block``: ``skip``, ``alternative``."""
+    alternative: str | None = None
+    """Under ``alternative``: the task that runs when this one has failed for good (it takes
+    this task's place: its ``dependents`` and ``sink_index`` are this task's)."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""

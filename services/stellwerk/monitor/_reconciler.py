@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.progress import Progress
+from stellwerk.core.progress import Progress, handoff_unfinished
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
 from stellwerk.core.settings import Settings
 
@@ -100,6 +100,9 @@ class Reconciler:
 
     @staticmethod
     def _unpropagated(task: TaskRecord, tasks: dict[str, TaskRecord], run: RunRecord) -> bool:
+        handoff = handoff_unfinished(task, tasks)
+        if handoff is not None:  # its alternative has its place: was it started?
+            return handoff
         for dependent, index in task.dependents:
             other = tasks.get(dependent)
             if other is not None and not bitmap_test(other.settled_deps, index):

@@ -6,7 +6,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from stellwerk.core.model import WorkflowGraph, WorkflowSpec, find_references
+from stellwerk.core.model import (
+    WorkflowGraph,
+    WorkflowSpec,
+    alternatives,
+    find_references,
+    replaced_by,
+)
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState, new_bitmap
 
 __all__ = ["RunDocuments", "build_run_documents", "new_run_id"]
@@ -44,7 +50,16 @@ def build_run_documents(
     position: dict[str, dict[str, int]] = {
         t.id: {dep: i for i, dep in enumerate(t.dependencies)} for t in spec.tasks
     }
-    sink_index = {task_id: i for i, task_id in enumerate(graph.sinks)}
+    # Alternatives run only in place of the task they replace: never roots, dependents or
+    # sinks of their own; they take over that task's dependents and sink place.
+    stands_for = replaced_by(spec)
+    alternative_of = {owner: alt for alt, owner in alternatives(spec).items()}
+    sinks = [t for t in graph.sinks if t not in stands_for]
+    sink_index = {task_id: i for i, task_id in enumerate(sinks)}
+
+    def dependents(task_id: str) -> list[tuple[str, int]]:
+        return [(d, position[d][task_id]) for d in graph.dependents(task_id) if d not in stands_for]
+
     now = time.time()
     tasks: list[TaskRecord] = []
     for task in spec.tasks:
@@ -53,7 +68,8 @@ def build_run_documents(
             target = spec.resolve_task_ref(ref.task)
             if target is not None:
                 refs[ref.task] = target
-        is_root = not task.dependencies
+        place = stands_for.get(task.id, task.id)  # whose dependents and sink place it has
+        is_root = not task.dependencies and task.id not in stands_for
         tasks.append(
             TaskRecord(
                 run_id=run_id,
@@ -62,13 +78,14 @@ def build_run_documents(
                 method=task.method,
                 params=task.params,
                 dependencies=list(task.dependencies),
-                dependents=[(d, position[d][task.id]) for d in graph.dependents(task.id)],
+                dependents=dependents(place),
                 refs=refs,
-                sink_index=sink_index.get(task.id),
+                sink_index=sink_index.get(place),
                 priority=str(task.priority),
                 timeout=task.timeout,
                 heartbeat_timeout=task.heartbeat_timeout,
                 on_failure=None if task.on_failure == "block" else str(task.on_failure),
+                alternative=alternative_of.get(task.id),
                 retry=task.retry.model_dump(mode="json") if task.retry is not None else None,
                 metadata=task.metadata,
                 state=TaskState.DISPATCHED if is_root else TaskState.PENDING,

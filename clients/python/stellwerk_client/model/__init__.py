@@ -21,6 +21,7 @@ from ._spec import (
     TaskSpec,
     WorkflowSpec,
 )
+from ._strategies import alternatives, replaced_by
 from ._validate import check_workflow, validate_workflow
 from ._values import MAX_PARAMS_BYTES
 
@@ -40,11 +41,13 @@ __all__ = [
     "WorkflowBuilder",
     "WorkflowGraph",
     "WorkflowSpec",
+    "alternatives",
     "check_workflow",
     "find_references",
     "load_workflow",
     "load_workflow_file",
     "read_document",
+    "replaced_by",
     "spec_mapping_from_proto",
     "spec_to_proto",
     "substitute",

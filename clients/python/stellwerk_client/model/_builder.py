@@ -119,6 +119,7 @@ class WorkflowBuilder:
         retry: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         on_failure: str | None = None,
+        alternative_task: TaskHandle | str | None = None,
     ) -> TaskHandle:
         """Add a task; returns its handle.
 
@@ -132,7 +133,9 @@ class WorkflowBuilder:
             timeout: seconds one attempt may run.
             retry: ``{"max_attempts", "backoff", "base_delay", "max_delay", "jitter"}``.
             metadata: JSON values kept with the task.
-            on_failure: ``"block"`` (default) or ``"skip"`` once no retry is left.
+            on_failure: ``"block"`` (default), ``"skip"`` or ``"alternative"`` once no retry
+                is left.
+            alternative_task: with ``on_failure="alternative"``, the task to run instead.
 
         Nothing is checked here; :meth:`build` reports every problem at once.
         """
@@ -154,6 +157,11 @@ class WorkflowBuilder:
             "retry": dict(retry) if retry is not None else None,
             "metadata": dict(metadata) if metadata is not None else None,
             "on_failure": on_failure,
+            "alternative_task": (
+                str(alternative_task.id)
+                if isinstance(alternative_task, TaskHandle)
+                else alternative_task
+            ),
         }
         task.update({key: value for key, value in optional.items() if value is not None})
         self._tasks.append(task)

@@ -68,6 +68,7 @@ TASK_KEYS = (
     "retry_config",
     "metadata",
     "on_failure",
+    "alternative_task",
 )
 IGNORED_TASK_KEYS = ("description", "tags")
 _RETRY_KEYS = tuple(RetryPolicy.model_fields)
@@ -251,6 +252,25 @@ class _Builder:
             self.report(label, "on_failure", "on_failure and metadata.failure_strategy disagree")
         return named.pop() if len(named) == 1 else FailureStrategy.BLOCK
 
+    def alternative_task(self, label: str, raw: Mapping[Any, Any]) -> str | None:
+        """``alternative_task``, or ``metadata.alternative_task`` (both given, they must agree)."""
+        metadata = raw.get("metadata")
+        given = raw.get("alternative_task")
+        if isinstance(metadata, Mapping) and metadata.get("alternative_task") is not None:
+            if given is not None and given != metadata["alternative_task"]:
+                self.report(
+                    label,
+                    "alternative_task",
+                    "alternative_task and metadata.alternative_task disagree",
+                )
+            given = metadata["alternative_task"] if given is None else given
+        if given is None:
+            return None
+        if (problem := identifier_problem(given, "task id")) is not None:
+            self.report(label, "alternative_task", problem)
+            return None
+        return str(given)
+
     def retry_block(self, label: str, raw: Mapping[Any, Any]) -> object:
         """The task's retry block: ``retry``, or Gleitzeit's later spelling ``retry_config``."""
         if "retry" in raw and "retry_config" in raw:
@@ -283,6 +303,7 @@ class _Builder:
             "retry": self.retry(label, self.retry_block(label, raw)),
             "metadata": self.json_field(label, raw.get("metadata"), "metadata", "per task"),
             "on_failure": self.on_failure(label, raw),
+            "alternative_task": self.alternative_task(label, raw),
         }
         return _Draft(values, self.dependencies(label, raw.get("dependencies")))
 

@@ -69,6 +69,8 @@ def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
             item.heartbeat_timeout.CopyFrom(_duration(task.heartbeat_timeout))
         if task.on_failure != "block":
             item.on_failure = str(task.on_failure)
+        if task.alternative_task is not None:
+            item.alternative_task = task.alternative_task
         if task.retry is not None:
             item.retry.max_attempts = task.retry.max_attempts
             item.retry.backoff = _BACKOFF_TO_PB[str(task.retry.backoff)]
@@ -137,6 +139,8 @@ def spec_mapping_from_proto(message: pb.WorkflowSpec) -> dict[str, Any]:
             item["heartbeat_timeout"] = task.heartbeat_timeout.ToNanoseconds() / 1e9
         if task.on_failure:
             item["on_failure"] = task.on_failure
+        if task.alternative_task:
+            item["alternative_task"] = task.alternative_task
         if task.HasField("retry"):
             retry: dict[str, Any] = {}
             if task.retry.max_attempts:

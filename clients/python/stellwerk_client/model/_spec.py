@@ -77,13 +77,15 @@ class Backoff(StrEnum):
 class FailureStrategy(StrEnum):
     """What a task's failure (no retry left) means for its run: ``block`` (the default) fails
     the task and blocks its dependents; ``skip`` marks it SKIPPED and lets its dependents run,
-    references to its result resolving to ``null``."""
+    references to its result resolving to ``null``; ``alternative`` runs its
+    ``alternative_task`` instead, whose result stands in for its own."""
 
     BLOCK = "block"
     SKIP = "skip"
+    ALTERNATIVE = "alternative"
 
 
-PLANNED_STRATEGIES = ("alternative", "compensate")
+PLANNED_STRATEGIES = ("compensate",)
 """Failure strategies of the design that are refused with "not supported yet"."""
 
 
@@ -92,8 +94,11 @@ def failure_strategy_problem(value: object) -> str | None:
     if isinstance(value, str) and value.lower() in FailureStrategy._value2member_map_:
         return None
     if isinstance(value, str) and value.lower() in PLANNED_STRATEGIES:
-        return f"the failure strategy {value.lower()!r} is not supported yet (block or skip)"
-    return f"the failure strategy must be block or skip, got {shorten(value)}"
+        return (
+            f"the failure strategy {value.lower()!r} is not supported yet "
+            "(block, skip or alternative)"
+        )
+    return f"the failure strategy must be block, skip or alternative, got {shorten(value)}"
 
 
 def identifier_problem(value: object, what: str = "id") -> str | None:
@@ -231,6 +236,7 @@ class TaskSpec(BaseModel):
     retry: RetryPolicy | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     on_failure: FailureStrategy = FailureStrategy.BLOCK
+    alternative_task: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -248,6 +254,12 @@ class TaskSpec(BaseModel):
             and "failure_strategy" in metadata  # the design analysis's spelling
         ):
             filled["on_failure"] = metadata["failure_strategy"]
+        if (
+            "alternative_task" not in filled
+            and isinstance(metadata, dict)
+            and "alternative_task" in metadata
+        ):
+            filled["alternative_task"] = metadata["alternative_task"]
         method = filled.get("method")
         if "protocol" not in filled and isinstance(method, str):
             filled["protocol"] = default_protocol(method)
@@ -278,6 +290,11 @@ class TaskSpec(BaseModel):
     def _strategy(cls, value: Any) -> Any:
         _checked(failure_strategy_problem(value), value)
         return FailureStrategy(str(value).lower())
+
+    @field_validator("alternative_task", mode="before")
+    @classmethod
+    def _alternative(cls, value: Any) -> Any:
+        return None if value is None else _checked(identifier_problem(value, "task id"), value)
 
     @field_validator("params", "metadata", mode="before")
     @classmethod

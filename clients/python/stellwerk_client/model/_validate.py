@@ -11,6 +11,7 @@ from stellwerk_client.errors import Problem, WorkflowInvalidError, clip, shorten
 from ._graph import WorkflowGraph, cycle_problem
 from ._references import scan_references
 from ._spec import TaskSpec, WorkflowSpec
+from ._strategies import strategy_problems
 
 __all__ = ["check_workflow", "validate_workflow"]
 
@@ -132,7 +133,8 @@ def validate_workflow(
 
     Checks: at least one task; unique ids; dependencies that exist, are not the task itself and
     are not ambiguous names; no cycles (one problem per cycle); well-formed references to known
-    tasks that the referencing task (transitively) depends on; and, when ``known_methods`` is
+    tasks that the referencing task (transitively) depends on; alternatives that exist, are
+    off the normal path and form no cycle (``_strategies``); and, when ``known_methods`` is
     given, that every method is one of them.
     """
     problems: list[Problem] = []
@@ -150,6 +152,7 @@ def validate_workflow(
     checker = _ReferenceChecker(spec, graph)
     for task in spec.tasks:
         problems.extend(checker.check(task))
+    problems.extend(strategy_problems(spec, graph))
     return problems
 
 

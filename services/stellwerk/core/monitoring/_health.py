@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.progress import Dispatcher
+from stellwerk.core.progress import Dispatcher, handoff_unfinished
 from stellwerk.core.publish import NATS_FAILURES
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
 from stellwerk.core.settings import Settings
@@ -137,6 +137,9 @@ async def _gaps(
             ]  # fmt: skip
             if task.sink_index is not None and not bitmap_test(run.settled_sinks, task.sink_index):
                 missing.append("(the run header)")
+            handoff = handoff_unfinished(task, records)
+            if handoff is not None:  # its alternative has its place: it was due to start
+                missing = [f"its alternative {task.alternative!r}"] if handoff else []
             if missing and not await dispatcher.outcome_waiting(task):
                 found.append(
                     f"run {run.id} task {task.id!r}: settled, but {', '.join(missing[:3])} "

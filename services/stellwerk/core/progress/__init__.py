@@ -8,12 +8,14 @@ compare-and-set steps, so any number of them may act on one run at once.
 from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.progress._outcome import Outcome, decode_outcome, unreadable_outcome
+from stellwerk.core.progress._strategies import handoff_unfinished
 
 __all__ = [
     "Dispatcher",
     "Outcome",
     "Progress",
     "decode_outcome",
+    "handoff_unfinished",
     "resolve_params",
     "unreadable_outcome",
 ]

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from stellwerk.core import names
@@ -24,7 +25,12 @@ from stellwerk.core.errors import (
 )
 from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
-from stellwerk.core.progress._strategies import output_of, settle_failure
+from stellwerk.core.progress._strategies import (
+    handed_off,
+    output_of,
+    settle_failure,
+    stand_in,
+)
 from stellwerk.core.records import (
     RunRecord,
     RunState,
@@ -80,6 +86,13 @@ async def run_all(*steps: Awaitable[Any]) -> None:
             raise result
 
 
+@dataclass(frozen=True, slots=True)
+class _StandIn:
+    """A dependency's result is its alternative's (``task_id``)."""
+
+    task_id: str
+
+
 def _blocked_reason(dep: TaskRecord) -> str:
     """Why a dependent of ``dep`` cannot run, naming the task that failed in the first place."""
     if dep.state is TaskState.BLOCKED and dep.error:
@@ -121,8 +134,12 @@ class Propagation:
         while worklist:
             groups: dict[tuple[str, str], list[tuple[TaskRecord, int]]] = defaultdict(list)
             sinks: dict[str, list[TaskRecord]] = defaultdict(list)
+            handoffs: list[TaskRecord] = []
             for task in worklist:
                 known[(task.run_id, task.id)] = task
+                if handed_off(task):  # its alternative takes its place (dependents, sink)
+                    handoffs.append(task)
+                    continue
                 for dependent, index in task.dependents:
                     groups[(task.run_id, dependent)].append((task, index))
                 if task.sink_index is not None and (with_sinks or not first_round):
@@ -136,6 +153,10 @@ class Propagation:
                     for (run_id, task_id), items in groups.items()
                 ),
                 *(self._settle_sinks(run_id, tasks) for run_id, tasks in sinks.items()),
+                *(
+                    self._start_alternative(task, may_republish=may_republish, known=known)
+                    for task in handoffs
+                ),
             )
             for result in results:
                 if isinstance(result, Exception):
@@ -180,40 +201,77 @@ class Propagation:
                     ended_at=time.time(),
                 )
             else:
-                new = task.evolve(
-                    settled_deps=bits,
-                    state=TaskState.DISPATCHED,
-                    attempt=1,
-                    dispatched_at=time.time(),
-                )
-                try:
-                    dispatch = self._dispatcher.encode(new, await self.params(new, known))
-                except (TaskError, StellwerkError) as exc:
-                    if isinstance(exc, UnavailableError):
-                        raise
-                    new = settle_failure(
-                        new.evolve(
-                            state=TaskState.FAILED, error=clip_error(str(exc)), ended_at=time.time()
-                        )
-                    )
-                    dispatch = None
-            if dispatch is not None and may_republish:
-                if await self._record_and_dispatch(key, new, current.revision, dispatch):
-                    return None
+                new, dispatch = await self._ready(task.evolve(settled_deps=bits), known)
+            written = await self._store(key, new, current.revision, dispatch, may_republish)
+            if written is None:
                 fresh = True
                 continue
-            try:
-                await self._tasks.update(key, new, current.revision)
-            except ConflictError:
-                fresh = True
-                continue
-            if dispatch is not None:
-                # Off the hot path (an old event, or recovery): an earlier pass may have sent
-                # this dispatch beyond the dedup window's reach; never send it twice.
-                if not await self._dispatcher.already_sent(new):
-                    await self._dispatcher.publish(new, dispatch)
+            return written if isinstance(written, TaskRecord) else None
+
+    async def _ready(
+        self, task: TaskRecord, known: Mapping[tuple[str, str], TaskRecord]
+    ) -> tuple[TaskRecord, bytes | None]:
+        """``task`` DISPATCHED for its first attempt with its dispatch; or, when that cannot
+        be built (a reference that does not resolve, a message too large), settled as failed
+        (by its failure strategy) without one."""
+        new = task.evolve(state=TaskState.DISPATCHED, attempt=1, dispatched_at=time.time())
+        try:
+            return new, self._dispatcher.encode(new, await self.params(new, known))
+        except (TaskError, StellwerkError) as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            failed = new.evolve(
+                state=TaskState.FAILED, error=clip_error(str(exc)), ended_at=time.time()
+            )
+            return settle_failure(failed), None
+
+    async def _store(
+        self, key: str, new: TaskRecord, revision: int, dispatch: bytes | None, may_republish: bool
+    ) -> TaskRecord | bool | None:
+        """Write ``new`` at ``revision`` and publish ``dispatch`` if any. ``None`` when the
+        write lost a race (re-read and decide again); ``new`` when this settled it without
+        running (its propagation is due); else ``False``."""
+        if dispatch is not None and may_republish:
+            if await self._record_and_dispatch(key, new, revision, dispatch):
+                return False
+            return None
+        try:
+            await self._tasks.update(key, new, revision)
+        except ConflictError:
+            return None
+        if dispatch is not None:
+            # Off the hot path (an old event, or recovery): an earlier pass may have sent
+            # this dispatch beyond the dedup window's reach; never send it twice.
+            if not await self._dispatcher.already_sent(new):
+                await self._dispatcher.publish(new, dispatch)
+            return False
+        return new if new.state.settled else False
+
+    async def _start_alternative(
+        self,
+        failed: TaskRecord,
+        *,
+        may_republish: bool,
+        known: Mapping[tuple[str, str], TaskRecord],
+    ) -> TaskRecord | None:
+        """Hand a task that failed for good over to its alternative: PENDING -> DISPATCHED
+        with its dispatch (a compare-and-set; found started, only what may have been cut short
+        is redone). Returns the alternative if this settled it without running."""
+        key = names.task_key(failed.run_id, failed.alternative or "")
+        fresh = False
+        while True:
+            current = await self._tasks.get(key, fresh=fresh)
+            if current is None:
                 return None
-            return new if new.state.settled else None
+            task = current.value
+            if task.state is not TaskState.PENDING:
+                return await self._already_settled(task, may_republish=may_republish)
+            new, dispatch = await self._ready(task, known)
+            written = await self._store(key, new, current.revision, dispatch, may_republish)
+            if written is None:
+                fresh = True
+                continue
+            return written if isinstance(written, TaskRecord) else None
 
     async def _record_and_dispatch(
         self, key: str, new: TaskRecord, revision: int, dispatch: bytes
@@ -276,21 +334,41 @@ class Propagation:
     async def _result_of(
         self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
     ) -> Any:
-        """A completed dependency's result: from the outcomes in hand, the cache, KV, or — when
-        its document does not record it yet — its committed outcome in the events stream."""
+        """A settled dependency's output (see :meth:`_output`); for one that failed and handed
+        off to an alternative, the alternative's (along a chain of them: validated acyclic)."""
+        seen = {task_id}
+        while isinstance(found := await self._output(run_id, task_id, known), _StandIn):
+            task_id = found.task_id
+            if task_id in seen:
+                raise StellwerkError(f"alternatives of {task_id!r} form a cycle")
+            seen.add(task_id)
+        return found
+
+    async def _output(
+        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
+    ) -> Any:
+        """A settled dependency's output: from the outcomes in hand, the cache, KV, or — when
+        its document does not record it yet — its committed outcome in the events stream;
+        ``_StandIn`` when its alternative's result stands in for its own."""
         hit = known.get((run_id, task_id))
-        if hit is not None and hit.state.lets_dependents_run:
-            return output_of(hit)
         key = names.task_key(run_id, task_id)
-        cached = await self._tasks.get(key)
-        if cached is not None and cached.value.state.lets_dependents_run:
-            return output_of(cached.value)
+        cached = await self._tasks.get(key) if hit is None else None
+        for record in (hit, cached.value if cached is not None else None):
+            if record is not None and (alternative := stand_in(record)) is not None:
+                return _StandIn(alternative)
+            if record is not None and record.state.lets_dependents_run:
+                return output_of(record)
         found = await self._tasks.get(key, fresh=True)
         if found is None:
             return None  # the run is being removed
+        if (alternative := stand_in(found.value)) is not None:
+            return _StandIn(alternative)
         if found.value.state.lets_dependents_run:
             return output_of(found.value)
         outcome = await self._dispatcher.outcome_of(run_id, task_id, found.value.attempt)
+        failed = outcome is not None and not outcome.succeeded
+        if failed and (alternative := stand_in(found.value, failed=True)) is not None:
+            return _StandIn(alternative)
         if outcome is None or not outcome.succeeded:
             raise UnavailableError(f"the result of {task_id!r} is not readable yet")
         return outcome.result

@@ -7,6 +7,12 @@ A failure is final once no retry is left (``_retry``). Then, by the task's strat
 - ``skip``: the task is SKIPPED, its error kept and no result; its dependents run, and every
   reference to its result resolves to ``null`` (``NULL_OUTPUT``); a SKIPPED sink does not fail
   the run.
+- ``alternative``: the task is FAILED, but *hands off* instead of propagating: its
+  ``alternative`` task (PENDING since the submit, never a root) is made DISPATCHED and
+  dispatched (``Propagation._start_alternative``, a compare-and-set like any dependent's). The
+  alternative holds the failed task's dependents (with the failed task's bit indexes) and sink
+  place, so when it settles it sets their bits; references to the failed task follow
+  ``alternative`` to it (``stand_in``), so ``${failed.result}`` is the alternative's result.
 
 The strategy is applied to the record that settles the task, inside the same compare-and-set
 that would have written FAILED, so it costs no step and no write more, and it is decided from
@@ -16,12 +22,13 @@ the same state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from stellwerk.core.model import NULL_OUTPUT
 from stellwerk.core.records import TaskRecord, TaskState
 
-__all__ = ["SKIP", "output_of", "settle_failure"]
+__all__ = ["SKIP", "handed_off", "handoff_unfinished", "output_of", "settle_failure", "stand_in"]
 
 SKIP = "skip"
 
@@ -32,6 +39,30 @@ def settle_failure(record: TaskRecord) -> TaskRecord:
     if record.state is TaskState.FAILED and record.on_failure == SKIP:
         return record.evolve(state=TaskState.SKIPPED, result=None, has_result=False)
     return record
+
+
+def handed_off(task: TaskRecord) -> bool:
+    """Whether settled ``task`` passes its place to its alternative instead of propagating."""
+    return task.state is TaskState.FAILED and task.alternative is not None
+
+
+def stand_in(task: TaskRecord, *, failed: bool | None = None) -> str | None:
+    """The task whose result stands in for ``task``'s: its alternative when it has failed for
+    good (``failed`` overrides its recorded state: an outcome not yet recorded), else ``None``."""
+    if task.alternative is None:
+        return None
+    if failed if failed is not None else task.state is TaskState.FAILED:
+        return task.alternative
+    return None
+
+
+def handoff_unfinished(task: TaskRecord, tasks: Mapping[str, TaskRecord]) -> bool | None:
+    """For a handed-off ``task`` (recovery's view): whether its alternative was never started
+    (its hand-off was cut short); ``None`` if ``task`` did not hand off."""
+    if not handed_off(task):
+        return None
+    alternative = tasks.get(task.alternative or "")
+    return alternative is not None and alternative.state is TaskState.PENDING
 
 
 def output_of(task: TaskRecord) -> Any:

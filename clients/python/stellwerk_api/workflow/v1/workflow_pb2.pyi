@@ -264,6 +264,7 @@ class TaskSpec(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
     ON_FAILURE_FIELD_NUMBER: _builtins.int
+    ALTERNATIVE_TASK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's id, unique within the workflow. Any characters but `.`, `$`, `{` and `}`."""
     name: _builtins.str
@@ -282,9 +283,12 @@ class TaskSpec(_message.Message):
     """Free-form metadata as a JSON object in text form; empty = none."""
     on_failure: _builtins.str
     """What a failure that no retry recovers means for the run: "block" (empty = block: the
-    task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
-    references to its result resolve to null).
+    task FAILED, its dependents BLOCKED), "skip" (the task SKIPPED, dependents proceed and
+    references to its result resolve to null) or "alternative" (alternative_task runs instead;
+    its result stands in for this task's).
     """
+    alternative_task: _builtins.str
+    """With on_failure "alternative": the id of the task that runs instead (it runs only then)."""
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids (or unique names) of the tasks that must complete before this one starts."""
@@ -318,10 +322,11 @@ class TaskSpec(_message.Message):
         metadata_json: _builtins.str = ...,
         heartbeat_timeout: _duration_pb2.Duration | None = ...,
         on_failure: _builtins.str = ...,
+        alternative_task: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_timeout", b"heartbeat_timeout", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "heartbeat_timeout", b"heartbeat_timeout", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "on_failure", b"on_failure", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternative_task", b"alternative_task", "dependencies", b"dependencies", "heartbeat_timeout", b"heartbeat_timeout", "id", b"id", "metadata_json", b"metadata_json", "method", b"method", "name", b"name", "on_failure", b"on_failure", "params_json", b"params_json", "priority", b"priority", "protocol", b"protocol", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -455,11 +455,14 @@ type TaskSpec struct {
 	// no limit.
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,11,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
 	// What a failure that no retry recovers means for the run: "block" (empty = block: the
-	// task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
-	// references to its result resolve to null).
-	OnFailure     string `protobuf:"bytes,12,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// task FAILED, its dependents BLOCKED), "skip" (the task SKIPPED, dependents proceed and
+	// references to its result resolve to null) or "alternative" (alternative_task runs instead;
+	// its result stands in for this task's).
+	OnFailure string `protobuf:"bytes,12,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	// With on_failure "alternative": the id of the task that runs instead (it runs only then).
+	AlternativeTask string `protobuf:"bytes,13,opt,name=alternative_task,json=alternativeTask,proto3" json:"alternative_task,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
@@ -572,6 +575,13 @@ func (x *TaskSpec) GetHeartbeatTimeout() *durationpb.Duration {
 func (x *TaskSpec) GetOnFailure() string {
 	if x != nil {
 		return x.OnFailure
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetAlternativeTask() string {
+	if x != nil {
+		return x.AlternativeTask
 	}
 	return ""
 }
@@ -1108,7 +1118,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"base_delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tbaseDelay\x126\n" +
 	"\tmax_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bmaxDelay\x12\x1b\n" +
 	"\x06jitter\x18\x05 \x01(\bH\x00R\x06jitter\x88\x01\x01B\t\n" +
-	"\a_jitter\"\xdf\x03\n" +
+	"\a_jitter\"\x8a\x04\n" +
 	"\bTaskSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1124,7 +1134,8 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	" \x01(\tR\fmetadataJson\x12F\n" +
 	"\x11heartbeat_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12\x1d\n" +
 	"\n" +
-	"on_failure\x18\f \x01(\tR\tonFailure\"\xb0\x01\n" +
+	"on_failure\x18\f \x01(\tR\tonFailure\x12)\n" +
+	"\x10alternative_task\x18\r \x01(\tR\x0falternativeTask\"\xb0\x01\n" +
 	"\fWorkflowSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +

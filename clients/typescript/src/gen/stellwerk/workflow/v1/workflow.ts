@@ -366,10 +366,13 @@ export interface TaskSpec {
     | undefined;
   /**
    * What a failure that no retry recovers means for the run: "block" (empty = block: the
-   * task FAILED, its dependents BLOCKED) or "skip" (the task SKIPPED, dependents proceed and
-   * references to its result resolve to null).
+   * task FAILED, its dependents BLOCKED), "skip" (the task SKIPPED, dependents proceed and
+   * references to its result resolve to null) or "alternative" (alternative_task runs instead;
+   * its result stands in for this task's).
    */
   onFailure: string;
+  /** With on_failure "alternative": the id of the task that runs instead (it runs only then). */
+  alternativeTask: string;
 }
 
 /** A workflow definition: a DAG of tasks, as written in a workflow file. */
@@ -649,6 +652,7 @@ function createBaseTaskSpec(): TaskSpec {
     metadataJson: "",
     heartbeatTimeout: undefined,
     onFailure: "",
+    alternativeTask: "",
   };
 }
 
@@ -689,6 +693,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.onFailure !== "") {
       writer.uint32(98).string(message.onFailure);
+    }
+    if (message.alternativeTask !== "") {
+      writer.uint32(106).string(message.alternativeTask);
     }
     return writer;
   },
@@ -802,6 +809,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.onFailure = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.alternativeTask = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -846,6 +861,11 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.on_failure)
         ? globalThis.String(object.on_failure)
         : "",
+      alternativeTask: isSet(object.alternativeTask)
+        ? globalThis.String(object.alternativeTask)
+        : isSet(object.alternative_task)
+        ? globalThis.String(object.alternative_task)
+        : "",
     };
   },
 
@@ -887,6 +907,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.onFailure !== "") {
       obj.onFailure = message.onFailure;
     }
+    if (message.alternativeTask !== "") {
+      obj.alternativeTask = message.alternativeTask;
+    }
     return obj;
   },
 
@@ -913,6 +936,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       ? Duration.fromPartial(object.heartbeatTimeout)
       : undefined;
     message.onFailure = object.onFailure ?? "";
+    message.alternativeTask = object.alternativeTask ?? "";
     return message;
   },
 };
