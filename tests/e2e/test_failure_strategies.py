@@ -3,12 +3,16 @@ against a real nats-server: ``a`` → ``b``, ``c`` → ``d``, where ``b`` fails 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from stellwerk.core import names
+from stellwerk.core.records import TaskRecord, TaskState, bitmap_set
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
+from tests.e2e.test_recovery import Cluster, cluster, js, stub_for  # noqa: F401 -- fixtures
 
 DIAMOND = """
 tasks:
@@ -166,3 +170,55 @@ async def test_a_failing_alternative_blocks_the_dependents_and_fails_the_run(
     }
     assert run.state == pb.RUN_STATE_FAILED
     assert "'b_alt'" in tasks_by_id(run)["d"].error
+
+
+async def test_a_hand_off_cut_short_is_finished_by_the_reconciler(
+    cluster: Cluster,  # noqa: F811
+    js: Any,  # noqa: F811
+) -> None:
+    """The resolver died after recording b's final failure, before starting its alternative:
+    the reconciler starts it (once), and the run ends as if nothing had happened."""
+    first = await cluster.start("executor")  # registers the methods, then goes away
+    first.terminate()
+    resolver = await cluster.start("resolver")
+    stub = await stub_for(resolver)
+    document = """
+tasks:
+  - {id: a, method: test/ledger, params: {value: 1}}
+  - {id: b, method: test/fail, dependencies: [a], on_failure: alternative, alternative_task: x}
+  - {id: x, method: test/ledger, dependencies: [a], params: {value: 7, inputs: ["${a}"]}}
+  - {id: d, method: test/ledger, dependencies: [b], params: {value: 100, inputs: ["${b}"]}}
+"""
+    run_id = (await submit(stub, document)).run_id
+    await js.purge_stream(names.DISPATCH_STREAM)
+    kv = await js.key_value(names.TASKS_BUCKET)
+    long_ago = time.time() - 60  # older than the reconciler's threshold
+
+    async def rewrite(task_id: str, **changes: Any) -> None:
+        entry = await kv.get(names.task_key(run_id, task_id))
+        record = TaskRecord.from_bytes(entry.value).evolve(**changes)
+        await kv.update(names.task_key(run_id, task_id), record.to_bytes(), entry.revision)
+
+    await rewrite("a", state=TaskState.COMPLETED, result=1, has_result=True, ended_at=long_ago)
+    await rewrite(
+        "b",
+        settled_deps=bitmap_set("00", 0),
+        state=TaskState.FAILED,
+        attempt=1,
+        error="b broke",
+        dispatched_at=long_ago,
+        ended_at=long_ago,
+    )
+    await cluster.start("executor")
+    await cluster.start("monitor")
+    done = await wait_done(stub, run_id, timeout=60)
+    assert states(done) == {
+        "a": "TASK_STATE_COMPLETED",
+        "b": "TASK_STATE_FAILED",
+        "x": "TASK_STATE_COMPLETED",
+        "d": "TASK_STATE_COMPLETED",
+    }
+    assert done.state == pb.RUN_STATE_COMPLETED, done.error
+    tasks = tasks_by_id(done)
+    assert result(tasks["x"]) == 8 and result(tasks["d"]) == 108  # d read x's result for b
+    assert len(cluster.starts("x")) == 1 and len(cluster.starts("a")) == 0
