@@ -39,6 +39,12 @@ SHAPES = [
         "dependencies": ["root"]} for i in range(12)]
     + [{"id": "join", "method": "m/z", "params": {"a": "${t1}", "b": ["${t2}"] * 50},
         "dependencies": [f"t{i}" for i in range(12)]}],
+    [{"id": "a", "method": "m/x"},
+     {"id": "b", "method": "m/x", "dependencies": ["a"], "on_failure": "alternative",
+      "alternative_task": "alt"},
+     {"id": "alt", "method": "m/x", "dependencies": ["a"], "on_failure": "skip"}]
+    + [{"id": f"d{i}", "method": "m/y", "params": {"v": "${b}"}, "dependencies": ["b"]}
+       for i in range(20)],
 ]  # fmt: skip
 
 

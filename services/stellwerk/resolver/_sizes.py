@@ -22,7 +22,7 @@ from typing import Any
 
 from stellwerk.core.errors import Problem
 from stellwerk.core.limits import BOOKKEEPING, Limits
-from stellwerk.core.model import WorkflowSpec, find_references
+from stellwerk.core.model import WorkflowSpec, alternatives, find_references, replaced_by
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState, dumps, new_bitmap
 from stellwerk.resolver._documents import new_run_id
 
@@ -94,6 +94,9 @@ def task_problems(spec: WorkflowSpec, limits: Limits) -> list[Problem]:
     for task in spec.tasks:
         for index, dep in enumerate(task.dependencies):
             dependents[dep].append((task.id, index))
+    for alternative, replaced in replaced_by(spec).items():  # it holds that task's place
+        dependents[alternative] = list(dependents.get(replaced, []))
+    owner_of = {owner: alternative for alternative, owner in alternatives(spec).items()}
     longest = max((max(len(t.id), len(t.name)) for t in spec.tasks), default=0)
     ref_bound = 2 * (6 * longest + 2) + 2  # "token":"task id", each char escaped at worst
     skeleton = _skeleton()
@@ -109,6 +112,10 @@ def task_problems(spec: WorkflowSpec, limits: Limits) -> list[Problem]:
         total += len(str(task.priority)) + len(new_bitmap(len(task.dependencies)))
         total += 0 if task.timeout is None else len(dumps(task.timeout)) - 4  # not null
         total += 0 if task.id in dependents else sink_digits  # a sink's index, not null
+        strategy = {} if task.on_failure == "block" else {"on_failure": str(task.on_failure)}
+        if task.id in owner_of:
+            strategy["alternative"] = owner_of[task.id]
+        total += len(dumps(strategy)) if strategy else 0  # written only when not the default
         refs = 2 + encoded.count(b"${") * ref_bound if b"${" in encoded else 0
         if total + refs > limits.task_definition and refs:
             refs = _exact_refs(spec, task.params) - 2
