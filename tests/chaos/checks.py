@@ -1,5 +1,6 @@
 """Checks after a scenario: final states and results against the plans, and the ledger against
-the kills, dropped outcomes and commit times (rules in ``tests.chaos.ledger``)."""
+the kills, dropped outcomes and commit times (rules in ``tests.chaos.ledger``); no execution of a
+cancelled run starts after its cancel."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from tests.chaos.cluster import Cluster
-from tests.chaos.ledger import analyse, read_ledger
+from tests.chaos.ledger import COMMIT_MARGIN, analyse, read_ledger
 from tests.chaos.report import Report
 from tests.chaos.workload import WorkflowPlan
 
@@ -23,17 +24,18 @@ def _seconds(task: pb.TaskRun) -> float | None:
 def check_outcome(
     report: Report,
     plans: list[WorkflowPlan],
-    run_ids: dict[int, str],
+    cancels: dict[int, float],
     finals: dict[int, pb.Run],
     cluster: Cluster,
 ) -> None:
-    """Fill ``report`` with the verdict on states, results and every execution in the ledger."""
+    """Fill ``report`` with the verdict on states, results and every execution in the ledger
+    (``cancels``: index of each cancelled plan -> when its cancel was recorded)."""
     commits: dict[tuple[str, str], float] = {}
     for index, plan in enumerate(plans):
         run = finals[index]
         tasks = {t.task_id: t for t in run.tasks}
         fine = run.state == plan.expected_state
-        if run.state in (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED):
+        if run.state in (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED):
             report.workflows_terminal += 1
         if not fine:
             report.problems.append(
@@ -46,6 +48,8 @@ def check_outcome(
                 fine = False
                 report.lost_results += 1
                 report.problems.append(f"run {run.run_id}: task {task_id} is missing")
+                continue
+            if want.or_cancelled and got.state == pb.TASK_STATE_CANCELLED:
                 continue
             if (committed := _seconds(got)) is not None and got.state in _COMMITTED:
                 commits[(run.run_id, task_id)] = committed
@@ -77,6 +81,24 @@ def check_outcome(
         if fine:
             report.workflows_as_expected += 1
     _check_ledger(report, plans, finals, cluster, commits)
+    _check_cancels(report, cancels, finals, cluster)
+
+
+def _check_cancels(
+    report: Report, cancels: dict[int, float], finals: dict[int, pb.Run], cluster: Cluster
+) -> None:
+    """No execution of a cancelled run starts after its cancel (the header's end time; the
+    marker that executors act on is stored before it, so only a watch delivery's margin)."""
+    executions, _ = read_ledger(cluster.ledger)
+    for index, at in cancels.items():
+        run_id = finals[index].run_id
+        late = [e for e in executions if e.run == run_id and e.start > at + COMMIT_MARGIN]
+        for e in late:
+            report.problems.append(
+                f"run {run_id}: {e.task} attempt {e.attempt} started {e.start - at:.3f} s "
+                "after its run was cancelled"
+            )
+    report.extra["cancelled runs"] = str(len(cancels))
 
 
 def _check_ledger(

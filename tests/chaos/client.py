@@ -62,6 +62,18 @@ class Resolvers:
         run: pb.Run = reply.run
         return run
 
+    async def cancel(self, run_id: str, *, deadline: float) -> pb.Run | None:
+        """Cancel the run (idempotent); ``None`` if it had ended before (FAILED_PRECONDITION)."""
+        request = api.CancelRunRequest(run_id=run_id, request_id=f"cancel-{run_id}")
+        try:
+            reply = await self.call("CancelRun", request, deadline=deadline, timeout=15)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return None
+            raise
+        run: pb.Run = reply.run
+        return run
+
     async def get(self, run_id: str, *, full: bool = True, within: float = 60) -> pb.Run:
         """The run (with its tasks when ``full``)."""
         view = pb.RUN_VIEW_FULL if full else pb.RUN_VIEW_BASIC

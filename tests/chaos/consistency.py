@@ -53,7 +53,7 @@ RECONCILER_NEEDED = "reconciler needed"
 MOVED_ON = "moved on during the check"
 
 SETTLED = (pb.TASK_STATE_COMPLETED, pb.TASK_STATE_FAILED, pb.TASK_STATE_BLOCKED)
-TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
 
 ReadRun = Callable[[str], Awaitable[pb.Run]]
 

@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import nats
@@ -31,7 +32,7 @@ from tests.chaos.workload import WorkflowPlan, fan_in_workflow, random_workflow
 
 __all__ = ["run_scenario"]
 
-TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
 Log = Callable[[str], None]
 
 
@@ -55,6 +56,8 @@ class _Run:
         )
         self.plans: list[WorkflowPlan] = []
         self.run_ids: dict[int, str] = {}
+        self.cancels: dict[int, float] = {}
+        """Index of each cancelled plan -> when its cancel was recorded (the header's end)."""
         self.captured: list[tuple[str, bytes]] = []
         self.resolvers: Resolvers | None = None
         self.started_at: dict[str, float] = {}
@@ -103,6 +106,10 @@ async def _drive(run: _Run) -> None:
         )
         for i in range(sc.workflows)
     ]
+    for i in range(sc.failing, min(sc.failing + sc.cancels, len(run.plans))):
+        # Drawn from their own generator, so the shapes drawn from ``rng`` stay as they were.
+        after = random.Random(f"{run.report.seed}-cancel-{i}").uniform(0.1, 1.0)
+        run.plans[i] = replace(run.plans[i], cancel_after=after)
     run.rng.shuffle(run.plans)
     if sc.fan_in:
         # Every leaf sleeps until the same instant, so all 200 outcomes arrive together.
@@ -110,7 +117,11 @@ async def _drive(run: _Run) -> None:
     run.report.workflows_total = len(run.plans)
     run.report.tasks_total = sum(len(p.tasks) for p in run.plans)
     run.report.tasks_to_run = sum(
-        1 for p in run.plans for e in p.expected().values() if e.state != pb.TASK_STATE_BLOCKED
+        1
+        for p in run.plans
+        if p.cancel_after is None  # a cancelled run's tasks may never start
+        for e in p.expected().values()
+        if e.state != pb.TASK_STATE_BLOCKED
     )
     capture = await _start_capture(run) if sc.replay else None
     try:
@@ -126,7 +137,7 @@ async def _drive(run: _Run) -> None:
         finals = {i: await run.api.get(rid) for i, rid in run.run_ids.items()}
         run.report.runs_created = await run.api.count_runs()
         run.report.submit_retries = run.api.retries
-        check_outcome(run.report, run.plans, run.run_ids, finals, run.cluster)
+        check_outcome(run.report, run.plans, run.cancels, finals, run.cluster)
         if capture is not None:
             await _replay_after_the_end(run, capture, finals)
     finally:
@@ -142,6 +153,13 @@ async def _submit_all(run: _Run) -> None:
         deadline = time.monotonic() + 120
         created = await run.api.submit(plan.document(), request_id, deadline=deadline)
         run.run_ids[index] = created.run_id
+        if plan.cancel_after is not None:
+            await asyncio.sleep(plan.cancel_after)  # the workload's timing, not a wait
+            cancelled = await run.api.cancel(created.run_id, deadline=time.monotonic() + 120)
+            if cancelled is None:  # it had ended first: expected as if never cancelled
+                run.plans[index] = replace(plan, cancel_after=None)
+            else:
+                run.cancels[index] = cancelled.end_time.ToNanoseconds() / 1e9
 
     pending = []
     for index, plan in enumerate(run.plans):

@@ -35,6 +35,8 @@ class Scenario:
     """Random 10-task DAGs to submit."""
     failing: int = 0
     """How many of them have a task told to fail."""
+    cancels: int = 0
+    """How many of the others are cancelled a moment (0.1-1 s) after their submit."""
     kills: int = 0
     kinds: tuple[tuple[str, float], ...] = ()
     """(service kind, weight) to choose victims from: resolver, executor, monitor, nats."""
@@ -69,7 +71,13 @@ _SERVICES = (("executor", 3.0), ("resolver", 2.0), ("monitor", 1.0))
 
 SHORT: dict[str, Scenario] = {
     "services": Scenario(
-        "services", workflows=40, failing=4, kills=6, kinds=_SERVICES, submit_spread=10.0
+        "services",
+        workflows=40,
+        failing=4,
+        cancels=6,
+        kills=6,
+        kinds=_SERVICES,
+        submit_spread=10.0,
     ),
     "nats": Scenario(
         "nats",
@@ -94,6 +102,7 @@ LONG: dict[str, Scenario] = {
         "services",
         workflows=200,
         failing=20,
+        cancels=20,
         kills=28,
         kinds=_SERVICES,
         submit_spread=100.0,

@@ -3,13 +3,15 @@
 Every task runs ``chaos/step`` with a fixed ``n`` and its dependencies' results as ``inputs``, so
 its result is ``n + sum(results of its dependencies)`` — a number that a lost, stale or doubled
 input would change. A task told to fail ends FAILED, its descendants BLOCKED, the workflow FAILED.
+A workflow with ``cancel_after`` is cancelled that long after its submit: each of its tasks ends
+COMPLETED (with its result) or CANCELLED, and nothing of it starts after the cancel.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
@@ -38,6 +40,8 @@ class Expected:
     result: int | None
     attempts: int | None = None
     """Attempts made, when known (retried tasks: each retry exactly once)."""
+    or_cancelled: bool = False
+    """CANCELLED is as good (its run is cancelled while it runs)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class WorkflowPlan:
     tasks: tuple[TaskPlan, ...]
     sleep: float
     at: float | None = None
+    cancel_after: float | None = None
+    """Seconds after its submit at which the run is cancelled (``None``: never)."""
 
     def document(self) -> str:
         """The workflow file (JSON, which is valid Gleitzeit YAML too)."""
@@ -78,7 +84,9 @@ class WorkflowPlan:
 
     @property
     def expected_state(self) -> pb.RunState.ValueType:
-        """FAILED when some task is told to fail, else COMPLETED."""
+        """FAILED when some task is told to fail, else COMPLETED (CANCELLED when cancelled)."""
+        if self.cancel_after is not None:
+            return pb.RUN_STATE_CANCELLED
         failing = any(t.fail for t in self.tasks)
         return pb.RUN_STATE_FAILED if failing else pb.RUN_STATE_COMPLETED
 
@@ -94,6 +102,8 @@ class WorkflowPlan:
             else:
                 total = task.n + sum(d.result or 0 for d in deps)
                 out[task.id] = Expected(pb.TASK_STATE_COMPLETED, total, task.flaky + 1)
+        if self.cancel_after is not None:
+            out = {k: replace(e, or_cancelled=True) for k, e in out.items()}
         return out
 
 

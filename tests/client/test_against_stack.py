@@ -17,6 +17,7 @@ from stellwerk_client import (
     TaskState,
     WorkflowBuilder,
     WorkflowInvalidError,
+    WrongStateError,
 )
 from tests.e2e.conftest import Stack
 
@@ -76,3 +77,27 @@ async def test_the_sync_client_runs_a_built_workflow(ready_stack: Stack) -> None
 
     state, listed = await asyncio.to_thread(blocking)
     assert state is RunState.COMPLETED and listed >= 1
+
+
+async def test_cancel_a_running_run(ready_stack: Stack) -> None:
+    document = "tasks:\n  - {id: slow, method: test/cancellable, params: {seconds: 60}}\n"
+    async with await Client.connect(ready_stack.resolver.address, timeout=10) as client:
+        started = await client.submit(document)
+        cancelled = await client.cancel(started.run_id)
+        assert cancelled.state is RunState.CANCELLED and cancelled.state.finished
+        run = await client.wait(started.run_id, timeout=30)
+        assert run.state is RunState.CANCELLED
+        assert run.task("slow").state is TaskState.CANCELLED and run.task("slow").state.finished
+        again = await client.cancel(started.run_id)  # idempotent
+        assert again.state is RunState.CANCELLED and again.ended_at == cancelled.ended_at
+        done = await client.run(_numbers().build(), timeout=60)
+        with pytest.raises(WrongStateError):
+            await client.cancel(done.run_id)
+        with pytest.raises(NotFoundError):
+            await client.cancel("0" * 22)
+
+    def blocking() -> RunState:
+        with SyncClient.connect(ready_stack.resolver.address) as sync:
+            return sync.cancel(started.run_id).state
+
+    assert await asyncio.to_thread(blocking) is RunState.CANCELLED

@@ -9,7 +9,7 @@ from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from tests.support.polling import eventually
 
-TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
+TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
 
 
 async def submit(stub: Any, document: str, **kwargs: Any) -> pb.Run:

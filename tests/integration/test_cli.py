@@ -261,7 +261,8 @@ def test_list_shows_the_runs(dev: Dev) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
     assert run_id in [row[0] for row in rows]
-    assert all(len(row) == 4 and row[1] in ("RUNNING", "COMPLETED", "FAILED") for row in rows)
+    states = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+    assert all(len(row) == 4 and row[1] in states for row in rows)
     finished = dev.cli("list", "--state", "completed", "--all")
     assert all(line.split("\t")[1] == "COMPLETED" for line in finished.stdout.splitlines())
 
@@ -330,3 +331,24 @@ def test_children_die_with_a_sigkilled_dev(tmp_path: Path) -> None:
     dev.process.kill()
     dev.process.wait(timeout=10)
     _all_gone(pids, timeout=30)
+
+
+def test_cancel_then_watch_exits_1(dev: Dev, tmp_path: Path) -> None:
+    path = tmp_path / "orphan.yaml"
+    path.write_text(UNREGISTERED)  # nothing serves its method: it waits until cancelled
+    submitted = dev.cli("submit", str(path), "--allow-unregistered")
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    cancelled = dev.cli("cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"run {run_id}" in cancelled.stdout and "CANCELLED" in cancelled.stdout
+    again = dev.cli("cancel", run_id, "--json")  # idempotent
+    assert again.returncode == 0 and _run_json(again)["state"] == "CANCELLED"
+    watched = dev.cli("watch", run_id, "--json")
+    assert watched.returncode == 1, watched.stderr
+    document = _run_json(watched)
+    assert document["state"] == "CANCELLED"
+    assert {t["state"] for t in document["tasks"].values()} == {"CANCELLED"}
+    assert dev.cli("cancel", "nope").returncode == 2
+    listed = dev.cli("list", "--state", "cancelled", "--all")
+    assert run_id in listed.stdout

@@ -264,6 +264,8 @@ EXPORTED: dict[str, list[str]] = {
         "free_port",
     ],
     "stellwerk.core.progress": [
+        "CancelledRuns",
+        "Canceller",
         "Dispatcher",
         "Outcome",
         "Progress",

@@ -186,6 +186,23 @@ class Client(BaseClient):
             if not token:
                 return
 
+    async def cancel(
+        self,
+        run_id: str,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the call's gRPC deadline
+    ) -> Run:
+        """Cancel a running run: nothing more of it is dispatched or started, its running
+        handlers are cancelled, its unfinished tasks become CANCELLED. Idempotent (a cancelled
+        run is returned as it is). Returns the run (CANCELLED, without tasks).
+
+        Raises ``NotFoundError`` if there is no such run, ``WrongStateError`` if it ended
+        COMPLETED or FAILED."""
+        request = api.CancelRunRequest(run_id=run_id, request_id=request_id or uuid.uuid4().hex)
+        response = await self._unary(lambda t: self._stub.CancelRun(request, timeout=t), timeout)
+        return Run.from_proto(response.run)
+
     async def explain(
         self,
         run_id: str,

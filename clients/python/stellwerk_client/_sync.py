@@ -86,6 +86,12 @@ class SyncClient:
         """See :meth:`Client.get`."""
         return self._runner.run(self._client.get(run_id, tasks=tasks, timeout=timeout))
 
+    def cancel(
+        self, run_id: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Run:
+        """See :meth:`Client.cancel`."""
+        return self._runner.run(self._client.cancel(run_id, request_id=request_id, timeout=timeout))
+
     def explain(self, run_id: str, *, timeout: float | None = None) -> RunExplanation:
         """See :meth:`Client.explain`."""
         return self._runner.run(self._client.explain(run_id, timeout=timeout))

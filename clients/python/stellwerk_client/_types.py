@@ -42,11 +42,13 @@ class RunState(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    """Cancelled by an operator (:meth:`Client.cancel`)."""
 
     @property
     def finished(self) -> bool:
-        """Whether the run has ended (COMPLETED or FAILED)."""
-        return self in (RunState.COMPLETED, RunState.FAILED)
+        """Whether the run has ended (COMPLETED, FAILED or CANCELLED)."""
+        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
 
     def to_proto(self) -> pb.RunState.ValueType:
         """The contract's enum value."""
@@ -68,17 +70,25 @@ class TaskState(StrEnum):
     SKIPPED = "SKIPPED"
     """Failed for good under ``on_failure: skip``: :attr:`TaskRun.error` says why; its
     dependents ran with ``null`` for its result."""
+    CANCELLED = "CANCELLED"
+    """Its run was cancelled before it ended."""
 
     @property
     def finished(self) -> bool:
-        """Whether the task is settled: COMPLETED, FAILED, BLOCKED or SKIPPED (it will not
-        run again)."""
-        return self in (
-            TaskState.COMPLETED,
-            TaskState.FAILED,
-            TaskState.BLOCKED,
-            TaskState.SKIPPED,
-        )
+        """Whether the task is settled: COMPLETED, FAILED, BLOCKED, SKIPPED or CANCELLED (it
+        will not run again)."""
+        return self in _FINISHED_TASK
+
+
+_FINISHED_TASK = frozenset(
+    (
+        TaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.BLOCKED,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    )
+)
 
 
 def _enum(kind: type[RunState] | type[TaskState], descriptor: Any, value: int, prefix: str) -> Any:

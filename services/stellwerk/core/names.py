@@ -22,6 +22,7 @@ __all__ = [
     "RESOLVER_CONSUMER",
     "RUNS_BUCKET",
     "TASKS_BUCKET",
+    "cancel_key",
     "claim_key",
     "decode_token",
     "dispatch_consumer",
@@ -160,6 +161,12 @@ def request_key(request_id: str) -> str:
 def finished_key(end_epoch: int, run_id: str) -> str:
     """Index of finished runs by end time, read by the retention janitor."""
     return f"fin.{end_epoch}.{run_id}"
+
+
+def cancel_key(run_id: str) -> str:
+    """Marker of a cancelled run (``*`` for the watch's filter), written after the header's
+    cancel; executors and resolvers watch these (``core/progress/_cancel.py``)."""
+    return f"cancel.{run_id}"
 
 
 def claim_key(run_id: str, task_id: str) -> str:

@@ -50,21 +50,29 @@ class TaskState(StrEnum):
     SKIPPED = "SKIPPED"
     """Failed for good under ``on_failure: skip``: ``error`` kept, no result; dependents run
     and references to its result resolve to ``null``."""
+    CANCELLED = "CANCELLED"
+    """Its run was cancelled before it ended (``CancelRun``)."""
 
     @property
     def settled(self) -> bool:
         """A settled task never changes again."""
-        return self in (
-            TaskState.COMPLETED,
-            TaskState.FAILED,
-            TaskState.BLOCKED,
-            TaskState.SKIPPED,
-        )
+        return self in _SETTLED
 
     @property
     def lets_dependents_run(self) -> bool:
         """Whether dependents of a task settled in this state run (COMPLETED, SKIPPED)."""
         return self in (TaskState.COMPLETED, TaskState.SKIPPED)
+
+
+_SETTLED = frozenset(
+    (
+        TaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.BLOCKED,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    )
+)
 
 
 def retry_waiting(task: TaskRecord, now: float) -> bool:
@@ -78,6 +86,8 @@ class RunState(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    """Cancelled by an operator: nothing more of it is dispatched or started."""
 
 
 def dumps(value: Any) -> bytes:

@@ -6,7 +6,9 @@ keep the delivery ours; if we die, the delivery times out after the lease and Je
 it to another executor. The outcome is published with a deterministic ``Nats-Msg-Id`` *before*
 the delivery is acknowledged, so a crash in between repeats the publish (dropped as duplicate),
 never loses it. A redelivered dispatch (``num_delivered > 1``) first checks KV: an attempt whose
-result is committed never runs again.
+result is committed never runs again. An attempt of a cancelled run (``core/progress/_cancel``:
+a set kept by a KV watch, no read per attempt) is acknowledged unrun, and its handler, if it
+runs, is cancelled.
 
 Methods served by remote workers (``_workers.py``) go through the same steps: their fetch loops
 pull only while a connected worker has room, and the attempt is handed to the worker instead of
@@ -38,6 +40,7 @@ from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits, clip_error, result_too_large
 from stellwerk.core.metrics import TASK_DURATION_BUCKETS, Counter, Gauge, Histogram, Registry
+from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
@@ -78,11 +81,13 @@ def _now_ts() -> Timestamp:
 class _Claim:
     """The state of one delivery's claim while its attempt runs."""
 
-    __slots__ = ("handed_back", "lost", "work")
+    __slots__ = ("cancelled", "handed_back", "lost", "run_id", "work")
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
         self.work: asyncio.Task[events_pb2.TaskEvent] | None = None
         self.lost = False
+        self.cancelled = False  # its run was cancelled: acknowledge, report nothing
         self.handed_back = False  # its remote worker went away: give the delivery back now
 
 
@@ -130,7 +135,10 @@ class TaskRunner:
         metrics: TaskMetrics | None = None,
         workers: WorkerHub | None = None,
         claims: KeyValue | None = None,
+        cancelled: CancelledRuns | None = None,
     ) -> None:
+        self.cancelled = cancelled if cancelled is not None else CancelledRuns()
+        self.cancelled.listen(self._cancel_run)
         self._metrics = metrics
         self._claims_kv = claims
         self._nc = nc
@@ -186,6 +194,7 @@ class TaskRunner:
             await asyncio.wait(list(self._running), timeout=5)
 
     async def _fetch_loop(self, durable: str, *, remote: str | None = None) -> None:
+        await self.cancelled.loaded()  # know every cancelled run before taking work
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
             while not self._stopping.is_set() and not cancel_requested():
@@ -231,6 +240,9 @@ class TaskRunner:
             logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
             await msg.term()
             return
+        if dispatch.run_id in self.cancelled:  # its run was cancelled: never started
+            await msg.ack()
+            return
         if dispatch.HasField("not_before"):  # a retry: hand it back until it is due
             wait = dispatch.not_before.ToNanoseconds() / 1e9 - time.time()
             if wait > 0.002:
@@ -266,7 +278,7 @@ class TaskRunner:
             if done:
                 await msg.ack()
                 return
-        claim = _Claim()
+        claim = _Claim(dispatch.run_id)
         self._claims.add(claim)
         heartbeat = asyncio.create_task(self._heartbeat(msg, claim, dispatch))
         try:
@@ -292,6 +304,10 @@ class TaskRunner:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await heartbeat
+        if claim.cancelled:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+            return
         if event is None or claim.lost:
             if claim.handed_back and not claim.lost:
                 with contextlib.suppress(Exception):
@@ -320,6 +336,9 @@ class TaskRunner:
         try:
             if claim.lost:  # NATS vanished while we queued for a slot
                 return None
+            if dispatch.run_id in self.cancelled:  # cancelled while we queued
+                claim.cancelled = True
+                return None
             started = _now_ts()
             work = self._invoke_remote(dispatch) if remote else self._invoke(dispatch, params)
             claim.work = asyncio.create_task(work)
@@ -336,6 +355,14 @@ class TaskRunner:
                 claim.handed_back = True
                 return None
             except asyncio.CancelledError:
+                if claim.cancelled:
+                    logger.info(
+                        "cancelled %s/%s attempt %d: its run was cancelled",
+                        dispatch.run_id,
+                        dispatch.task_id,
+                        dispatch.attempt,
+                    )
+                    return None
                 if not claim.lost:
                     raise
                 logger.warning(
@@ -413,6 +440,15 @@ class TaskRunner:
         claim.lost = True
         if claim.work is not None:
             claim.work.cancel()
+
+    def _cancel_run(self, run_id: str) -> None:
+        """``run_id`` was cancelled: cancel the handlers of its attempts (a plain ``def``
+        handler's thread is abandoned, a ``python/execute`` script killed)."""
+        for claim in list(self._claims):
+            if claim.run_id == run_id:
+                claim.cancelled = True
+                if claim.work is not None:
+                    claim.work.cancel()
 
     def drop_claims(self) -> None:
         """NATS reconnected: a restarted server redelivers unacknowledged deliveries within about

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from stellwerk.core import names
 from stellwerk.core.jetstream import Topology, ensure_dispatch_consumer
 from stellwerk.core.lifecycle import Service, cancel_requested
+from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
@@ -83,6 +84,8 @@ class Executor(Service):
         self._remote_loops: set[str] = set()
         self._registering = asyncio.Lock()
         self._topology: Topology | None = None
+        self._cancelled = CancelledRuns()
+        self._cancel_watch: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_ExecutorServiceServicer_to_server(
@@ -131,9 +134,13 @@ class Executor(Service):
             max_payload=nc.max_payload,
             metrics=self._task_metrics,
             claims=topology.claims,
+            cancelled=self._cancelled,
             workers=self.workers,
         )
         self._runner.start(consumers, self.supervise)
+        self._cancel_watch = self.supervise(
+            self._cancelled.watch(topology.runs), name="cancel-watch"
+        )
         self._topology = topology
         self.workers.attach(self._remote_methods_changed)
         self._registration = self.supervise(self._keep_registered(topology), name="registration")
@@ -143,6 +150,7 @@ class Executor(Service):
         # saved lazily): give every claim up. On a replicated cluster (STELLWERK_REPLICAS > 1)
         # a reconnect is usually a failover to another node while the consumers live on, so
         # claims are kept; the heartbeat still gives one up after a gap of most of a lease.
+        self._cancelled.renew()  # the watch may have missed markers meanwhile
         if self._runner is not None and self.settings.replicas == 1:
             self._runner.drop_claims()
 
@@ -165,6 +173,8 @@ class Executor(Service):
                 await self._registration
         if self._runner is not None:
             await self._runner.stop(self.settings.drain_timeout)
+        if self._cancel_watch is not None:  # kept through the drain: cancels still apply
+            self._cancel_watch.cancel()
         await self.workers.stop()
 
     async def _register(self, topology: Topology) -> None:

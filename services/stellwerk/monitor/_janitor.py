@@ -82,6 +82,7 @@ class Janitor:
         for key in (
             request_key,
             names.order_key(run_id),
+            names.cancel_key(run_id),
             names.run_key(run_id),
             names.staging_key(run_id),
         ):

@@ -18,6 +18,7 @@ several monitors may sweep concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
+from stellwerk.core.errors import WrongStateError
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.progress import Progress, handoff_unfinished
+from stellwerk.core.progress import CancelledRuns, Canceller, Progress, handoff_unfinished
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
 from stellwerk.core.settings import Settings
 
@@ -58,10 +60,14 @@ class Reconciler:
         tasks: KeyValue,
         progress: Progress,
         settings: Settings,
+        canceller: Canceller | None = None,
+        cancelled: CancelledRuns | None = None,
     ) -> None:
         self._runs = runs
         self._tasks = tasks
         self._progress = progress
+        self._canceller = canceller
+        self._cancelled = cancelled if cancelled is not None else CancelledRuns()
         self.stale_after = settings.dedup_window / 2 + _MARGIN
 
     async def sweep(self, *, now: float | None = None) -> SweepReport:
@@ -73,6 +79,13 @@ class Reconciler:
             if run.state is not RunState.RUNNING:
                 continue
             report.runs += 1
+            if run.id in self._cancelled:  # its cancel was cut short after the commit: finish
+                if self._canceller is not None:
+                    logger.info("finishing the cancel of run %s", run.id)
+                    with contextlib.suppress(WrongStateError):  # it ended first
+                        await self._canceller.cancel(run.id)
+                    report.moved_runs.add(run.id)
+                continue
             await self._reconcile_run(run, now, report)
         return report
 

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 from stellwerk.core.jetstream import Topology
 from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.monitoring import Health, MonitorServicer, assess
-from stellwerk.core.progress import Dispatcher, Progress
+from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.monitor._gauges import Gauges, refresh
@@ -37,6 +37,7 @@ class Monitor(Service):
         self._dispatcher: Dispatcher | None = None
         self.gauges = Gauges(self.metrics)
         self._moved: set[str] = set()
+        self._cancelled = CancelledRuns()
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_MonitorServiceServicer_to_server(
@@ -63,14 +64,21 @@ class Monitor(Service):
             tasks=task_store(topology.tasks, cache_size=1),
             runs=runs,
             dispatcher=self._dispatcher,
+            cancelled=self._cancelled,
+        )
+        canceller = Canceller(
+            runs=runs, tasks=task_store(topology.tasks, cache_size=1), cancelled=self._cancelled
         )
         reconciler = Reconciler(
             runs=topology.runs,
             tasks=topology.tasks,
             progress=progress,
+            canceller=canceller,
+            cancelled=self._cancelled,
             settings=self.settings,
         )
         self._loops = [
+            self.supervise(self._cancelled.watch(topology.runs), name="cancel-watch"),
             self.supervise(
                 _every(self.settings.janitor_interval, "janitor", janitor.sweep), name="janitor"
             ),
@@ -88,7 +96,11 @@ class Monitor(Service):
             ),
         ]
 
+    def on_reconnected(self) -> None:
+        self._cancelled.renew()  # the watch may have missed markers meanwhile
+
     async def _reconcile(self, reconciler: Reconciler) -> SweepReport:
+        await self._cancelled.loaded()  # a cancelled run is finished, never re-driven
         report = await reconciler.sweep()
         self._moved = report.moved_runs
         return report

@@ -12,11 +12,12 @@ from nats.aio.client import Client as NatsClient
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
 from stellwerk.core.monitoring import MonitorServicer
-from stellwerk.core.progress import Dispatcher, Progress
+from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.resolver._events import EventConsumer, EventMetrics
 from stellwerk.resolver._explain import Explainer
+from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
@@ -40,6 +41,9 @@ class Resolver(Service):
         self._submitter: Submitter | None = None
         self._reader: RunReader | None = None
         self._progress: Progress | None = None
+        self._operator: Operator | None = None
+        self._cancelled = CancelledRuns()
+        self._cancel_watch: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._event_metrics = EventMetrics.create(self.metrics)
 
@@ -49,6 +53,7 @@ class Resolver(Service):
                 submitter=self._get_submitter,
                 reader=self._get_reader,
                 explainer=self._get_explainer,
+                operator=self._get_operator,
             ),
             server,
         )
@@ -81,6 +86,15 @@ class Resolver(Service):
         assert self._submitter is not None
         return self._submitter
 
+    def _get_operator(self) -> Operator:
+        if self._operator is None:
+            _ = self.topology
+        assert self._operator is not None
+        return self._operator
+
+    def on_reconnected(self) -> None:
+        self._cancelled.renew()  # the watch may have missed markers meanwhile
+
     def _get_reader(self) -> RunReader:
         if self._reader is None:
             _ = self.topology
@@ -91,7 +105,9 @@ class Resolver(Service):
         tasks = task_store(topology.tasks, writer=topology.writer)
         runs = run_store(topology.runs, writer=topology.writer)
         dispatcher = Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload)
-        self._progress = Progress(tasks=tasks, runs=runs, dispatcher=dispatcher)
+        self._progress = Progress(
+            tasks=tasks, runs=runs, dispatcher=dispatcher, cancelled=self._cancelled
+        )
         self._submitter = Submitter(
             nc=self.nc,
             runs_kv=topology.runs,
@@ -109,6 +125,15 @@ class Resolver(Service):
             runs=run_store(topology.runs, cache_size=1),
             tasks=task_store(topology.tasks, cache_size=1),
         )
+        canceller = Canceller(
+            runs=run_store(topology.runs, cache_size=1),
+            tasks=task_store(topology.tasks, cache_size=1),
+            cancelled=self._cancelled,
+        )
+        self._operator = Operator(reader=self._reader, canceller=canceller)
+        self._cancel_watch = self.supervise(
+            self._cancelled.watch(topology.runs), name="cancel-watch"
+        )
         await ensure_resolver_consumer(topology.js, self.settings)
         consumer = EventConsumer(
             js=topology.js,
@@ -116,9 +141,15 @@ class Resolver(Service):
             dedup_window=self.settings.dedup_window,
             metrics=self._event_metrics,
         )
-        self._loop_task = self.supervise(consumer.run(), name="resolver-events")
+        self._loop_task = self.supervise(self._consume(consumer), name="resolver-events")
+
+    async def _consume(self, consumer: EventConsumer) -> None:
+        await self._cancelled.loaded()  # know every cancelled run before applying outcomes
+        await consumer.run()
 
     async def stop_work(self) -> None:
+        if self._cancel_watch is not None:
+            self._cancel_watch.cancel()
         if self._loop_task is not None:
             self._loop_task.cancel()
             # However it ended (a failure was reported when it happened), stopping goes on.

@@ -11,6 +11,7 @@ from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_t
 from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
 from stellwerk.resolver._explain import Explainer, Wait
+from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
@@ -25,6 +26,7 @@ _STATE_FILTER = {
     pb.RUN_STATE_RUNNING: RunState.RUNNING.value,
     pb.RUN_STATE_COMPLETED: RunState.COMPLETED.value,
     pb.RUN_STATE_FAILED: RunState.FAILED.value,
+    pb.RUN_STATE_CANCELLED: RunState.CANCELLED.value,
 }
 _TASK_STATE = {
     "PENDING": pb.TASK_STATE_PENDING,
@@ -33,6 +35,7 @@ _TASK_STATE = {
     "FAILED": pb.TASK_STATE_FAILED,
     "BLOCKED": pb.TASK_STATE_BLOCKED,
     "SKIPPED": pb.TASK_STATE_SKIPPED,
+    "CANCELLED": pb.TASK_STATE_CANCELLED,
 }
 _MAX_REQUEST_ID = 256
 _MAX_VALIDATION_BYTES = 1024 * 1024
@@ -81,6 +84,13 @@ def _validation_response(problems: tuple[Problem, ...]) -> api.ValidateWorkflowR
     return response
 
 
+def _check_request_id(request_id: str) -> None:
+    if len(request_id) > _MAX_REQUEST_ID:
+        raise InvalidArgumentError(
+            problems=[Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")]
+        )
+
+
 class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     """Submit, read and watch workflow runs."""
 
@@ -90,22 +100,19 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         submitter: Callable[[], Submitter],
         reader: Callable[[], RunReader],
         explainer: Callable[[], Explainer],
+        operator: Callable[[], Operator],
     ) -> None:
         # Callables, because the parts exist only once NATS is connected; before that they raise
         # UnavailableError, which the interceptor maps to UNAVAILABLE.
         self._submitter = submitter
         self._reader = reader
         self._explainer = explainer
+        self._operator = operator
 
     async def StartRun(
         self, request: api.StartRunRequest, context: Context
     ) -> api.StartRunResponse:
-        if len(request.request_id) > _MAX_REQUEST_ID:
-            raise InvalidArgumentError(
-                problems=[
-                    Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")
-                ]
-            )
+        _check_request_id(request.request_id)
         source, fmt = _source(request)
         submitter = self._submitter()
         spec = await submitter.validate(
@@ -179,3 +186,10 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
             if (until := timestamp(item.until)) is not None:
                 entry.until_time.CopyFrom(until)
         return response
+
+    async def CancelRun(
+        self, request: api.CancelRunRequest, context: Context
+    ) -> api.CancelRunResponse:
+        _check_request_id(request.request_id)  # idempotent by itself: the id is not needed
+        run = await self._operator().cancel(request.run_id)
+        return api.CancelRunResponse(run=run_to_proto(run))

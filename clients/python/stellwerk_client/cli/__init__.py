@@ -1,7 +1,8 @@
 """The ``stellwerk`` command line: ``serve``, ``dev``, ``run``, ``submit``, ``status``,
-``watch``, ``list``, ``validate``, ``health`` and ``explain``.
+``watch``, ``list``, ``validate``, ``health``, ``explain`` and ``cancel``.
 
-Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or an unexpected error, 2 invalid
+Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or was CANCELLED, or an unexpected
+error, 2 invalid
 input or unknown run id, 3 resolver unreachable or UNAVAILABLE, 4 ``--timeout`` expired while
 the run goes on.
 """
@@ -22,6 +23,7 @@ from ._common import (
     EXIT_UNAVAILABLE,
 )
 from ._inspect import cmd_explain, cmd_health
+from ._operator import cmd_cancel
 from ._parser import build_parser
 from ._runs import cmd_list, cmd_run, cmd_status, cmd_submit, cmd_watch
 from ._serve import cmd_serve, server_missing
@@ -63,6 +65,7 @@ _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "validate": cmd_validate,
     "health": cmd_health,
     "explain": cmd_explain,
+    "cancel": cmd_cancel,
 }
 
 

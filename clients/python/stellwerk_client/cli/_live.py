@@ -29,11 +29,13 @@ _STYLES = {
     TaskState.BLOCKED: "magenta",
     TaskState.RETRY_WAIT: "yellow",
     TaskState.SKIPPED: "dim red",
+    TaskState.CANCELLED: "dim magenta",
 }
 _RUN_STYLES = {
     RunState.RUNNING: "bold yellow",
     RunState.COMPLETED: "bold green",
     RunState.FAILED: "bold red",
+    RunState.CANCELLED: "bold magenta",
 }
 # Rows kept off the table in a short terminal: the title, the header, the bar and a margin.
 _CHROME_LINES = 8

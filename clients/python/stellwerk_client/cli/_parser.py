@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ._operator import add_operator_commands
 from ._runs import STATE_NAMES
 
 __all__ = ["build_parser"]
@@ -161,4 +162,5 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --address: accept methods no executor has registered (yet)",
     )
     _json(validate, "the result")
+    add_operator_commands(commands, _address, _json)
     return parser

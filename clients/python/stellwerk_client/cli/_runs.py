@@ -35,6 +35,7 @@ __all__ = [
     "cmd_status",
     "cmd_submit",
     "cmd_watch",
+    "unknown_id",
     "with_client",
 ]
 
@@ -116,7 +117,7 @@ async def with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
         return exit_for_error(exc, prog=prog, address=address, as_json=getattr(args, "json", False))
 
 
-def _unknown_id(run_id: str, prog: str, *, as_json: bool) -> int:
+def unknown_id(run_id: str, prog: str, *, as_json: bool) -> int:
     """An id without the shape of a run id names no run: exit 2 without asking the server."""
     error = NotFoundError(
         f"no workflow run {shorten(run_id)} (run ids are 22 lowercase hex digits)"
@@ -172,7 +173,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     """``stellwerk status ID``: print a run (0 whatever its state)."""
 
     if not is_run_id(args.id):
-        return _unknown_id(args.id, "stellwerk status", as_json=args.json)
+        return unknown_id(args.id, "stellwerk status", as_json=args.json)
 
     async def body(client: Client) -> int:
         run = await client.get(args.id, tasks=True)
@@ -187,7 +188,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     """``stellwerk watch ID``: follow a run to its end, as ``run`` does after submitting."""
     if not is_run_id(args.id):
-        return _unknown_id(args.id, "stellwerk watch", as_json=args.json)
+        return unknown_id(args.id, "stellwerk watch", as_json=args.json)
 
     async def body(client: Client) -> int:
         if not args.json:

@@ -32,6 +32,7 @@ from stellwerk.core.errors import (
     UnavailableError,
 )
 from stellwerk.core.limits import clip_error
+from stellwerk.core.progress._cancel import CancelledRuns
 from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
@@ -94,10 +95,13 @@ class Progress:
         tasks: DocumentStore[TaskRecord],
         runs: DocumentStore[RunRecord],
         dispatcher: Dispatcher,
+        cancelled: CancelledRuns | None = None,
     ) -> None:
         self._tasks = tasks
         self._dispatcher = dispatcher
-        self._propagation = Propagation(tasks=tasks, runs=runs, dispatcher=dispatcher)
+        self._propagation = Propagation(
+            tasks=tasks, runs=runs, dispatcher=dispatcher, cancelled=cancelled
+        )
 
     @property
     def dispatcher(self) -> Dispatcher:

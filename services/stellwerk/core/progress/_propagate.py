@@ -24,6 +24,7 @@ from stellwerk.core.errors import (
     UnavailableError,
 )
 from stellwerk.core.limits import clip_error
+from stellwerk.core.progress._cancel import CancelledRuns
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.progress._strategies import (
     handed_off,
@@ -111,10 +112,12 @@ class Propagation:
         tasks: DocumentStore[TaskRecord],
         runs: DocumentStore[RunRecord],
         dispatcher: Dispatcher,
+        cancelled: CancelledRuns | None = None,
     ) -> None:
         self._tasks = tasks
         self._runs = runs
         self._dispatcher = dispatcher
+        self._cancelled = cancelled if cancelled is not None else CancelledRuns()
 
     async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
         """Settle the dependents (and the run, for sinks) of a settled task."""
@@ -173,7 +176,11 @@ class Propagation:
         known: Mapping[tuple[str, str], TaskRecord],
     ) -> TaskRecord | None:
         """Set the bits of settled dependencies ``items`` on ``task_id``; returns the dependent if
-        this settled it without running it (BLOCKED, or FAILED on an unresolvable reference)."""
+        this settled it without running it (BLOCKED, or FAILED on an unresolvable reference).
+
+        Nothing for a cancelled run: ``CancelRun`` settles its tasks CANCELLED itself."""
+        if run_id in self._cancelled:
+            return None
         key = names.task_key(run_id, task_id)
         fresh = False
         while True:
@@ -181,6 +188,8 @@ class Propagation:
             if current is None:
                 return None
             task = current.value
+            if task.state is TaskState.CANCELLED:  # its run was cancelled: it stays so
+                return None
             new_items = [(d, i) for d, i in items if not bitmap_test(task.settled_deps, i)]
             if not new_items:
                 return await self._already_settled(task, may_republish=may_republish)
@@ -257,6 +266,8 @@ class Propagation:
         """Hand a task that failed for good over to its alternative: PENDING -> DISPATCHED
         with its dispatch (a compare-and-set; found started, only what may have been cut short
         is redone). Returns the alternative if this settled it without running."""
+        if failed.run_id in self._cancelled:  # CancelRun settles its tasks itself
+            return None
         key = names.task_key(failed.run_id, failed.alternative or "")
         fresh = False
         while True:
@@ -385,6 +396,8 @@ class Propagation:
         key = names.run_key(run_id)
 
         def change(run: RunRecord) -> RunRecord | None:
+            if run.state is not RunState.RUNNING:  # cancelled: it ended so
+                return None
             fresh = [t for t in tasks if not bitmap_test(run.settled_sinks, t.sink_index or 0)]
             if not fresh:
                 return None

@@ -107,6 +107,10 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """Every task completed."""
     RUN_STATE_FAILED: _RunState.ValueType  # 3
     """A task failed for good, or the run could not continue; see Run.error."""
+    RUN_STATE_CANCELLED: _RunState.ValueType  # 4
+    """Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
+    cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
+    """
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """Where a run is in its life."""
@@ -119,6 +123,10 @@ RUN_STATE_COMPLETED: RunState.ValueType  # 2
 """Every task completed."""
 RUN_STATE_FAILED: RunState.ValueType  # 3
 """A task failed for good, or the run could not continue; see Run.error."""
+RUN_STATE_CANCELLED: RunState.ValueType  # 4
+"""Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
+cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
+"""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _TaskState:
@@ -147,6 +155,8 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     """Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
     see null for its result.
     """
+    TASK_STATE_CANCELLED: _TaskState.ValueType  # 9
+    """Will not run, or was stopped while it ran: its run was cancelled (CancelRun)."""
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
     """Where a task of a run is in its life."""
@@ -171,6 +181,8 @@ TASK_STATE_SKIPPED: TaskState.ValueType  # 8
 """Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
 see null for its result.
 """
+TASK_STATE_CANCELLED: TaskState.ValueType  # 9
+"""Will not run, or was stopped while it ran: its run was cancelled (CancelRun)."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _RunView:

@@ -74,6 +74,58 @@ WAIT_REASON_REPORTED: WaitReason.ValueType  # 8
 Global___WaitReason: _TypeAlias = WaitReason  # noqa: Y015
 
 @_typing.final
+class CancelRunRequest(_message.Message):
+    """Request of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155), ≤ 256 characters. CancelRun is idempotent by itself: a repeated
+    call (with this id or another) returns the cancelled run.
+    """
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunRequest: _TypeAlias = CancelRunRequest  # noqa: Y015
+
+@_typing.final
+class CancelRunResponse(_message.Message):
+    """Response of CancelRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _workflow_pb2.Run:
+        """The run, in RUN_VIEW_BASIC, as the cancel left it (RUN_STATE_CANCELLED)."""
+
+    def __init__(
+        self,
+        *,
+        run: _workflow_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
+
+@_typing.final
 class StartRunRequest(_message.Message):
     """Request of StartRun."""
 

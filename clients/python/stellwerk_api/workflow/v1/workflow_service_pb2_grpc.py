@@ -70,6 +70,11 @@ class WorkflowServiceStub:
                 request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.SerializeToString,
                 response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.FromString,
                 _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/CancelRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -109,8 +114,8 @@ class WorkflowServiceServicer:
 
     def WatchRun(self, request, context):
         """WatchRun streams a run's changes: first its current state, then one message per
-        change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-        has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+        change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+        it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -128,6 +133,17 @@ class WorkflowServiceServicer:
     def ExplainRun(self, request, context):
         """ExplainRun says, for every task of a run that has not ended, what it waits for.
         NOT_FOUND if no run has this id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+        its queued or redelivered attempts and cancel its running handlers, and every task that
+        had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+        Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+        NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +181,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ExplainRun,
                     request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.FromString,
                     response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -335,6 +356,33 @@ class WorkflowService:
             '/stellwerk.workflow.v1.WorkflowService/ExplainRun',
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunRequest.SerializeToString,
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ExplainRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/CancelRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,8 +54,8 @@ class WorkflowServiceStub:
     """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
     WatchRun: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]
     """WatchRun streams a run's changes: first its current state, then one message per
-    change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-    has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+    change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+    it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
     """
     ValidateWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ValidateWorkflowRequest, _workflow_service_pb2.ValidateWorkflowResponse]
@@ -65,6 +65,13 @@ class WorkflowServiceStub:
     ExplainRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ExplainRunRequest, _workflow_service_pb2.ExplainRunResponse]
     """ExplainRun says, for every task of a run that has not ended, what it waits for.
     NOT_FOUND if no run has this id.
+    """
+    CancelRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]
+    """CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+    its queued or redelivered attempts and cancel its running handlers, and every task that
+    had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+    Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+    NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
     """
 
 @_typing.type_check_only
@@ -93,8 +100,8 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
     WatchRun: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]  # type: ignore[assignment]
     """WatchRun streams a run's changes: first its current state, then one message per
-    change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-    has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+    change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+    it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
     """
     ValidateWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ValidateWorkflowRequest, _workflow_service_pb2.ValidateWorkflowResponse]  # type: ignore[assignment]
@@ -104,6 +111,13 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     ExplainRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ExplainRunRequest, _workflow_service_pb2.ExplainRunResponse]  # type: ignore[assignment]
     """ExplainRun says, for every task of a run that has not ended, what it waits for.
     NOT_FOUND if no run has this id.
+    """
+    CancelRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelRunRequest, _workflow_service_pb2.CancelRunResponse]  # type: ignore[assignment]
+    """CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+    its queued or redelivered attempts and cancel its running handlers, and every task that
+    had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+    Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+    NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -153,8 +167,8 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.WatchRunResponse], _abc.AsyncIterator[_workflow_service_pb2.WatchRunResponse]]:
         """WatchRun streams a run's changes: first its current state, then one message per
-        change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-        has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+        change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+        it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
         """
 
@@ -176,6 +190,19 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workflow_service_pb2.ExplainRunResponse, _abc.Awaitable[_workflow_service_pb2.ExplainRunResponse]]:
         """ExplainRun says, for every task of a run that has not ended, what it waits for.
         NOT_FOUND if no run has this id.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelRun(
+        self,
+        request: _workflow_service_pb2.CancelRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.CancelRunResponse, _abc.Awaitable[_workflow_service_pb2.CancelRunResponse]]:
+        """CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+        its queued or redelivered attempts and cancel its running handlers, and every task that
+        had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+        Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+        NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
         """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -165,6 +165,9 @@ const (
 	RunState_RUN_STATE_COMPLETED RunState = 2
 	// A task failed for good, or the run could not continue; see Run.error.
 	RunState_RUN_STATE_FAILED RunState = 3
+	// Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
+	// cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
+	RunState_RUN_STATE_CANCELLED RunState = 4
 )
 
 // Enum value maps for RunState.
@@ -174,12 +177,14 @@ var (
 		1: "RUN_STATE_RUNNING",
 		2: "RUN_STATE_COMPLETED",
 		3: "RUN_STATE_FAILED",
+		4: "RUN_STATE_CANCELLED",
 	}
 	RunState_value = map[string]int32{
 		"RUN_STATE_UNSPECIFIED": 0,
 		"RUN_STATE_RUNNING":     1,
 		"RUN_STATE_COMPLETED":   2,
 		"RUN_STATE_FAILED":      3,
+		"RUN_STATE_CANCELLED":   4,
 	}
 )
 
@@ -233,6 +238,8 @@ const (
 	// Failed for good under on_failure "skip": TaskRun.error keeps why; dependents proceed and
 	// see null for its result.
 	TaskState_TASK_STATE_SKIPPED TaskState = 8
+	// Will not run, or was stopped while it ran: its run was cancelled (CancelRun).
+	TaskState_TASK_STATE_CANCELLED TaskState = 9
 )
 
 // Enum value maps for TaskState.
@@ -247,6 +254,7 @@ var (
 		6: "TASK_STATE_BLOCKED",
 		7: "TASK_STATE_RETRY_WAIT",
 		8: "TASK_STATE_SKIPPED",
+		9: "TASK_STATE_CANCELLED",
 	}
 	TaskState_value = map[string]int32{
 		"TASK_STATE_UNSPECIFIED": 0,
@@ -258,6 +266,7 @@ var (
 		"TASK_STATE_BLOCKED":     6,
 		"TASK_STATE_RETRY_WAIT":  7,
 		"TASK_STATE_SKIPPED":     8,
+		"TASK_STATE_CANCELLED":   9,
 	}
 )
 
@@ -1199,12 +1208,13 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x13BACKOFF_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BACKOFF_EXPONENTIAL\x10\x01\x12\x12\n" +
 	"\x0eBACKOFF_LINEAR\x10\x02\x12\x11\n" +
-	"\rBACKOFF_FIXED\x10\x03*k\n" +
+	"\rBACKOFF_FIXED\x10\x03*\x84\x01\n" +
 	"\bRunState\x12\x19\n" +
 	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n" +
 	"\x13RUN_STATE_COMPLETED\x10\x02\x12\x14\n" +
-	"\x10RUN_STATE_FAILED\x10\x03*\xee\x01\n" +
+	"\x10RUN_STATE_FAILED\x10\x03\x12\x17\n" +
+	"\x13RUN_STATE_CANCELLED\x10\x04*\x88\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1214,7 +1224,8 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x11TASK_STATE_FAILED\x10\x05\x12\x16\n" +
 	"\x12TASK_STATE_BLOCKED\x10\x06\x12\x19\n" +
 	"\x15TASK_STATE_RETRY_WAIT\x10\a\x12\x16\n" +
-	"\x12TASK_STATE_SKIPPED\x10\b*J\n" +
+	"\x12TASK_STATE_SKIPPED\x10\b\x12\x18\n" +
+	"\x14TASK_STATE_CANCELLED\x10\t*J\n" +
 	"\aRunView\x12\x18\n" +
 	"\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n" +

@@ -100,6 +100,108 @@ func (WaitReason) EnumDescriptor() ([]byte, []int) {
 	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
 }
 
+// Request of CancelRun.
+type CancelRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id (Run.run_id).
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Idempotency key (AIP-155), ≤ 256 characters. CancelRun is idempotent by itself: a repeated
+	// call (with this id or another) returns the cancelled run.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunRequest) Reset() {
+	*x = CancelRunRequest{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunRequest) ProtoMessage() {}
+
+func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelRunRequest) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CancelRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelRunRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Response of CancelRun.
+type CancelRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run, in RUN_VIEW_BASIC, as the cancel left it (RUN_STATE_CANCELLED).
+	Run           *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunResponse) Reset() {
+	*x = CancelRunResponse{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunResponse) ProtoMessage() {}
+
+func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelRunResponse) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CancelRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
 // Request of StartRun.
 type StartRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -123,7 +225,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +237,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +250,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartRunRequest) GetSource() isStartRunRequest_Source {
@@ -226,7 +328,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +340,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +353,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{1}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -274,7 +376,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +388,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +401,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{2}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -327,7 +429,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +441,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +454,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{3}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -379,7 +481,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +493,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +506,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{4}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListRunsRequest) GetPageSize() int32 {
@@ -441,7 +543,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +555,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +568,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{5}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -494,7 +596,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +608,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +621,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{6}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -542,7 +644,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +656,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +669,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{7}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRunResponse) GetRun() *Run {
@@ -604,7 +706,7 @@ type ValidateWorkflowRequest struct {
 
 func (x *ValidateWorkflowRequest) Reset() {
 	*x = ValidateWorkflowRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +718,7 @@ func (x *ValidateWorkflowRequest) String() string {
 func (*ValidateWorkflowRequest) ProtoMessage() {}
 
 func (x *ValidateWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +731,7 @@ func (x *ValidateWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*ValidateWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{8}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ValidateWorkflowRequest) GetSource() isValidateWorkflowRequest_Source {
@@ -702,7 +804,7 @@ type ValidateWorkflowResponse struct {
 
 func (x *ValidateWorkflowResponse) Reset() {
 	*x = ValidateWorkflowResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +816,7 @@ func (x *ValidateWorkflowResponse) String() string {
 func (*ValidateWorkflowResponse) ProtoMessage() {}
 
 func (x *ValidateWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +829,7 @@ func (x *ValidateWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*ValidateWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{9}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ValidateWorkflowResponse) GetProblems() []*ValidationProblem {
@@ -755,7 +857,7 @@ type ExplainRunRequest struct {
 
 func (x *ExplainRunRequest) Reset() {
 	*x = ExplainRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +869,7 @@ func (x *ExplainRunRequest) String() string {
 func (*ExplainRunRequest) ProtoMessage() {}
 
 func (x *ExplainRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +882,7 @@ func (x *ExplainRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRunRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{10}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExplainRunRequest) GetRunId() string {
@@ -817,7 +919,7 @@ type TaskExplanation struct {
 
 func (x *TaskExplanation) Reset() {
 	*x = TaskExplanation{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +931,7 @@ func (x *TaskExplanation) String() string {
 func (*TaskExplanation) ProtoMessage() {}
 
 func (x *TaskExplanation) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +944,7 @@ func (x *TaskExplanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskExplanation.ProtoReflect.Descriptor instead.
 func (*TaskExplanation) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{11}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskExplanation) GetTaskId() string {
@@ -921,7 +1023,7 @@ type ExplainRunResponse struct {
 
 func (x *ExplainRunResponse) Reset() {
 	*x = ExplainRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1035,7 @@ func (x *ExplainRunResponse) String() string {
 func (*ExplainRunResponse) ProtoMessage() {}
 
 func (x *ExplainRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1048,7 @@ func (x *ExplainRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRunResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{12}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExplainRunResponse) GetRun() *Run {
@@ -967,7 +1069,13 @@ var File_stellwerk_workflow_v1_workflow_service_proto protoreflect.FileDescripto
 
 const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	",stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"\x82\x02\n" +
+	",stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"H\n" +
+	"\x10CancelRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"A\n" +
+	"\x11CancelRunResponse\x12,\n" +
+	"\x03run\x18\x01 \x01(\v2\x1a.stellwerk.workflow.v1.RunR\x03run\"\x82\x02\n" +
 	"\x0fStartRunRequest\x12A\n" +
 	"\bworkflow\x18\x01 \x01(\v2#.stellwerk.workflow.v1.WorkflowSpecH\x00R\bworkflow\x12\x1c\n" +
 	"\bdocument\x18\x02 \x01(\tH\x00R\bdocument\x12'\n" +
@@ -1035,7 +1143,7 @@ const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\x13WAIT_REASON_BREAKER\x10\x05\x12\x17\n" +
 	"\x13WAIT_REASON_BLOCKED\x10\x06\x12\x14\n" +
 	"\x10WAIT_REASON_LOST\x10\a\x12\x18\n" +
-	"\x14WAIT_REASON_REPORTED\x10\b2\xd9\x04\n" +
+	"\x14WAIT_REASON_REPORTED\x10\b2\xb9\x05\n" +
 	"\x0fWorkflowService\x12[\n" +
 	"\bStartRun\x12&.stellwerk.workflow.v1.StartRunRequest\x1a'.stellwerk.workflow.v1.StartRunResponse\x12U\n" +
 	"\x06GetRun\x12$.stellwerk.workflow.v1.GetRunRequest\x1a%.stellwerk.workflow.v1.GetRunResponse\x12[\n" +
@@ -1043,7 +1151,8 @@ const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\bWatchRun\x12&.stellwerk.workflow.v1.WatchRunRequest\x1a'.stellwerk.workflow.v1.WatchRunResponse0\x01\x12s\n" +
 	"\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponse\x12a\n" +
 	"\n" +
-	"ExplainRun\x12(.stellwerk.workflow.v1.ExplainRunRequest\x1a).stellwerk.workflow.v1.ExplainRunResponseB\xe6\x01\n" +
+	"ExplainRun\x12(.stellwerk.workflow.v1.ExplainRunRequest\x1a).stellwerk.workflow.v1.ExplainRunResponse\x12^\n" +
+	"\tCancelRun\x12'.stellwerk.workflow.v1.CancelRunRequest\x1a(.stellwerk.workflow.v1.CancelRunResponseB\xe6\x01\n" +
 	"\x19com.stellwerk.workflow.v1B\x14WorkflowServiceProtoP\x01Z=stellwerk.dev/clients/go/gen/stellwerk/workflow/v1;workflowv1\xa2\x02\x03SWX\xaa\x02\x15Stellwerk.Workflow.V1\xca\x02\x15Stellwerk\\Workflow\\V1\xe2\x02!Stellwerk\\Workflow\\V1\\GPBMetadata\xea\x02\x17Stellwerk::Workflow::V1b\x06proto3"
 
 var (
@@ -1059,65 +1168,70 @@ func file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP() []byte {
 }
 
 var file_stellwerk_workflow_v1_workflow_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stellwerk_workflow_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_stellwerk_workflow_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_stellwerk_workflow_v1_workflow_service_proto_goTypes = []any{
 	(WaitReason)(0),                  // 0: stellwerk.workflow.v1.WaitReason
-	(*StartRunRequest)(nil),          // 1: stellwerk.workflow.v1.StartRunRequest
-	(*StartRunResponse)(nil),         // 2: stellwerk.workflow.v1.StartRunResponse
-	(*GetRunRequest)(nil),            // 3: stellwerk.workflow.v1.GetRunRequest
-	(*GetRunResponse)(nil),           // 4: stellwerk.workflow.v1.GetRunResponse
-	(*ListRunsRequest)(nil),          // 5: stellwerk.workflow.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),         // 6: stellwerk.workflow.v1.ListRunsResponse
-	(*WatchRunRequest)(nil),          // 7: stellwerk.workflow.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),         // 8: stellwerk.workflow.v1.WatchRunResponse
-	(*ValidateWorkflowRequest)(nil),  // 9: stellwerk.workflow.v1.ValidateWorkflowRequest
-	(*ValidateWorkflowResponse)(nil), // 10: stellwerk.workflow.v1.ValidateWorkflowResponse
-	(*ExplainRunRequest)(nil),        // 11: stellwerk.workflow.v1.ExplainRunRequest
-	(*TaskExplanation)(nil),          // 12: stellwerk.workflow.v1.TaskExplanation
-	(*ExplainRunResponse)(nil),       // 13: stellwerk.workflow.v1.ExplainRunResponse
-	(*WorkflowSpec)(nil),             // 14: stellwerk.workflow.v1.WorkflowSpec
-	(*Run)(nil),                      // 15: stellwerk.workflow.v1.Run
-	(RunView)(0),                     // 16: stellwerk.workflow.v1.RunView
-	(RunState)(0),                    // 17: stellwerk.workflow.v1.RunState
-	(*TaskRun)(nil),                  // 18: stellwerk.workflow.v1.TaskRun
-	(*ValidationProblem)(nil),        // 19: stellwerk.workflow.v1.ValidationProblem
-	(TaskState)(0),                   // 20: stellwerk.workflow.v1.TaskState
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(*CancelRunRequest)(nil),         // 1: stellwerk.workflow.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),        // 2: stellwerk.workflow.v1.CancelRunResponse
+	(*StartRunRequest)(nil),          // 3: stellwerk.workflow.v1.StartRunRequest
+	(*StartRunResponse)(nil),         // 4: stellwerk.workflow.v1.StartRunResponse
+	(*GetRunRequest)(nil),            // 5: stellwerk.workflow.v1.GetRunRequest
+	(*GetRunResponse)(nil),           // 6: stellwerk.workflow.v1.GetRunResponse
+	(*ListRunsRequest)(nil),          // 7: stellwerk.workflow.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),         // 8: stellwerk.workflow.v1.ListRunsResponse
+	(*WatchRunRequest)(nil),          // 9: stellwerk.workflow.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),         // 10: stellwerk.workflow.v1.WatchRunResponse
+	(*ValidateWorkflowRequest)(nil),  // 11: stellwerk.workflow.v1.ValidateWorkflowRequest
+	(*ValidateWorkflowResponse)(nil), // 12: stellwerk.workflow.v1.ValidateWorkflowResponse
+	(*ExplainRunRequest)(nil),        // 13: stellwerk.workflow.v1.ExplainRunRequest
+	(*TaskExplanation)(nil),          // 14: stellwerk.workflow.v1.TaskExplanation
+	(*ExplainRunResponse)(nil),       // 15: stellwerk.workflow.v1.ExplainRunResponse
+	(*Run)(nil),                      // 16: stellwerk.workflow.v1.Run
+	(*WorkflowSpec)(nil),             // 17: stellwerk.workflow.v1.WorkflowSpec
+	(RunView)(0),                     // 18: stellwerk.workflow.v1.RunView
+	(RunState)(0),                    // 19: stellwerk.workflow.v1.RunState
+	(*TaskRun)(nil),                  // 20: stellwerk.workflow.v1.TaskRun
+	(*ValidationProblem)(nil),        // 21: stellwerk.workflow.v1.ValidationProblem
+	(TaskState)(0),                   // 22: stellwerk.workflow.v1.TaskState
+	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
 }
 var file_stellwerk_workflow_v1_workflow_service_proto_depIdxs = []int32{
-	14, // 0: stellwerk.workflow.v1.StartRunRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
-	15, // 1: stellwerk.workflow.v1.StartRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	16, // 2: stellwerk.workflow.v1.GetRunRequest.view:type_name -> stellwerk.workflow.v1.RunView
-	15, // 3: stellwerk.workflow.v1.GetRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	17, // 4: stellwerk.workflow.v1.ListRunsRequest.state:type_name -> stellwerk.workflow.v1.RunState
-	15, // 5: stellwerk.workflow.v1.ListRunsResponse.runs:type_name -> stellwerk.workflow.v1.Run
-	15, // 6: stellwerk.workflow.v1.WatchRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	18, // 7: stellwerk.workflow.v1.WatchRunResponse.task:type_name -> stellwerk.workflow.v1.TaskRun
-	14, // 8: stellwerk.workflow.v1.ValidateWorkflowRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
-	19, // 9: stellwerk.workflow.v1.ValidateWorkflowResponse.problems:type_name -> stellwerk.workflow.v1.ValidationProblem
-	20, // 10: stellwerk.workflow.v1.TaskExplanation.state:type_name -> stellwerk.workflow.v1.TaskState
-	0,  // 11: stellwerk.workflow.v1.TaskExplanation.reason:type_name -> stellwerk.workflow.v1.WaitReason
-	21, // 12: stellwerk.workflow.v1.TaskExplanation.since_time:type_name -> google.protobuf.Timestamp
-	21, // 13: stellwerk.workflow.v1.TaskExplanation.until_time:type_name -> google.protobuf.Timestamp
-	15, // 14: stellwerk.workflow.v1.ExplainRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	12, // 15: stellwerk.workflow.v1.ExplainRunResponse.tasks:type_name -> stellwerk.workflow.v1.TaskExplanation
-	1,  // 16: stellwerk.workflow.v1.WorkflowService.StartRun:input_type -> stellwerk.workflow.v1.StartRunRequest
-	3,  // 17: stellwerk.workflow.v1.WorkflowService.GetRun:input_type -> stellwerk.workflow.v1.GetRunRequest
-	5,  // 18: stellwerk.workflow.v1.WorkflowService.ListRuns:input_type -> stellwerk.workflow.v1.ListRunsRequest
-	7,  // 19: stellwerk.workflow.v1.WorkflowService.WatchRun:input_type -> stellwerk.workflow.v1.WatchRunRequest
-	9,  // 20: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:input_type -> stellwerk.workflow.v1.ValidateWorkflowRequest
-	11, // 21: stellwerk.workflow.v1.WorkflowService.ExplainRun:input_type -> stellwerk.workflow.v1.ExplainRunRequest
-	2,  // 22: stellwerk.workflow.v1.WorkflowService.StartRun:output_type -> stellwerk.workflow.v1.StartRunResponse
-	4,  // 23: stellwerk.workflow.v1.WorkflowService.GetRun:output_type -> stellwerk.workflow.v1.GetRunResponse
-	6,  // 24: stellwerk.workflow.v1.WorkflowService.ListRuns:output_type -> stellwerk.workflow.v1.ListRunsResponse
-	8,  // 25: stellwerk.workflow.v1.WorkflowService.WatchRun:output_type -> stellwerk.workflow.v1.WatchRunResponse
-	10, // 26: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:output_type -> stellwerk.workflow.v1.ValidateWorkflowResponse
-	13, // 27: stellwerk.workflow.v1.WorkflowService.ExplainRun:output_type -> stellwerk.workflow.v1.ExplainRunResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 0: stellwerk.workflow.v1.CancelRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	17, // 1: stellwerk.workflow.v1.StartRunRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
+	16, // 2: stellwerk.workflow.v1.StartRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	18, // 3: stellwerk.workflow.v1.GetRunRequest.view:type_name -> stellwerk.workflow.v1.RunView
+	16, // 4: stellwerk.workflow.v1.GetRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	19, // 5: stellwerk.workflow.v1.ListRunsRequest.state:type_name -> stellwerk.workflow.v1.RunState
+	16, // 6: stellwerk.workflow.v1.ListRunsResponse.runs:type_name -> stellwerk.workflow.v1.Run
+	16, // 7: stellwerk.workflow.v1.WatchRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	20, // 8: stellwerk.workflow.v1.WatchRunResponse.task:type_name -> stellwerk.workflow.v1.TaskRun
+	17, // 9: stellwerk.workflow.v1.ValidateWorkflowRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
+	21, // 10: stellwerk.workflow.v1.ValidateWorkflowResponse.problems:type_name -> stellwerk.workflow.v1.ValidationProblem
+	22, // 11: stellwerk.workflow.v1.TaskExplanation.state:type_name -> stellwerk.workflow.v1.TaskState
+	0,  // 12: stellwerk.workflow.v1.TaskExplanation.reason:type_name -> stellwerk.workflow.v1.WaitReason
+	23, // 13: stellwerk.workflow.v1.TaskExplanation.since_time:type_name -> google.protobuf.Timestamp
+	23, // 14: stellwerk.workflow.v1.TaskExplanation.until_time:type_name -> google.protobuf.Timestamp
+	16, // 15: stellwerk.workflow.v1.ExplainRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	14, // 16: stellwerk.workflow.v1.ExplainRunResponse.tasks:type_name -> stellwerk.workflow.v1.TaskExplanation
+	3,  // 17: stellwerk.workflow.v1.WorkflowService.StartRun:input_type -> stellwerk.workflow.v1.StartRunRequest
+	5,  // 18: stellwerk.workflow.v1.WorkflowService.GetRun:input_type -> stellwerk.workflow.v1.GetRunRequest
+	7,  // 19: stellwerk.workflow.v1.WorkflowService.ListRuns:input_type -> stellwerk.workflow.v1.ListRunsRequest
+	9,  // 20: stellwerk.workflow.v1.WorkflowService.WatchRun:input_type -> stellwerk.workflow.v1.WatchRunRequest
+	11, // 21: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:input_type -> stellwerk.workflow.v1.ValidateWorkflowRequest
+	13, // 22: stellwerk.workflow.v1.WorkflowService.ExplainRun:input_type -> stellwerk.workflow.v1.ExplainRunRequest
+	1,  // 23: stellwerk.workflow.v1.WorkflowService.CancelRun:input_type -> stellwerk.workflow.v1.CancelRunRequest
+	4,  // 24: stellwerk.workflow.v1.WorkflowService.StartRun:output_type -> stellwerk.workflow.v1.StartRunResponse
+	6,  // 25: stellwerk.workflow.v1.WorkflowService.GetRun:output_type -> stellwerk.workflow.v1.GetRunResponse
+	8,  // 26: stellwerk.workflow.v1.WorkflowService.ListRuns:output_type -> stellwerk.workflow.v1.ListRunsResponse
+	10, // 27: stellwerk.workflow.v1.WorkflowService.WatchRun:output_type -> stellwerk.workflow.v1.WatchRunResponse
+	12, // 28: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:output_type -> stellwerk.workflow.v1.ValidateWorkflowResponse
+	15, // 29: stellwerk.workflow.v1.WorkflowService.ExplainRun:output_type -> stellwerk.workflow.v1.ExplainRunResponse
+	2,  // 30: stellwerk.workflow.v1.WorkflowService.CancelRun:output_type -> stellwerk.workflow.v1.CancelRunResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_workflow_v1_workflow_service_proto_init() }
@@ -1126,11 +1240,11 @@ func file_stellwerk_workflow_v1_workflow_service_proto_init() {
 		return
 	}
 	file_stellwerk_workflow_v1_workflow_proto_init()
-	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0].OneofWrappers = []any{
+	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2].OneofWrappers = []any{
 		(*StartRunRequest_Workflow)(nil),
 		(*StartRunRequest_Document)(nil),
 	}
-	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8].OneofWrappers = []any{
+	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*ValidateWorkflowRequest_Workflow)(nil),
 		(*ValidateWorkflowRequest_Document)(nil),
 	}
@@ -1140,7 +1254,7 @@ func file_stellwerk_workflow_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stellwerk_workflow_v1_workflow_service_proto_rawDesc), len(file_stellwerk_workflow_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

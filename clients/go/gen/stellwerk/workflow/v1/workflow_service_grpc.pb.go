@@ -25,6 +25,7 @@ const (
 	WorkflowService_WatchRun_FullMethodName         = "/stellwerk.workflow.v1.WorkflowService/WatchRun"
 	WorkflowService_ValidateWorkflow_FullMethodName = "/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow"
 	WorkflowService_ExplainRun_FullMethodName       = "/stellwerk.workflow.v1.WorkflowService/ExplainRun"
+	WorkflowService_CancelRun_FullMethodName        = "/stellwerk.workflow.v1.WorkflowService/CancelRun"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -50,8 +51,8 @@ type WorkflowServiceClient interface {
 	// ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks).
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// WatchRun streams a run's changes: first its current state, then one message per
-	// change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-	// has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+	// change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+	// it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
 	// the first message always carries the current state.
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 	// ValidateWorkflow checks a workflow without running it and reports every problem found.
@@ -60,6 +61,12 @@ type WorkflowServiceClient interface {
 	// ExplainRun says, for every task of a run that has not ended, what it waits for.
 	// NOT_FOUND if no run has this id.
 	ExplainRun(ctx context.Context, in *ExplainRunRequest, opts ...grpc.CallOption) (*ExplainRunResponse, error)
+	// CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+	// its queued or redelivered attempts and cancel its running handlers, and every task that
+	// had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+	// Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+	// NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -139,6 +146,16 @@ func (c *workflowServiceClient) ExplainRun(ctx context.Context, in *ExplainRunRe
 	return out, nil
 }
 
+func (c *workflowServiceClient) CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelRunResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_CancelRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -162,8 +179,8 @@ type WorkflowServiceServer interface {
 	// ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks).
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// WatchRun streams a run's changes: first its current state, then one message per
-	// change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-	// has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+	// change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+	// it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
 	// the first message always carries the current state.
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	// ValidateWorkflow checks a workflow without running it and reports every problem found.
@@ -172,6 +189,12 @@ type WorkflowServiceServer interface {
 	// ExplainRun says, for every task of a run that has not ended, what it waits for.
 	// NOT_FOUND if no run has this id.
 	ExplainRun(context.Context, *ExplainRunRequest) (*ExplainRunResponse, error)
+	// CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+	// its queued or redelivered attempts and cancel its running handlers, and every task that
+	// had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+	// Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+	// NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -199,6 +222,9 @@ func (UnimplementedWorkflowServiceServer) ValidateWorkflow(context.Context, *Val
 }
 func (UnimplementedWorkflowServiceServer) ExplainRun(context.Context, *ExplainRunRequest) (*ExplainRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExplainRun not implemented")
+}
+func (UnimplementedWorkflowServiceServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -322,6 +348,24 @@ func _WorkflowService_ExplainRun_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_CancelRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).CancelRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_CancelRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).CancelRun(ctx, req.(*CancelRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -348,6 +392,10 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExplainRun",
 			Handler:    _WorkflowService_ExplainRun_Handler,
+		},
+		{
+			MethodName: "CancelRun",
+			Handler:    _WorkflowService_CancelRun_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -133,6 +133,11 @@ export enum RunState {
   RUN_STATE_COMPLETED = 2,
   /** RUN_STATE_FAILED - A task failed for good, or the run could not continue; see Run.error. */
   RUN_STATE_FAILED = 3,
+  /**
+   * RUN_STATE_CANCELLED - Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
+   * cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
+   */
+  RUN_STATE_CANCELLED = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -150,6 +155,9 @@ export function runStateFromJSON(object: any): RunState {
     case 3:
     case "RUN_STATE_FAILED":
       return RunState.RUN_STATE_FAILED;
+    case 4:
+    case "RUN_STATE_CANCELLED":
+      return RunState.RUN_STATE_CANCELLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -167,6 +175,8 @@ export function runStateToJSON(object: RunState): string {
       return "RUN_STATE_COMPLETED";
     case RunState.RUN_STATE_FAILED:
       return "RUN_STATE_FAILED";
+    case RunState.RUN_STATE_CANCELLED:
+      return "RUN_STATE_CANCELLED";
     case RunState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -196,6 +206,8 @@ export enum TaskState {
    * see null for its result.
    */
   TASK_STATE_SKIPPED = 8,
+  /** TASK_STATE_CANCELLED - Will not run, or was stopped while it ran: its run was cancelled (CancelRun). */
+  TASK_STATE_CANCELLED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -228,6 +240,9 @@ export function taskStateFromJSON(object: any): TaskState {
     case 8:
     case "TASK_STATE_SKIPPED":
       return TaskState.TASK_STATE_SKIPPED;
+    case 9:
+    case "TASK_STATE_CANCELLED":
+      return TaskState.TASK_STATE_CANCELLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -255,6 +270,8 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_RETRY_WAIT";
     case TaskState.TASK_STATE_SKIPPED:
       return "TASK_STATE_SKIPPED";
+    case TaskState.TASK_STATE_CANCELLED:
+      return "TASK_STATE_CANCELLED";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -129,6 +129,23 @@ export function waitReasonToJSON(object: WaitReason): string {
   }
 }
 
+/** Request of CancelRun. */
+export interface CancelRunRequest {
+  /** The run's id (Run.run_id). */
+  runId: string;
+  /**
+   * Idempotency key (AIP-155), ≤ 256 characters. CancelRun is idempotent by itself: a repeated
+   * call (with this id or another) returns the cancelled run.
+   */
+  requestId: string;
+}
+
+/** Response of CancelRun. */
+export interface CancelRunResponse {
+  /** The run, in RUN_VIEW_BASIC, as the cancel left it (RUN_STATE_CANCELLED). */
+  run: Run | undefined;
+}
+
 /** Request of StartRun. */
 export interface StartRunRequest {
   /** The workflow, either already structured or as a workflow file's text. */
@@ -277,6 +294,166 @@ export interface ExplainRunResponse {
   /** One entry per task that has not ended, in file order. */
   tasks: TaskExplanation[];
 }
+
+function createBaseCancelRunRequest(): CancelRunRequest {
+  return { runId: "", requestId: "" };
+}
+
+export const CancelRunRequest: MessageFns<CancelRunRequest> = {
+  encode(message: CancelRunRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runId !== "") {
+      writer.uint32(10).string(message.runId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelRunRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelRunRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CancelRunRequest {
+    return {
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CancelRunRequest): unknown {
+    const obj: any = {};
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CancelRunRequest>, I>>(base?: I): CancelRunRequest {
+    return CancelRunRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelRunRequest>, I>>(object: I): CancelRunRequest {
+    const message = createBaseCancelRunRequest();
+    message.runId = object.runId ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelRunResponse(): CancelRunResponse {
+  return { run: undefined };
+}
+
+export const CancelRunResponse: MessageFns<CancelRunResponse> = {
+  encode(message: CancelRunResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.run !== undefined) {
+      Run.encode(message.run, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelRunResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelRunResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.run = Run.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CancelRunResponse {
+    return { run: isSet(object.run) ? Run.fromJSON(object.run) : undefined };
+  },
+
+  toJSON(message: CancelRunResponse): unknown {
+    const obj: any = {};
+    if (message.run !== undefined) {
+      obj.run = Run.toJSON(message.run);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CancelRunResponse>, I>>(base?: I): CancelRunResponse {
+    return CancelRunResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CancelRunResponse>, I>>(object: I): CancelRunResponse {
+    const message = createBaseCancelRunResponse();
+    message.run = (object.run !== undefined && object.run !== null) ? Run.fromPartial(object.run) : undefined;
+    return message;
+  },
+};
 
 function createBaseStartRunRequest(): StartRunRequest {
   return { source: undefined, documentFormat: "", requestId: "", allowUnregisteredMethods: false };
@@ -1690,8 +1867,8 @@ export const WorkflowServiceService = {
   },
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-   * has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun: {
@@ -1731,6 +1908,22 @@ export const WorkflowServiceService = {
     responseSerialize: (value: ExplainRunResponse): Buffer => Buffer.from(ExplainRunResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExplainRunResponse => ExplainRunResponse.decode(value),
   },
+  /**
+   * CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+   * its queued or redelivered attempts and cancel its running handlers, and every task that
+   * had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+   * Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+   * NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+   */
+  cancelRun: {
+    path: "/stellwerk.workflow.v1.WorkflowService/CancelRun" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelRunRequest): Buffer => Buffer.from(CancelRunRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelRunRequest => CancelRunRequest.decode(value),
+    responseSerialize: (value: CancelRunResponse): Buffer => Buffer.from(CancelRunResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelRunResponse => CancelRunResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -1751,8 +1944,8 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
   listRuns: handleUnaryCall<ListRunsRequest, ListRunsResponse>;
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-   * has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun: handleServerStreamingCall<WatchRunRequest, WatchRunResponse>;
@@ -1766,6 +1959,14 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
    * NOT_FOUND if no run has this id.
    */
   explainRun: handleUnaryCall<ExplainRunRequest, ExplainRunResponse>;
+  /**
+   * CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+   * its queued or redelivered attempts and cancel its running handlers, and every task that
+   * had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+   * Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+   * NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+   */
+  cancelRun: handleUnaryCall<CancelRunRequest, CancelRunResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -1828,8 +2029,8 @@ export interface WorkflowServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED or FAILED (at once, if it already
-   * has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
+   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun(request: WatchRunRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchRunResponse>;
@@ -1875,6 +2076,28 @@ export interface WorkflowServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExplainRunResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CancelRun cancels a running run: nothing more of it is dispatched, executors start none of
+   * its queued or redelivered attempts and cancel its running handlers, and every task that
+   * had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
+   * Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
+   * NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+   */
+  cancelRun(
+    request: CancelRunRequest,
+    callback: (error: ServiceError | null, response: CancelRunResponse) => void,
+  ): ClientUnaryCall;
+  cancelRun(
+    request: CancelRunRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelRunResponse) => void,
+  ): ClientUnaryCall;
+  cancelRun(
+    request: CancelRunRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelRunResponse) => void,
   ): ClientUnaryCall;
 }
 
