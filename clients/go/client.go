@@ -39,10 +39,12 @@ const (
 	RunRunning       = workflowv1.RunState_RUN_STATE_RUNNING
 	RunCompleted     = workflowv1.RunState_RUN_STATE_COMPLETED
 	RunFailed        = workflowv1.RunState_RUN_STATE_FAILED
+	RunCancelled     = workflowv1.RunState_RUN_STATE_CANCELLED
 	TaskCompleted    = workflowv1.TaskState_TASK_STATE_COMPLETED
 	TaskFailed       = workflowv1.TaskState_TASK_STATE_FAILED
 	TaskBlocked      = workflowv1.TaskState_TASK_STATE_BLOCKED
 	TaskSkipped      = workflowv1.TaskState_TASK_STATE_SKIPPED
+	TaskCancelled    = workflowv1.TaskState_TASK_STATE_CANCELLED
 	maxMessageBytes  = 64 << 20
 	watchRetryPause  = 200 * time.Millisecond
 	watchRetryLimit  = 5 * time.Second
@@ -255,9 +257,10 @@ func FindTask(run *Run, taskID string) *TaskRun {
 	return nil
 }
 
-// Ended tells whether a run reached COMPLETED or FAILED.
+// Ended tells whether a run reached COMPLETED, FAILED or CANCELLED.
 func Ended(run *Run) bool {
-	return run.GetState() == RunCompleted || run.GetState() == RunFailed
+	s := run.GetState()
+	return s == RunCompleted || s == RunFailed || s == RunCancelled
 }
 
 func newRequestID() string {

@@ -56,9 +56,13 @@ export interface Update {
   task?: TaskRun;
 }
 
-/** Whether a run reached COMPLETED or FAILED. */
+/** Whether a run reached COMPLETED, FAILED or CANCELLED. */
 export function ended(run: Run): boolean {
-  return run.state === RunState.RUN_STATE_COMPLETED || run.state === RunState.RUN_STATE_FAILED;
+  return (
+    run.state === RunState.RUN_STATE_COMPLETED ||
+    run.state === RunState.RUN_STATE_FAILED ||
+    run.state === RunState.RUN_STATE_CANCELLED
+  );
 }
 
 /** A task's result, parsed from its JSON text (undefined when it has none). */
