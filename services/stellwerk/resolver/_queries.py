@@ -168,6 +168,7 @@ class RunReader:
             asyncio.create_task(pump(task_watch, "task")),
             asyncio.create_task(pump(run_watch, "run")),
         ]
+        sent: dict[str, str] = {}  # task id -> the state a change last carried
         try:
             while True:
                 kind, value = await queue.get()
@@ -176,13 +177,22 @@ class RunReader:
                 elif kind == "run" and value is not None:
                     run = RunRecord.from_bytes(value)
                 elif value is not None:
-                    yield TaskChange(run, TaskRecord.from_bytes(value))
+                    task = TaskRecord.from_bytes(value)
+                    sent[task.id] = task.state.value
+                    yield TaskChange(run, task)
                     continue
                 if run.state is not RunState.RUNNING:
                     # The header is written after its tasks' documents, but the two watchers
-                    # deliver independently: let the tasks' last changes arrive first.
+                    # deliver independently: let the tasks' last changes arrive first...
                     async for change in _trailing_changes(queue, run):
+                        if change.task is not None:
+                            sent[change.task.id] = change.task.state.value
                         yield change
+                    # ...and whatever a loaded machine delivers later still, read it: the
+                    # documents are final now, so the stream always ends with every end state.
+                    for task in await self.tasks(run_id):
+                        if sent.get(task.id) != task.state.value:
+                            yield TaskChange(run, task)
                     yield TaskChange(run, None)
                     return
         finally:
