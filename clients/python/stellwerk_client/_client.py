@@ -286,7 +286,9 @@ class Client(BaseClient):
                         TaskRun.from_proto(item.task) if item.HasField("task") else None,
                     )
                     yield change
-                    if change.run.finished:
+                    # The stream's last message carries no task: changes that trail the
+                    # run's end (its last tasks) come before it, with the ended run.
+                    if change.run.finished and change.task is None:
                         return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
