@@ -278,6 +278,7 @@ class Client(BaseClient):
             )
             # None after a clean end of stream before the run ended (e.g. a server shutting down).
             failure: grpc.aio.AioRpcError | None = None
+            ended = False
             try:
                 async for item in stream:
                     broken_since, delay = None, 0.1
@@ -288,8 +289,11 @@ class Client(BaseClient):
                     yield change
                     # The stream's last message carries no task: changes that trail the
                     # run's end (its last tasks) come before it, with the ended run.
-                    if change.run.finished and change.task is None:
+                    ended = change.run.finished
+                    if ended and change.task is None:
                         return
+                if ended:  # a server that ends the stream right after a task change
+                    return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     continue  # the segment ended; the loop head decides about the timeout
