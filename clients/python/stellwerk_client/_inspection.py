@@ -4,24 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from google.protobuf.message import Message
+from datetime import datetime
 
 from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 
-from ._types import Run, TaskState, _enum
+from ._types import Run, TaskState, _enum, _time
 
 __all__ = ["HealthCheck", "HealthReport", "QueueDepth", "RunExplanation", "TaskWait"]
-
-
-def _stamp(message: Message, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    result: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
-    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +51,9 @@ class RunExplanation:
                 reason=api.WaitReason.Name(t.reason).removeprefix("WAIT_REASON_"),
                 summary=t.summary,
                 waiting_for=tuple(t.waiting_for),
-                since=_stamp(t, "since_time"),
+                since=_time(t, "since_time"),
                 executor_id=t.executor_id or None,
-                until=_stamp(t, "until_time"),
+                until=_time(t, "until_time"),
                 queue_position=t.queue_position,
             )
             for t in message.tasks
@@ -109,4 +100,4 @@ class HealthReport:
         queues = tuple(
             QueueDepth(q.stream, q.consumer, q.pending, q.ack_pending) for q in message.queues
         )
-        return cls(message.healthy, checks, queues, _stamp(message, "as_of_time"))
+        return cls(message.healthy, checks, queues, _time(message, "as_of_time"))
