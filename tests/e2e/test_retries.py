@@ -6,18 +6,21 @@ Delays are measured from the attempt times the run records (executor clocks), wi
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import grpc
 import pytest
 
+from stellwerk.core import names
+from stellwerk_api.events.v1 import events_pb2
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 from tests.e2e.conftest import HANDLER_ENV, serving
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 from tests.e2e.test_observability import METRICS, scrape
-from tests.e2e.test_recovery import Cluster, cluster, stub_for  # noqa: F401 -- fixture
+from tests.e2e.test_recovery import Cluster, cluster, js, stub_for  # noqa: F401 -- fixtures
 from tests.support.polling import eventually
 from tests.support.processes import ServiceProcess
 
@@ -210,3 +213,42 @@ async def test_abandoned_threads_are_counted(nats_server: Any) -> None:
     finally:
         for proc in procs:
             proc.terminate(timeout=15)
+
+
+async def test_a_retry_handed_out_again_after_it_reported_does_not_run(
+    cluster: Cluster,  # noqa: F811
+    js: Any,  # noqa: F811
+) -> None:
+    """A retry's dispatch is handed back until due, then run and acknowledged. Chaos runs saw
+    such a delivery come back afterwards as a *first* delivery of a young message (a restarted
+    nats-server, a dead cluster node), and run again. Every retry is checked before it runs:
+    its stored outcome says the attempt is over."""
+    resolver = await cluster.start("resolver")
+    await cluster.start("executor")
+    stub = await stub_for(resolver)
+    run = await submit(
+        stub,
+        "tasks: [{id: f, method: test/flaky, params: {succeed_on: 2},"
+        " retry: {max_attempts: 2, base_delay: 0.2, jitter: false}}]",
+    )
+    done = await wait_done(stub, run.run_id)
+    assert result(tasks_by_id(done)["f"]) == {"attempt": 2}
+    assert len(cluster.starts("f")) == 2
+    again = events_pb2.TaskDispatch(
+        format_version=names.EVENT_FORMAT_VERSION,
+        run_id=run.run_id,
+        task_id="f",
+        attempt=2,
+        method="test/flaky",
+        params_json='{"succeed_on": 2}',
+        idempotency_key=names.idempotency_key(run.run_id, "f", 2),
+    )
+    again.not_before.FromNanoseconds(time.time_ns() - 1_000_000_000)
+    subject = names.dispatch_subject("test/flaky", run.run_id, "f")
+    await js.publish(subject, again.SerializeToString())
+
+    async def consumed() -> bool:
+        return (await js.stream_info(names.DISPATCH_STREAM)).state.messages == 0
+
+    await eventually(consumed, message="the repeated retry was acknowledged")
+    assert len(cluster.starts("f")) == 2

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -245,3 +247,35 @@ async def test_resolver_process_exits_non_zero_when_nats_closes_its_connection(
         assert "maximum control line exceeded" in resolver.logs()
     finally:
         resolver.kill()
+
+
+async def test_a_service_waits_for_jetstream_instead_of_exiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Services started together with a fresh cluster reach it before it can create streams
+    (the cluster test saw a monitor exit on a ``stream_info`` timeout at start). A server
+    without JetStream answers no-responders in the same way: the service must keep trying,
+    NOT_SERVING meanwhile, and get ready once JetStream answers."""
+    server = NatsServer(store_dir=tmp_path, jetstream=False)
+    await asyncio.to_thread(server.start)
+    service = _Monitor(_settings(server), listen=LISTEN)
+    service.release.set()  # no hook: stopping must not wait for the test
+    run = asyncio.create_task(service.run())
+    try:
+
+        async def retrying_or_ended() -> bool:
+            return run.done() or "JetStream not ready" in caplog.text
+
+        with caplog.at_level(logging.WARNING):
+            await eventually(retrying_or_ended, timeout=60, message="a retried topology setup")
+        assert not run.done(), f"the service ended instead of waiting: {run.exception()!r}"
+        server.kill()
+        server.jetstream = True
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(service.wait_ready(), timeout=60)
+        assert await _health(service) == SERVING
+    finally:
+        await service.shutdown()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(run, timeout=30)
+        server.stop()

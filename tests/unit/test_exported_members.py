@@ -264,6 +264,7 @@ EXPORTED: dict[str, list[str]] = {
         "free_port",
     ],
     "stellwerk.core.progress": [
+        "CANCELLED_ERROR",
         "CancelledRuns",
         "Canceller",
         "Dispatcher",

@@ -26,7 +26,12 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
 
 from stellwerk.core import names
 from stellwerk.core.errors import UnavailableError, WrongStateError
@@ -70,7 +75,7 @@ async def connect(
         retry=retry_if_exception_type(NATS_FAILURES),
         # nats-py may turn our cancellation into a TimeoutError: never retry once asked to stop.
         stop=lambda _state: cancel_requested(),
-        wait=wait_exponential_jitter(initial=0.2, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
         before_sleep=lambda state: logger.warning(
             "NATS at %s unreachable (%s); retrying",
             ",".join(servers),
@@ -268,8 +273,36 @@ async def _ensure_bucket(
     return kv
 
 
+def _setup_may_succeed_later(exc: BaseException) -> bool:
+    """Whether a failed topology call is worth repeating: no reply in time, no responders, or
+    JetStream answering 5xx (a cluster still electing its meta leader, or a new R3 asset's
+    first leader). A 4xx answer (a config the server refuses) will not change by waiting."""
+    if isinstance(exc, jserr.APIError):
+        return exc.code is None or exc.code >= 500
+    return isinstance(exc, NATS_FAILURES)
+
+
 async def ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
-    """Create (or converge) the streams and buckets; safe to run from every service at once."""
+    """Create (or converge) the streams and buckets; safe to run from every service at once.
+
+    Repeated with backoff while JetStream cannot answer yet: services started together with a
+    fresh cluster (compose, the cluster tests) reach it before its meta leader can create R3
+    assets, and a timeout then must not end the service."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_setup_may_succeed_later),
+        stop=lambda _state: cancel_requested(),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+        before_sleep=lambda state: logger.warning(
+            "JetStream not ready to set up streams and buckets (%s); retrying",
+            state.outcome.exception() if state.outcome else "?",
+        ),
+    ):
+        with attempt:
+            return await _ensure_topology(nc, settings)
+    raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+async def _ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     js = nc.jetstream(timeout=10)
     await _ensure_stream(js, _work_queue(names.DISPATCH_STREAM, names.DISPATCH_SUBJECTS, settings))
     await _ensure_stream(js, _outcomes(settings))

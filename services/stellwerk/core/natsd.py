@@ -59,6 +59,8 @@ class NatsServer:
     max_control_line: int | None = None
     """The server's limit on a protocol line (default 4 KiB); a client that sends a longer one
     gets ``-ERR 'maximum control line exceeded'`` (tests lower it, then :meth:`reload`)."""
+    jetstream: bool = True
+    """Whether JetStream is on (tests turn it off to stand for a cluster not ready yet)."""
 
     @classmethod
     def start_new(
@@ -94,13 +96,16 @@ class NatsServer:
             else ""
         )
         config = self.store_dir / "nats.conf"
-        config.write_text(
+        text = (
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.http_port}\n"
             f"max_payload: {MAX_PAYLOAD}\n"
             f"{control}"
-            f"jetstream {{\n  store_dir: {json_quote(str(self.store_dir / 'js'))}{sync}\n}}\n"
         )
+        if self.jetstream:
+            store = json_quote(str(self.store_dir / "js"))
+            text += f"jetstream {{\n  store_dir: {store}{sync}\n}}\n"
+        config.write_text(text)
         return config
 
     def reload(self, *, timeout: float = 10.0) -> None:

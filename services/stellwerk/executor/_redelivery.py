@@ -1,17 +1,20 @@
 """Checks a redelivered attempt passes before it runs again (off the hot path: redeliveries only).
 
 A redelivery means an executor died, lost its claim, or a restarted nats-server handed the
-delivery out again. The attempt may be over already — its outcome stored in the events stream
+delivery out again (:meth:`RedeliveryChecks.suspicious` says which deliveries are checked). The
+attempt may be over already — its outcome stored in the events stream
 (the truth) or recorded in KV — and then it must not run again; if it does run again, the run is
 counted in KV toward the poison limit.
 """
 
 from __future__ import annotations
 
+import time
+
 from nats.js import JetStreamContext
 
 from stellwerk.core import names
-from stellwerk.core.jetstream import last_message
+from stellwerk.core.jetstream import Delivery, last_message
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.store import DocumentStore
 from stellwerk_api.events.v1 import events_pb2
@@ -20,11 +23,40 @@ __all__ = ["RedeliveryChecks"]
 
 
 class RedeliveryChecks:
-    """KV and stream lookups for redelivered attempts."""
+    """Which deliveries to distrust, and the KV and stream lookups that check them."""
 
-    def __init__(self, js: JetStreamContext, tasks: DocumentStore[TaskRecord]) -> None:
+    def __init__(
+        self, js: JetStreamContext, tasks: DocumentStore[TaskRecord], *, lease: float
+    ) -> None:
         self._js = js
         self._tasks = tasks
+        self._lease = lease
+        self._reconnected_at = 0.0
+
+    def note_reconnect(self) -> None:
+        """NATS came back: whatever was stored before now may be handed out again as new."""
+        self._reconnected_at = time.time()
+
+    def suspicious(self, dispatch: events_pb2.TaskDispatch, delivery: Delivery) -> bool:
+        """Whether this delivery may repeat an attempt that ran already, so that it is checked
+        before it runs. The hot path (a first delivery of a first attempt, stored after our last
+        reconnect and younger than a lease) is trusted without a lookup. Distrusted:
+
+        - a redelivery (``num_delivered > 1``);
+        - a retry (attempt > 1): it was handed back until due (``nak`` with a delay), and chaos
+          runs saw such deliveries come back *after* their acknowledgement, as first
+          deliveries, when a nats-server restarted or a cluster node holding the consumer or
+          the task bucket died. Retries are rare, so checking each costs nothing measurable;
+        - a message older than the lease, or stored before our last reconnect: a restarted
+          nats-server saves delivery state lazily and can hand out again what it delivered
+          (and we acknowledged) just before the crash, with the count reset to one.
+        """
+        if delivery.num_delivered > 1 or dispatch.attempt > 1:
+            return True
+        stored = delivery.stored_at
+        if stored is None:
+            return False
+        return time.time() - stored > self._lease or stored <= self._reconnected_at
 
     async def count_run(self, dispatch: events_pb2.TaskDispatch) -> int | None:
         """Record in KV that a redelivered attempt is about to run again; returns how many runs

@@ -146,7 +146,7 @@ class TaskRunner:
         self._writer = writer
         self._table = table
         self._workers = workers
-        self._redelivery = RedeliveryChecks(js, tasks)
+        self._redelivery = RedeliveryChecks(js, tasks, lease=settings.task_lease)
         self._settings = settings
         self.executor_id = executor_id
         self._limits = Limits(max_payload)
@@ -252,13 +252,7 @@ class TaskRunner:
         tracing.task_started(dispatch, self.executor_id)
         delivery = delivery_of(msg)
         delivered = delivery.num_delivered
-        # A delivery older than the lease may be a redelivery in disguise: a restarted
-        # nats-server can lose delivery counts (they are saved lazily) and hand it out as new.
-        suspicious = delivered > 1 or (
-            delivery.stored_at is not None
-            and time.time() - delivery.stored_at > self._settings.task_lease
-        )
-        if suspicious:
+        if self._redelivery.suspicious(dispatch, delivery):
             try:
                 done = await self._redelivery.already_done(dispatch)
             except StellwerkError as exc:
@@ -308,11 +302,24 @@ class TaskRunner:
             with contextlib.suppress(Exception):
                 await msg.ack()
             return
-        if event is None or claim.lost:
+        if event is None:
             if claim.handed_back and not claim.lost:
                 with contextlib.suppress(Exception):
                     await msg.nak()  # redelivered at once, to whichever worker has room
             return  # the claim was lost; the redelivery belongs to someone else
+        if claim.lost:
+            # The handler finished before the claim lapsed: report what it returned (the events
+            # stream keeps the first outcome of an attempt, so this cannot overrule another
+            # run), and leave the delivery to whoever holds it now: its check finds the outcome.
+            logger.warning(
+                "lost the claim on %s/%s attempt %d after its handler returned; reporting "
+                "its outcome, leaving the delivery",
+                dispatch.run_id,
+                dispatch.task_id,
+                dispatch.attempt,
+            )
+            await self._report(dispatch, event)
+            return
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
                 "fault injection: dropping the outcome of %s/%s attempt %d",
@@ -449,6 +456,11 @@ class TaskRunner:
                 claim.cancelled = True
                 if claim.work is not None:
                     claim.work.cancel()
+
+    def note_reconnect(self) -> None:
+        """NATS came back: distrust deliveries of messages stored before now (see
+        ``RedeliveryChecks.suspicious``)."""
+        self._redelivery.note_reconnect()
 
     def drop_claims(self) -> None:
         """NATS reconnected: a restarted server redelivers unacknowledged deliveries within about

@@ -151,8 +151,10 @@ class Executor(Service):
         # a reconnect is usually a failover to another node while the consumers live on, so
         # claims are kept; the heartbeat still gives one up after a gap of most of a lease.
         self._cancelled.renew()  # the watch may have missed markers meanwhile
-        if self._runner is not None and self.settings.replicas == 1:
-            self._runner.drop_claims()
+        if self._runner is not None:
+            self._runner.note_reconnect()
+            if self.settings.replicas == 1:
+                self._runner.drop_claims()
 
     async def _remote_methods_changed(self) -> None:
         """A worker brought a new method or the last one serving a method left: fetch loops for

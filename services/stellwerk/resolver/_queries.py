@@ -14,7 +14,8 @@ from stellwerk.core import names
 from stellwerk.core.errors import InvalidArgumentError, NotFoundError, Problem, clip, shorten
 from stellwerk.core.jetstream import cancel_requested
 from stellwerk.core.kvscan import list_keys
-from stellwerk.core.records import RunRecord, RunState, TaskRecord
+from stellwerk.core.progress import CANCELLED_ERROR
+from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
 
 __all__ = ["RunReader", "TaskChange"]
@@ -97,8 +98,9 @@ class RunReader:
             raise _no_run(run_id)
         return found.value
 
-    async def tasks(self, run_id: str) -> list[TaskRecord]:
-        """The run's tasks in document order."""
+    async def tasks(self, run_id: str, *, as_of: RunRecord | None = None) -> list[TaskRecord]:
+        """The run's tasks in document order; with ``as_of`` (the run's header), as that header
+        says they are (see :func:`as_of_header`)."""
         entry = await self._runs_kv.get(names.order_key(run_id))
         order: list[str] = json.loads(entry.value or b"[]")
         records: list[TaskRecord] = []
@@ -108,6 +110,8 @@ class RunReader:
                 *(self._tasks.get(names.task_key(run_id, t), fresh=True) for t in chunk)
             )
             records.extend(d.value for d in found if d is not None)
+        if as_of is not None:
+            records = [as_of_header(as_of, t) for t in records]
         return records
 
     async def list(
@@ -190,7 +194,7 @@ class RunReader:
                         yield change
                     # ...and whatever a loaded machine delivers later still, read it: the
                     # documents are final now, so the stream always ends with every end state.
-                    for task in await self.tasks(run_id):
+                    for task in await self.tasks(run_id, as_of=run):
                         if sent.get(task.id) != task.state.value:
                             yield TaskChange(run, task)
                     yield TaskChange(run, None)
@@ -204,6 +208,18 @@ class RunReader:
             for w in (task_watch, run_watch):
                 with contextlib.suppress(Exception):
                     await w.stop()
+
+
+def as_of_header(run: RunRecord, task: TaskRecord) -> TaskRecord:
+    """``task`` as its run's header says it is. A cancel writes the header CANCELLED before the
+    documents of the tasks it stops (``core/progress/_cancel``), so a reader can see the run
+    ended with tasks that read DISPATCHED for a moment: those are cancelled already (the cancel
+    is committed), and are shown so."""
+    if run.state is RunState.CANCELLED and not task.state.settled:
+        return task.evolve(
+            state=TaskState.CANCELLED, error=CANCELLED_ERROR, ended_at=run.ended_at, retry_at=None
+        )
+    return task
 
 
 async def _trailing_changes(

@@ -137,7 +137,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         reader = self._reader()
         run = await reader.header(request.run_id)
         full = request.view != pb.RUN_VIEW_BASIC
-        tasks = await reader.tasks(run.id) if full else None
+        tasks = await reader.tasks(run.id, as_of=run) if full else None
         return api.GetRunResponse(run=run_to_proto(run, tasks))
 
     async def ListRuns(
@@ -167,7 +167,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     ) -> api.ExplainRunResponse:
         reader = self._reader()
         run = await reader.header(request.run_id)
-        explained = await self._explainer()(run, await reader.tasks(run.id))
+        explained = await self._explainer()(run, await reader.tasks(run.id, as_of=run))
         response = api.ExplainRunResponse(run=run_to_proto(run))
         for item in explained:
             entry = response.tasks.add(

@@ -6,12 +6,13 @@ compare-and-set steps, so any number of them may act on one run at once.
 """
 
 from stellwerk.core.progress._apply import Progress
-from stellwerk.core.progress._cancel import CancelledRuns, Canceller
+from stellwerk.core.progress._cancel import CANCELLED_ERROR, CancelledRuns, Canceller
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.progress._outcome import Outcome, decode_outcome, unreadable_outcome
 from stellwerk.core.progress._strategies import handoff_unfinished
 
 __all__ = [
+    "CANCELLED_ERROR",
     "CancelledRuns",
     "Canceller",
     "Dispatcher",
