@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stellwerk_api.workflow.v1 import workflow_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/monitoring/v1/monitor_service.proto\x12\x17stellwerk.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"\\\n\rRunStateCount\x12\x35\n\x05state\x18\x01 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"^\n\x0eTaskStateCount\x12\x36\n\x05state\x18\x01 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x92\x01\n\x0e\x45xecutorStatus\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07methods\x18\x02 \x03(\tR\x07methods\x12@\n\x0elast_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastSeenTime\x12\x14\n\x05\x61live\x18\x04 \x01(\x08R\x05\x61live\"\x14\n\x12GetOverviewRequest\"\xa7\x02\n\x13GetOverviewResponse\x12\x45\n\nrun_counts\x18\x01 \x03(\x0b\x32&.stellwerk.monitoring.v1.RunStateCountR\trunCounts\x12H\n\x0btask_counts\x18\x02 \x03(\x0b\x32\'.stellwerk.monitoring.v1.TaskStateCountR\ntaskCounts\x12\x45\n\texecutors\x18\x03 \x03(\x0b\x32\'.stellwerk.monitoring.v1.ExecutorStatusR\texecutors\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime\"\x93\x01\n\x0bHealthCheck\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12<\n\x06status\x18\x02 \x01(\x0e\x32$.stellwerk.monitoring.v1.CheckStatusR\x06status\x12\x18\n\x07summary\x18\x03 \x01(\tR\x07summary\x12\x18\n\x07\x64\x65tails\x18\x04 \x03(\tR\x07\x64\x65tails\"{\n\nQueueDepth\x12\x16\n\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n\x08\x63onsumer\x18\x02 \x01(\tR\x08\x63onsumer\x12\x18\n\x07pending\x18\x03 \x01(\x03R\x07pending\x12\x1f\n\x0b\x61\x63k_pending\x18\x04 \x01(\x03R\nackPending\"\x18\n\x16GetHealthReportRequest\"\xe8\x01\n\x17GetHealthReportResponse\x12\x18\n\x07healthy\x18\x01 \x01(\x08R\x07healthy\x12<\n\x06\x63hecks\x18\x02 \x03(\x0b\x32$.stellwerk.monitoring.v1.HealthCheckR\x06\x63hecks\x12;\n\x06queues\x18\x03 \x03(\x0b\x32#.stellwerk.monitoring.v1.QueueDepthR\x06queues\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime*Z\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x18\n\x14\x43HECK_STATUS_FAILING\x10\x02\x32\xf0\x01\n\x0eMonitorService\x12h\n\x0bGetOverview\x12+.stellwerk.monitoring.v1.GetOverviewRequest\x1a,.stellwerk.monitoring.v1.GetOverviewResponse\x12t\n\x0fGetHealthReport\x12/.stellwerk.monitoring.v1.GetHealthReportRequest\x1a\x30.stellwerk.monitoring.v1.GetHealthReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/monitoring/v1/monitor_service.proto\x12\x17stellwerk.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"\\\n\rRunStateCount\x12\x35\n\x05state\x18\x01 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"^\n\x0eTaskStateCount\x12\x36\n\x05state\x18\x01 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x14\n\x05\x63ount\x18\x02 \x01(\x03R\x05\x63ount\"\x92\x01\n\x0e\x45xecutorStatus\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n\x07methods\x18\x02 \x03(\tR\x07methods\x12@\n\x0elast_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0clastSeenTime\x12\x14\n\x05\x61live\x18\x04 \x01(\x08R\x05\x61live\"\x14\n\x12GetOverviewRequest\"\x99\x03\n\x13GetOverviewResponse\x12\x45\n\nrun_counts\x18\x01 \x03(\x0b\x32&.stellwerk.monitoring.v1.RunStateCountR\trunCounts\x12H\n\x0btask_counts\x18\x02 \x03(\x0b\x32\'.stellwerk.monitoring.v1.TaskStateCountR\ntaskCounts\x12\x45\n\texecutors\x18\x03 \x03(\x0b\x32\'.stellwerk.monitoring.v1.ExecutorStatusR\texecutors\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime\x12\x41\n\x08\x62reakers\x18\x05 \x03(\x0b\x32%.stellwerk.workflow.v1.CircuitBreakerR\x08\x62reakers\x12-\n\x12resolution_retries\x18\x06 \x01(\x03R\x11resolutionRetries\"\x93\x01\n\x0bHealthCheck\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12<\n\x06status\x18\x02 \x01(\x0e\x32$.stellwerk.monitoring.v1.CheckStatusR\x06status\x12\x18\n\x07summary\x18\x03 \x01(\tR\x07summary\x12\x18\n\x07\x64\x65tails\x18\x04 \x03(\tR\x07\x64\x65tails\"{\n\nQueueDepth\x12\x16\n\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n\x08\x63onsumer\x18\x02 \x01(\tR\x08\x63onsumer\x12\x18\n\x07pending\x18\x03 \x01(\x03R\x07pending\x12\x1f\n\x0b\x61\x63k_pending\x18\x04 \x01(\x03R\nackPending\"\x18\n\x16GetHealthReportRequest\"\xe8\x01\n\x17GetHealthReportResponse\x12\x18\n\x07healthy\x18\x01 \x01(\x08R\x07healthy\x12<\n\x06\x63hecks\x18\x02 \x03(\x0b\x32$.stellwerk.monitoring.v1.HealthCheckR\x06\x63hecks\x12;\n\x06queues\x18\x03 \x03(\x0b\x32#.stellwerk.monitoring.v1.QueueDepthR\x06queues\x12\x38\n\nas_of_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x61sOfTime*Z\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x18\n\x14\x43HECK_STATUS_FAILING\x10\x02\x32\xf0\x01\n\x0eMonitorService\x12h\n\x0bGetOverview\x12+.stellwerk.monitoring.v1.GetOverviewRequest\x1a,.stellwerk.monitoring.v1.GetOverviewResponse\x12t\n\x0fGetHealthReport\x12/.stellwerk.monitoring.v1.GetHealthReportRequest\x1a\x30.stellwerk.monitoring.v1.GetHealthReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.monitoring.v1.monitor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKSTATUS']._serialized_start=1340
-  _globals['_CHECKSTATUS']._serialized_end=1430
+  _globals['_CHECKSTATUS']._serialized_start=1454
+  _globals['_CHECKSTATUS']._serialized_end=1544
   _globals['_RUNSTATECOUNT']._serialized_start=145
   _globals['_RUNSTATECOUNT']._serialized_end=237
   _globals['_TASKSTATECOUNT']._serialized_start=239
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETOVERVIEWREQUEST']._serialized_start=484
   _globals['_GETOVERVIEWREQUEST']._serialized_end=504
   _globals['_GETOVERVIEWRESPONSE']._serialized_start=507
-  _globals['_GETOVERVIEWRESPONSE']._serialized_end=802
-  _globals['_HEALTHCHECK']._serialized_start=805
-  _globals['_HEALTHCHECK']._serialized_end=952
-  _globals['_QUEUEDEPTH']._serialized_start=954
-  _globals['_QUEUEDEPTH']._serialized_end=1077
-  _globals['_GETHEALTHREPORTREQUEST']._serialized_start=1079
-  _globals['_GETHEALTHREPORTREQUEST']._serialized_end=1103
-  _globals['_GETHEALTHREPORTRESPONSE']._serialized_start=1106
-  _globals['_GETHEALTHREPORTRESPONSE']._serialized_end=1338
-  _globals['_MONITORSERVICE']._serialized_start=1433
-  _globals['_MONITORSERVICE']._serialized_end=1673
+  _globals['_GETOVERVIEWRESPONSE']._serialized_end=916
+  _globals['_HEALTHCHECK']._serialized_start=919
+  _globals['_HEALTHCHECK']._serialized_end=1066
+  _globals['_QUEUEDEPTH']._serialized_start=1068
+  _globals['_QUEUEDEPTH']._serialized_end=1191
+  _globals['_GETHEALTHREPORTREQUEST']._serialized_start=1193
+  _globals['_GETHEALTHREPORTREQUEST']._serialized_end=1217
+  _globals['_GETHEALTHREPORTRESPONSE']._serialized_start=1220
+  _globals['_GETHEALTHREPORTRESPONSE']._serialized_end=1452
+  _globals['_MONITORSERVICE']._serialized_start=1547
+  _globals['_MONITORSERVICE']._serialized_end=1787
 # @@protoc_insertion_point(module_scope)

@@ -162,6 +162,12 @@ class GetOverviewResponse(_message.Message):
     TASK_COUNTS_FIELD_NUMBER: _builtins.int
     EXECUTORS_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
+    RESOLUTION_RETRIES_FIELD_NUMBER: _builtins.int
+    resolution_retries: _builtins.int
+    """Transient NATS/KV errors retried during dependency resolution since the monitor started
+    counting (resolvers' stellwerk_resolution_retries, summed).
+    """
     @_builtins.property
     def run_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunStateCount]:
         """Runs per state, one entry per state that has any runs."""
@@ -178,6 +184,10 @@ class GetOverviewResponse(_message.Message):
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """When the counts were taken."""
 
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.CircuitBreaker]:
+        """Every circuit breaker that is not CLOSED (method breakers and run resolution breakers)."""
+
     def __init__(
         self,
         *,
@@ -185,10 +195,12 @@ class GetOverviewResponse(_message.Message):
         task_counts: _abc.Iterable[Global___TaskStateCount] | None = ...,
         executors: _abc.Iterable[Global___ExecutorStatus] | None = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        breakers: _abc.Iterable[_workflow_pb2.CircuitBreaker] | None = ...,
+        resolution_retries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "executors", b"executors", "run_counts", b"run_counts", "task_counts", b"task_counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "breakers", b"breakers", "executors", b"executors", "resolution_retries", b"resolution_retries", "run_counts", b"run_counts", "task_counts", b"task_counts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

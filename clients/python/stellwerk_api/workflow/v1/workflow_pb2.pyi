@@ -111,6 +111,13 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
     cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
     """
+    RUN_STATE_COMPENSATED: _RunState.ValueType  # 5
+    """A task failed and the run's completed tasks had compensation tasks
+    (`on_failure: compensate`): those ran, in reverse completion order (saga), and the run
+    ended. The compensation tasks' own states and results are in Run.tasks.
+    """
+    RUN_STATE_COMPENSATING: _RunState.ValueType  # 6
+    """A task failed and the compensation tasks are running; ends RUN_STATE_COMPENSATED."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """Where a run is in its life."""
@@ -127,6 +134,13 @@ RUN_STATE_CANCELLED: RunState.ValueType  # 4
 """Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
 cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
 """
+RUN_STATE_COMPENSATED: RunState.ValueType  # 5
+"""A task failed and the run's completed tasks had compensation tasks
+(`on_failure: compensate`): those ran, in reverse completion order (saga), and the run
+ended. The compensation tasks' own states and results are in Run.tasks.
+"""
+RUN_STATE_COMPENSATING: RunState.ValueType  # 6
+"""A task failed and the compensation tasks are running; ends RUN_STATE_COMPENSATED."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _TaskState:
@@ -184,6 +198,42 @@ see null for its result.
 TASK_STATE_CANCELLED: TaskState.ValueType  # 9
 """Will not run, or was stopped while it ran: its run was cancelled (CancelRun)."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    """Never used by the server."""
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    """Calls pass; failures are counted."""
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    """Too many failures in the window: calls wait (tasks of the method are held without
+    spending attempts) until the cool-down ends.
+    """
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+    """The cool-down ended: one trial call passes; its success closes the breaker, its failure
+    opens it again.
+    """
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper):
+    """The state of a circuit breaker."""
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+"""Never used by the server."""
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+"""Calls pass; failures are counted."""
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+"""Too many failures in the window: calls wait (tasks of the method are held without
+spending attempts) until the cool-down ends.
+"""
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+"""The cool-down ended: one trial call passes; its success closes the breaker, its failure
+opens it again.
+"""
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
 
 class _RunView:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -445,6 +495,7 @@ class TaskRun(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _builtins.int
     RETRY_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id from the workflow file."""
     name: _builtins.str
@@ -463,6 +514,11 @@ class TaskRun(_message.Message):
     """Why the task failed or is blocked; empty otherwise."""
     executor_id: _builtins.str
     """Id of the executor that ran the latest attempt; empty if none has started it."""
+    role: _builtins.str
+    """Why the task is in the run beyond the normal path: empty for a normal task,
+    "alternative" for a task named as another's `alternative_task`, "compensation" for one
+    named as a `compensation_task`. Such tasks run only on that path, never as roots.
+    """
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the tasks this one depends on (names from the file resolved to ids)."""
@@ -499,14 +555,103 @@ class TaskRun(_message.Message):
         executor_id: _builtins.str = ...,
         retry_time: _timestamp_pb2.Timestamp | None = ...,
         attempt_history: _abc.Iterable[Global___TaskAttempt] | None = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "end_time", b"end_time", "retry_time", b"retry_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "retry_time", b"retry_time", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "retry_time", b"retry_time", "role", b"role", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskRun: _TypeAlias = TaskRun  # noqa: Y015
+
+@_typing.final
+class CircuitBreaker(_message.Message):
+    """A circuit breaker: one per task method (around its executions) and one per run (around
+    its dependency resolution).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    RETRY_TIME_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    scope: _builtins.str
+    """What it guards: "method:<method>" or "run:<run id>"."""
+    state: Global___BreakerState.ValueType
+    """Its state."""
+    failures: _builtins.int
+    """Failures counted in the current window."""
+    @_builtins.property
+    def retry_time(self) -> _timestamp_pb2.Timestamp:
+        """While OPEN: when it turns HALF_OPEN; unset otherwise."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed state."""
+
+    def __init__(
+        self,
+        *,
+        scope: _builtins.str = ...,
+        state: Global___BreakerState.ValueType = ...,
+        failures: _builtins.int = ...,
+        retry_time: _timestamp_pb2.Timestamp | None = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "retry_time", b"retry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "failures", b"failures", "retry_time", b"retry_time", "scope", b"scope", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CircuitBreaker: _TypeAlias = CircuitBreaker  # noqa: Y015
+
+@_typing.final
+class Checkpoint(_message.Message):
+    """A saved copy of a run's state and results (CreateCheckpoint)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    RUN_STATE_FIELD_NUMBER: _builtins.int
+    COMPLETED_TASKS_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    checkpoint_id: _builtins.str
+    """The checkpoint's id, made by the server (22 lowercase hex digits)."""
+    run_id: _builtins.str
+    """The run it was taken of."""
+    run_state: Global___RunState.ValueType
+    """The run's state when it was taken."""
+    completed_tasks: _builtins.int
+    """How many of the run's tasks had completed (their results are in the checkpoint)."""
+    label: _builtins.str
+    """The caller's label for it; empty if none was given."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was taken."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        run_state: Global___RunState.ValueType = ...,
+        completed_tasks: _builtins.int = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "completed_tasks", b"completed_tasks", "create_time", b"create_time", "label", b"label", "run_id", b"run_id", "run_state", b"run_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
@@ -525,6 +670,8 @@ class Run(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run's id, made by the server (22 lowercase hex digits); the id clients and the CLI
     show.
@@ -543,6 +690,8 @@ class Run(_message.Message):
     """The request_id of the submit that created the run; empty if none was given."""
     error: _builtins.str
     """Why the run failed; empty otherwise."""
+    restarts: _builtins.int
+    """How many times the run was re-run (RetryRun) or rewound (RestoreCheckpoint)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the run was accepted."""
@@ -554,6 +703,12 @@ class Run(_message.Message):
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskRun]:
         """The tasks, in file order; only filled in RUN_VIEW_FULL."""
+
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CircuitBreaker]:
+        """The circuit breakers that concern this run and are not CLOSED: its own resolution
+        breaker and those of the methods its tasks use. Only filled in RUN_VIEW_FULL.
+        """
 
     def __init__(
         self,
@@ -569,10 +724,12 @@ class Run(_message.Message):
         tasks: _abc.Iterable[Global___TaskRun] | None = ...,
         request_id: _builtins.str = ...,
         error: _builtins.str = ...,
+        breakers: _abc.Iterable[Global___CircuitBreaker] | None = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "end_time", b"end_time", "error", b"error", "request_id", b"request_id", "run_id", b"run_id", "state", b"state", "task_count", b"task_count", "tasks", b"tasks", "workflow_id", b"workflow_id", "workflow_name", b"workflow_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "create_time", b"create_time", "description", b"description", "end_time", b"end_time", "error", b"error", "request_id", b"request_id", "restarts", b"restarts", "run_id", b"run_id", "state", b"state", "task_count", b"task_count", "tasks", b"tasks", "workflow_id", b"workflow_id", "workflow_name", b"workflow_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,45 +26,61 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stellwerk_api.workflow.v1 import workflow_pb2 as stellwerk_dot_workflow_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"H\n\x10\x43\x61ncelRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"A\n\x11\x43\x61ncelRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"\x82\x02\n\x0fStartRunRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12<\n\x1a\x61llow_unregistered_methods\x18\x05 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"@\n\x10StartRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"Z\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x32\n\x04view\x18\x02 \x01(\x0e\x32\x1e.stellwerk.workflow.v1.RunViewR\x04view\">\n\x0eGetRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"\x84\x01\n\x0fListRunsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x35\n\x05state\x18\x03 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\"j\n\x10ListRunsResponse\x12.\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n\x10WatchRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\x12\x32\n\x04task\x18\x02 \x01(\x0b\x32\x1e.stellwerk.workflow.v1.TaskRunR\x04task\"\xeb\x01\n\x17ValidateWorkflowRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12<\n\x1a\x61llow_unregistered_methods\x18\x04 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"\x7f\n\x18ValidateWorkflowResponse\x12\x44\n\x08problems\x18\x01 \x03(\x0b\x32(.stellwerk.workflow.v1.ValidationProblemR\x08problems\x12\x1d\n\ntask_count\x18\x02 \x01(\x05R\ttaskCount\"*\n\x11\x45xplainRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"\x96\x03\n\x0fTaskExplanation\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x39\n\x06reason\x18\x03 \x01(\x0e\x32!.stellwerk.workflow.v1.WaitReasonR\x06reason\x12\x18\n\x07summary\x18\x04 \x01(\tR\x07summary\x12\x1f\n\x0bwaiting_for\x18\x05 \x03(\tR\nwaitingFor\x12\x39\n\nsince_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tsinceTime\x12\x1f\n\x0b\x65xecutor_id\x18\x07 \x01(\tR\nexecutorId\x12\x39\n\nuntil_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tuntilTime\x12%\n\x0equeue_position\x18\t \x01(\x03R\rqueuePosition\"\x80\x01\n\x12\x45xplainRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\x12<\n\x05tasks\x18\x02 \x03(\x0b\x32&.stellwerk.workflow.v1.TaskExplanationR\x05tasks*\xf1\x01\n\nWaitReason\x12\x1b\n\x17WAIT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18WAIT_REASON_DEPENDENCIES\x10\x01\x12\x16\n\x12WAIT_REASON_QUEUED\x10\x02\x12\x17\n\x13WAIT_REASON_CLAIMED\x10\x03\x12\x15\n\x11WAIT_REASON_RETRY\x10\x04\x12\x17\n\x13WAIT_REASON_BREAKER\x10\x05\x12\x17\n\x13WAIT_REASON_BLOCKED\x10\x06\x12\x14\n\x10WAIT_REASON_LOST\x10\x07\x12\x18\n\x14WAIT_REASON_REPORTED\x10\x08\x32\xb9\x05\n\x0fWorkflowService\x12[\n\x08StartRun\x12&.stellwerk.workflow.v1.StartRunRequest\x1a\'.stellwerk.workflow.v1.StartRunResponse\x12U\n\x06GetRun\x12$.stellwerk.workflow.v1.GetRunRequest\x1a%.stellwerk.workflow.v1.GetRunResponse\x12[\n\x08ListRuns\x12&.stellwerk.workflow.v1.ListRunsRequest\x1a\'.stellwerk.workflow.v1.ListRunsResponse\x12]\n\x08WatchRun\x12&.stellwerk.workflow.v1.WatchRunRequest\x1a\'.stellwerk.workflow.v1.WatchRunResponse0\x01\x12s\n\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponse\x12\x61\n\nExplainRun\x12(.stellwerk.workflow.v1.ExplainRunRequest\x1a).stellwerk.workflow.v1.ExplainRunResponse\x12^\n\tCancelRun\x12\'.stellwerk.workflow.v1.CancelRunRequest\x1a(.stellwerk.workflow.v1.CancelRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"k\n\x0fRetryRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\"\n\rfrom_task_ids\x18\x02 \x03(\tR\x0b\x66romTaskIds\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\"@\n\x10RetryRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"e\n\x17\x43reateCheckpointRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n\x05label\x18\x02 \x01(\tR\x05label\x12\x1d\n\nrequest_id\x18\x03 \x01(\tR\trequestId\"]\n\x18\x43reateCheckpointResponse\x12\x41\n\ncheckpoint\x18\x01 \x01(\x0b\x32!.stellwerk.workflow.v1.CheckpointR\ncheckpoint\"/\n\x16ListCheckpointsRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"^\n\x17ListCheckpointsResponse\x12\x43\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32!.stellwerk.workflow.v1.CheckpointR\x0b\x63heckpoints\"^\n\x18RestoreCheckpointRequest\x12#\n\rcheckpoint_id\x18\x01 \x01(\tR\x0c\x63heckpointId\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"I\n\x19RestoreCheckpointResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"H\n\x10\x43\x61ncelRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\"A\n\x11\x43\x61ncelRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"\x82\x02\n\x0fStartRunRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\x12<\n\x1a\x61llow_unregistered_methods\x18\x05 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"@\n\x10StartRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"Z\n\rGetRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x32\n\x04view\x18\x02 \x01(\x0e\x32\x1e.stellwerk.workflow.v1.RunViewR\x04view\">\n\x0eGetRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\"\x84\x01\n\x0fListRunsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x35\n\x05state\x18\x03 \x01(\x0e\x32\x1f.stellwerk.workflow.v1.RunStateR\x05state\"j\n\x10ListRunsResponse\x12.\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x04runs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n\x0fWatchRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"t\n\x10WatchRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\x12\x32\n\x04task\x18\x02 \x01(\x0b\x32\x1e.stellwerk.workflow.v1.TaskRunR\x04task\"\xeb\x01\n\x17ValidateWorkflowRequest\x12\x41\n\x08workflow\x18\x01 \x01(\x0b\x32#.stellwerk.workflow.v1.WorkflowSpecH\x00R\x08workflow\x12\x1c\n\x08\x64ocument\x18\x02 \x01(\tH\x00R\x08\x64ocument\x12\'\n\x0f\x64ocument_format\x18\x03 \x01(\tR\x0e\x64ocumentFormat\x12<\n\x1a\x61llow_unregistered_methods\x18\x04 \x01(\x08R\x18\x61llowUnregisteredMethodsB\x08\n\x06source\"\x7f\n\x18ValidateWorkflowResponse\x12\x44\n\x08problems\x18\x01 \x03(\x0b\x32(.stellwerk.workflow.v1.ValidationProblemR\x08problems\x12\x1d\n\ntask_count\x18\x02 \x01(\x05R\ttaskCount\"*\n\x11\x45xplainRunRequest\x12\x15\n\x06run_id\x18\x01 \x01(\tR\x05runId\"\x96\x03\n\x0fTaskExplanation\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x36\n\x05state\x18\x02 \x01(\x0e\x32 .stellwerk.workflow.v1.TaskStateR\x05state\x12\x39\n\x06reason\x18\x03 \x01(\x0e\x32!.stellwerk.workflow.v1.WaitReasonR\x06reason\x12\x18\n\x07summary\x18\x04 \x01(\tR\x07summary\x12\x1f\n\x0bwaiting_for\x18\x05 \x03(\tR\nwaitingFor\x12\x39\n\nsince_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tsinceTime\x12\x1f\n\x0b\x65xecutor_id\x18\x07 \x01(\tR\nexecutorId\x12\x39\n\nuntil_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tuntilTime\x12%\n\x0equeue_position\x18\t \x01(\x03R\rqueuePosition\"\xc3\x01\n\x12\x45xplainRunResponse\x12,\n\x03run\x18\x01 \x01(\x0b\x32\x1a.stellwerk.workflow.v1.RunR\x03run\x12<\n\x05tasks\x18\x02 \x03(\x0b\x32&.stellwerk.workflow.v1.TaskExplanationR\x05tasks\x12\x41\n\x08\x62reakers\x18\x03 \x03(\x0b\x32%.stellwerk.workflow.v1.CircuitBreakerR\x08\x62reakers*\xf1\x01\n\nWaitReason\x12\x1b\n\x17WAIT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18WAIT_REASON_DEPENDENCIES\x10\x01\x12\x16\n\x12WAIT_REASON_QUEUED\x10\x02\x12\x17\n\x13WAIT_REASON_CLAIMED\x10\x03\x12\x15\n\x11WAIT_REASON_RETRY\x10\x04\x12\x17\n\x13WAIT_REASON_BREAKER\x10\x05\x12\x17\n\x13WAIT_REASON_BLOCKED\x10\x06\x12\x14\n\x10WAIT_REASON_LOST\x10\x07\x12\x18\n\x14WAIT_REASON_REPORTED\x10\x08\x32\xf5\x08\n\x0fWorkflowService\x12[\n\x08StartRun\x12&.stellwerk.workflow.v1.StartRunRequest\x1a\'.stellwerk.workflow.v1.StartRunResponse\x12U\n\x06GetRun\x12$.stellwerk.workflow.v1.GetRunRequest\x1a%.stellwerk.workflow.v1.GetRunResponse\x12[\n\x08ListRuns\x12&.stellwerk.workflow.v1.ListRunsRequest\x1a\'.stellwerk.workflow.v1.ListRunsResponse\x12]\n\x08WatchRun\x12&.stellwerk.workflow.v1.WatchRunRequest\x1a\'.stellwerk.workflow.v1.WatchRunResponse0\x01\x12s\n\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponse\x12\x61\n\nExplainRun\x12(.stellwerk.workflow.v1.ExplainRunRequest\x1a).stellwerk.workflow.v1.ExplainRunResponse\x12^\n\tCancelRun\x12\'.stellwerk.workflow.v1.CancelRunRequest\x1a(.stellwerk.workflow.v1.CancelRunResponse\x12[\n\x08RetryRun\x12&.stellwerk.workflow.v1.RetryRunRequest\x1a\'.stellwerk.workflow.v1.RetryRunResponse\x12s\n\x10\x43reateCheckpoint\x12..stellwerk.workflow.v1.CreateCheckpointRequest\x1a/.stellwerk.workflow.v1.CreateCheckpointResponse\x12p\n\x0fListCheckpoints\x12-.stellwerk.workflow.v1.ListCheckpointsRequest\x1a..stellwerk.workflow.v1.ListCheckpointsResponse\x12v\n\x11RestoreCheckpoint\x12/.stellwerk.workflow.v1.RestoreCheckpointRequest\x1a\x30.stellwerk.workflow.v1.RestoreCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.workflow.v1.workflow_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WAITREASON']._serialized_start=2121
-  _globals['_WAITREASON']._serialized_end=2362
-  _globals['_CANCELRUNREQUEST']._serialized_start=142
-  _globals['_CANCELRUNREQUEST']._serialized_end=214
-  _globals['_CANCELRUNRESPONSE']._serialized_start=216
-  _globals['_CANCELRUNRESPONSE']._serialized_end=281
-  _globals['_STARTRUNREQUEST']._serialized_start=284
-  _globals['_STARTRUNREQUEST']._serialized_end=542
-  _globals['_STARTRUNRESPONSE']._serialized_start=544
-  _globals['_STARTRUNRESPONSE']._serialized_end=608
-  _globals['_GETRUNREQUEST']._serialized_start=610
-  _globals['_GETRUNREQUEST']._serialized_end=700
-  _globals['_GETRUNRESPONSE']._serialized_start=702
-  _globals['_GETRUNRESPONSE']._serialized_end=764
-  _globals['_LISTRUNSREQUEST']._serialized_start=767
-  _globals['_LISTRUNSREQUEST']._serialized_end=899
-  _globals['_LISTRUNSRESPONSE']._serialized_start=901
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1007
-  _globals['_WATCHRUNREQUEST']._serialized_start=1009
-  _globals['_WATCHRUNREQUEST']._serialized_end=1049
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1051
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1167
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1170
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=1405
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=1407
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=1534
-  _globals['_EXPLAINRUNREQUEST']._serialized_start=1536
-  _globals['_EXPLAINRUNREQUEST']._serialized_end=1578
-  _globals['_TASKEXPLANATION']._serialized_start=1581
-  _globals['_TASKEXPLANATION']._serialized_end=1987
-  _globals['_EXPLAINRUNRESPONSE']._serialized_start=1990
-  _globals['_EXPLAINRUNRESPONSE']._serialized_end=2118
-  _globals['_WORKFLOWSERVICE']._serialized_start=2365
-  _globals['_WORKFLOWSERVICE']._serialized_end=3062
+  _globals['_WAITREASON']._serialized_start=2877
+  _globals['_WAITREASON']._serialized_end=3118
+  _globals['_RETRYRUNREQUEST']._serialized_start=142
+  _globals['_RETRYRUNREQUEST']._serialized_end=249
+  _globals['_RETRYRUNRESPONSE']._serialized_start=251
+  _globals['_RETRYRUNRESPONSE']._serialized_end=315
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=317
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=418
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=420
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=513
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=515
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=562
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=564
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=658
+  _globals['_RESTORECHECKPOINTREQUEST']._serialized_start=660
+  _globals['_RESTORECHECKPOINTREQUEST']._serialized_end=754
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_start=756
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_end=829
+  _globals['_CANCELRUNREQUEST']._serialized_start=831
+  _globals['_CANCELRUNREQUEST']._serialized_end=903
+  _globals['_CANCELRUNRESPONSE']._serialized_start=905
+  _globals['_CANCELRUNRESPONSE']._serialized_end=970
+  _globals['_STARTRUNREQUEST']._serialized_start=973
+  _globals['_STARTRUNREQUEST']._serialized_end=1231
+  _globals['_STARTRUNRESPONSE']._serialized_start=1233
+  _globals['_STARTRUNRESPONSE']._serialized_end=1297
+  _globals['_GETRUNREQUEST']._serialized_start=1299
+  _globals['_GETRUNREQUEST']._serialized_end=1389
+  _globals['_GETRUNRESPONSE']._serialized_start=1391
+  _globals['_GETRUNRESPONSE']._serialized_end=1453
+  _globals['_LISTRUNSREQUEST']._serialized_start=1456
+  _globals['_LISTRUNSREQUEST']._serialized_end=1588
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1590
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1696
+  _globals['_WATCHRUNREQUEST']._serialized_start=1698
+  _globals['_WATCHRUNREQUEST']._serialized_end=1738
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1740
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1856
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=1859
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=2094
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=2096
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=2223
+  _globals['_EXPLAINRUNREQUEST']._serialized_start=2225
+  _globals['_EXPLAINRUNREQUEST']._serialized_end=2267
+  _globals['_TASKEXPLANATION']._serialized_start=2270
+  _globals['_TASKEXPLANATION']._serialized_end=2676
+  _globals['_EXPLAINRUNRESPONSE']._serialized_start=2679
+  _globals['_EXPLAINRUNRESPONSE']._serialized_end=2874
+  _globals['_WORKFLOWSERVICE']._serialized_start=3121
+  _globals['_WORKFLOWSERVICE']._serialized_end=4262
 # @@protoc_insertion_point(module_scope)

@@ -38,7 +38,9 @@ class _WaitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitReason
     WAIT_REASON_RETRY: _WaitReason.ValueType  # 4
     """An attempt failed; the next one waits for its due time (TaskExplanation.until_time)."""
     WAIT_REASON_BREAKER: _WaitReason.ValueType  # 5
-    """Held by an open circuit breaker (reserved: breakers come with failure handling)."""
+    """Held by an open circuit breaker (of its method, or of the run's resolution): waits without
+    spending attempts until the breaker lets a trial through (TaskExplanation.until_time).
+    """
     WAIT_REASON_BLOCKED: _WaitReason.ValueType  # 6
     """Will not run: a task it depends on failed (TaskExplanation.waiting_for names it)."""
     WAIT_REASON_LOST: _WaitReason.ValueType  # 7
@@ -62,7 +64,9 @@ WAIT_REASON_CLAIMED: WaitReason.ValueType  # 3
 WAIT_REASON_RETRY: WaitReason.ValueType  # 4
 """An attempt failed; the next one waits for its due time (TaskExplanation.until_time)."""
 WAIT_REASON_BREAKER: WaitReason.ValueType  # 5
-"""Held by an open circuit breaker (reserved: breakers come with failure handling)."""
+"""Held by an open circuit breaker (of its method, or of the run's resolution): waits without
+spending attempts until the breaker lets a trial through (TaskExplanation.until_time).
+"""
 WAIT_REASON_BLOCKED: WaitReason.ValueType  # 6
 """Will not run: a task it depends on failed (TaskExplanation.waiting_for names it)."""
 WAIT_REASON_LOST: WaitReason.ValueType  # 7
@@ -72,6 +76,216 @@ re-sends it (or, with no monitor running, nothing will).
 WAIT_REASON_REPORTED: WaitReason.ValueType  # 8
 """Its outcome is stored and waits to be applied by a resolver."""
 Global___WaitReason: _TypeAlias = WaitReason  # noqa: Y015
+
+@_typing.final
+class RetryRunRequest(_message.Message):
+    """Request of RetryRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    FROM_TASK_IDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155), ≤ 256 characters: a repeated call with the same id returns the
+    run as that call left it instead of re-running it again.
+    """
+    @_builtins.property
+    def from_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks to run again even if they completed, with everything downstream of them (the CLI's
+        `--from`); empty: only what did not complete.
+        """
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        from_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_task_ids", b"from_task_ids", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRunRequest: _TypeAlias = RetryRunRequest  # noqa: Y015
+
+@_typing.final
+class RetryRunResponse(_message.Message):
+    """Response of RetryRun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _workflow_pb2.Run:
+        """The run, in RUN_VIEW_BASIC, running again."""
+
+    def __init__(
+        self,
+        *,
+        run: _workflow_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRunResponse: _TypeAlias = RetryRunResponse  # noqa: Y015
+
+@_typing.final
+class CreateCheckpointRequest(_message.Message):
+    """Request of CreateCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    label: _builtins.str
+    """A label for people, ≤ 256 characters; optional."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155), ≤ 256 characters."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckpointRequest: _TypeAlias = CreateCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class CreateCheckpointResponse(_message.Message):
+    """Response of CreateCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _workflow_pb2.Checkpoint:
+        """The checkpoint taken."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _workflow_pb2.Checkpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckpointResponse: _TypeAlias = CreateCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsRequest(_message.Message):
+    """Request of ListCheckpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run's id (Run.run_id)."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsRequest: _TypeAlias = ListCheckpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListCheckpointsResponse(_message.Message):
+    """Response of ListCheckpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.Checkpoint]:
+        """The run's checkpoints, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: _abc.Iterable[_workflow_pb2.Checkpoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints", b"checkpoints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCheckpointsResponse: _TypeAlias = ListCheckpointsResponse  # noqa: Y015
+
+@_typing.final
+class RestoreCheckpointRequest(_message.Message):
+    """Request of RestoreCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    checkpoint_id: _builtins.str
+    """The checkpoint's id (Checkpoint.checkpoint_id)."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155), ≤ 256 characters."""
+    def __init__(
+        self,
+        *,
+        checkpoint_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreCheckpointRequest: _TypeAlias = RestoreCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class RestoreCheckpointResponse(_message.Message):
+    """Response of RestoreCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _workflow_pb2.Run:
+        """The run, in RUN_VIEW_BASIC, rewound and running again."""
+
+    def __init__(
+        self,
+        *,
+        run: _workflow_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreCheckpointResponse: _TypeAlias = RestoreCheckpointResponse  # noqa: Y015
 
 @_typing.final
 class CancelRunRequest(_message.Message):
@@ -513,6 +727,7 @@ class ExplainRunResponse(_message.Message):
 
     RUN_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def run(self) -> _workflow_pb2.Run:
         """The run, in RUN_VIEW_BASIC."""
@@ -521,15 +736,20 @@ class ExplainRunResponse(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskExplanation]:
         """One entry per task that has not ended, in file order."""
 
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[_workflow_pb2.CircuitBreaker]:
+        """The circuit breakers that concern the run and are not CLOSED."""
+
     def __init__(
         self,
         *,
         run: _workflow_pb2.Run | None = ...,
         tasks: _abc.Iterable[Global___TaskExplanation] | None = ...,
+        breakers: _abc.Iterable[_workflow_pb2.CircuitBreaker] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "run", b"run", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -75,6 +75,26 @@ class WorkflowServiceStub:
                 request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.RetryRun = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/RetryRun',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunResponse.FromString,
+                _registered_method=True)
+        self.CreateCheckpoint = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/CreateCheckpoint',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/ListCheckpoints',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.RestoreCheckpoint = channel.unary_unary(
+                '/stellwerk.workflow.v1.WorkflowService/RestoreCheckpoint',
+                request_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointRequest.SerializeToString,
+                response_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -149,6 +169,43 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryRun(self, request, context):
+        """RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+        SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+        at once) with new attempts and new idempotency keys; completed results are kept. With
+        `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+        becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+        NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+        FAILED_PRECONDITION if the run is still running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCheckpoint(self, request, context):
+        """CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+        `request_id`. NOT_FOUND if no run has this id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreCheckpoint(self, request, context):
+        """RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+        the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+        Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +243,26 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.FromString,
                     response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RetryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRun,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunResponse.SerializeToString,
+            ),
+            'CreateCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckpoint,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'RestoreCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreCheckpoint,
+                    request_deserializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointRequest.FromString,
+                    response_serializer=stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -383,6 +460,114 @@ class WorkflowService:
             '/stellwerk.workflow.v1.WorkflowService/CancelRun',
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunRequest.SerializeToString,
             stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/RetryRun',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RetryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/CreateCheckpoint',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.CreateCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/ListCheckpoints',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stellwerk.workflow.v1.WorkflowService/RestoreCheckpoint',
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointRequest.SerializeToString,
+            stellwerk_dot_workflow_dot_v1_dot_workflow__service__pb2.RestoreCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

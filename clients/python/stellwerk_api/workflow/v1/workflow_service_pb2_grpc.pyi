@@ -73,6 +73,26 @@ class WorkflowServiceStub:
     Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
     NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
     """
+    RetryRun: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.RetryRunRequest, _workflow_service_pb2.RetryRunResponse]
+    """RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+    SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+    at once) with new attempts and new idempotency keys; completed results are kept. With
+    `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+    becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+    NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+    FAILED_PRECONDITION if the run is still running.
+    """
+    CreateCheckpoint: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CreateCheckpointRequest, _workflow_service_pb2.CreateCheckpointResponse]
+    """CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+    `request_id`. NOT_FOUND if no run has this id.
+    """
+    ListCheckpoints: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListCheckpointsRequest, _workflow_service_pb2.ListCheckpointsResponse]
+    """ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id."""
+    RestoreCheckpoint: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.RestoreCheckpointRequest, _workflow_service_pb2.RestoreCheckpointResponse]
+    """RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+    the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+    Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -118,6 +138,26 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
     Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
     NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+    """
+    RetryRun: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.RetryRunRequest, _workflow_service_pb2.RetryRunResponse]  # type: ignore[assignment]
+    """RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+    SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+    at once) with new attempts and new idempotency keys; completed results are kept. With
+    `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+    becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+    NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+    FAILED_PRECONDITION if the run is still running.
+    """
+    CreateCheckpoint: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CreateCheckpointRequest, _workflow_service_pb2.CreateCheckpointResponse]  # type: ignore[assignment]
+    """CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+    `request_id`. NOT_FOUND if no run has this id.
+    """
+    ListCheckpoints: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListCheckpointsRequest, _workflow_service_pb2.ListCheckpointsResponse]  # type: ignore[assignment]
+    """ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id."""
+    RestoreCheckpoint: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.RestoreCheckpointRequest, _workflow_service_pb2.RestoreCheckpointResponse]  # type: ignore[assignment]
+    """RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+    the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+    Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -203,6 +243,50 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         had not ended becomes TASK_STATE_CANCELLED; the run becomes RUN_STATE_CANCELLED.
         Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
         NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryRun(
+        self,
+        request: _workflow_service_pb2.RetryRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.RetryRunResponse, _abc.Awaitable[_workflow_service_pb2.RetryRunResponse]]:
+        """RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+        SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+        at once) with new attempts and new idempotency keys; completed results are kept. With
+        `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+        becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+        NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+        FAILED_PRECONDITION if the run is still running.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCheckpoint(
+        self,
+        request: _workflow_service_pb2.CreateCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.CreateCheckpointResponse, _abc.Awaitable[_workflow_service_pb2.CreateCheckpointResponse]]:
+        """CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+        `request_id`. NOT_FOUND if no run has this id.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCheckpoints(
+        self,
+        request: _workflow_service_pb2.ListCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ListCheckpointsResponse, _abc.Awaitable[_workflow_service_pb2.ListCheckpointsResponse]]:
+        """ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id."""
+
+    @_abc_1.abstractmethod
+    def RestoreCheckpoint(
+        self,
+        request: _workflow_service_pb2.RestoreCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.RestoreCheckpointResponse, _abc.Awaitable[_workflow_service_pb2.RestoreCheckpointResponse]]:
+        """RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+        the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+        Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
         """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -306,9 +306,14 @@ type GetOverviewResponse struct {
 	// Every executor seen recently, alive or not, ordered by id.
 	Executors []*ExecutorStatus `protobuf:"bytes,3,rep,name=executors,proto3" json:"executors,omitempty"`
 	// When the counts were taken.
-	AsOfTime      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=as_of_time,json=asOfTime,proto3" json:"as_of_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AsOfTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=as_of_time,json=asOfTime,proto3" json:"as_of_time,omitempty"`
+	// Every circuit breaker that is not CLOSED (method breakers and run resolution breakers).
+	Breakers []*v1.CircuitBreaker `protobuf:"bytes,5,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	// Transient NATS/KV errors retried during dependency resolution since the monitor started
+	// counting (resolvers' stellwerk_resolution_retries, summed).
+	ResolutionRetries int64 `protobuf:"varint,6,opt,name=resolution_retries,json=resolutionRetries,proto3" json:"resolution_retries,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetOverviewResponse) Reset() {
@@ -367,6 +372,20 @@ func (x *GetOverviewResponse) GetAsOfTime() *timestamppb.Timestamp {
 		return x.AsOfTime
 	}
 	return nil
+}
+
+func (x *GetOverviewResponse) GetBreakers() []*v1.CircuitBreaker {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *GetOverviewResponse) GetResolutionRetries() int64 {
+	if x != nil {
+		return x.ResolutionRetries
+	}
+	return 0
 }
 
 // One health check of the installation.
@@ -642,7 +661,7 @@ const file_stellwerk_monitoring_v1_monitor_service_proto_rawDesc = "" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12@\n" +
 	"\x0elast_seen_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12\x14\n" +
 	"\x05alive\x18\x04 \x01(\bR\x05alive\"\x14\n" +
-	"\x12GetOverviewRequest\"\xa7\x02\n" +
+	"\x12GetOverviewRequest\"\x99\x03\n" +
 	"\x13GetOverviewResponse\x12E\n" +
 	"\n" +
 	"run_counts\x18\x01 \x03(\v2&.stellwerk.monitoring.v1.RunStateCountR\trunCounts\x12H\n" +
@@ -650,7 +669,9 @@ const file_stellwerk_monitoring_v1_monitor_service_proto_rawDesc = "" +
 	"taskCounts\x12E\n" +
 	"\texecutors\x18\x03 \x03(\v2'.stellwerk.monitoring.v1.ExecutorStatusR\texecutors\x128\n" +
 	"\n" +
-	"as_of_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\basOfTime\"\x93\x01\n" +
+	"as_of_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\basOfTime\x12A\n" +
+	"\bbreakers\x18\x05 \x03(\v2%.stellwerk.workflow.v1.CircuitBreakerR\bbreakers\x12-\n" +
+	"\x12resolution_retries\x18\x06 \x01(\x03R\x11resolutionRetries\"\x93\x01\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\x06status\x18\x02 \x01(\x0e2$.stellwerk.monitoring.v1.CheckStatusR\x06status\x12\x18\n" +
@@ -707,6 +728,7 @@ var file_stellwerk_monitoring_v1_monitor_service_proto_goTypes = []any{
 	(v1.RunState)(0),                // 10: stellwerk.workflow.v1.RunState
 	(v1.TaskState)(0),               // 11: stellwerk.workflow.v1.TaskState
 	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
+	(*v1.CircuitBreaker)(nil),       // 13: stellwerk.workflow.v1.CircuitBreaker
 }
 var file_stellwerk_monitoring_v1_monitor_service_proto_depIdxs = []int32{
 	10, // 0: stellwerk.monitoring.v1.RunStateCount.state:type_name -> stellwerk.workflow.v1.RunState
@@ -716,19 +738,20 @@ var file_stellwerk_monitoring_v1_monitor_service_proto_depIdxs = []int32{
 	2,  // 4: stellwerk.monitoring.v1.GetOverviewResponse.task_counts:type_name -> stellwerk.monitoring.v1.TaskStateCount
 	3,  // 5: stellwerk.monitoring.v1.GetOverviewResponse.executors:type_name -> stellwerk.monitoring.v1.ExecutorStatus
 	12, // 6: stellwerk.monitoring.v1.GetOverviewResponse.as_of_time:type_name -> google.protobuf.Timestamp
-	0,  // 7: stellwerk.monitoring.v1.HealthCheck.status:type_name -> stellwerk.monitoring.v1.CheckStatus
-	6,  // 8: stellwerk.monitoring.v1.GetHealthReportResponse.checks:type_name -> stellwerk.monitoring.v1.HealthCheck
-	7,  // 9: stellwerk.monitoring.v1.GetHealthReportResponse.queues:type_name -> stellwerk.monitoring.v1.QueueDepth
-	12, // 10: stellwerk.monitoring.v1.GetHealthReportResponse.as_of_time:type_name -> google.protobuf.Timestamp
-	4,  // 11: stellwerk.monitoring.v1.MonitorService.GetOverview:input_type -> stellwerk.monitoring.v1.GetOverviewRequest
-	8,  // 12: stellwerk.monitoring.v1.MonitorService.GetHealthReport:input_type -> stellwerk.monitoring.v1.GetHealthReportRequest
-	5,  // 13: stellwerk.monitoring.v1.MonitorService.GetOverview:output_type -> stellwerk.monitoring.v1.GetOverviewResponse
-	9,  // 14: stellwerk.monitoring.v1.MonitorService.GetHealthReport:output_type -> stellwerk.monitoring.v1.GetHealthReportResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	13, // 7: stellwerk.monitoring.v1.GetOverviewResponse.breakers:type_name -> stellwerk.workflow.v1.CircuitBreaker
+	0,  // 8: stellwerk.monitoring.v1.HealthCheck.status:type_name -> stellwerk.monitoring.v1.CheckStatus
+	6,  // 9: stellwerk.monitoring.v1.GetHealthReportResponse.checks:type_name -> stellwerk.monitoring.v1.HealthCheck
+	7,  // 10: stellwerk.monitoring.v1.GetHealthReportResponse.queues:type_name -> stellwerk.monitoring.v1.QueueDepth
+	12, // 11: stellwerk.monitoring.v1.GetHealthReportResponse.as_of_time:type_name -> google.protobuf.Timestamp
+	4,  // 12: stellwerk.monitoring.v1.MonitorService.GetOverview:input_type -> stellwerk.monitoring.v1.GetOverviewRequest
+	8,  // 13: stellwerk.monitoring.v1.MonitorService.GetHealthReport:input_type -> stellwerk.monitoring.v1.GetHealthReportRequest
+	5,  // 14: stellwerk.monitoring.v1.MonitorService.GetOverview:output_type -> stellwerk.monitoring.v1.GetOverviewResponse
+	9,  // 15: stellwerk.monitoring.v1.MonitorService.GetHealthReport:output_type -> stellwerk.monitoring.v1.GetHealthReportResponse
+	14, // [14:16] is the sub-list for method output_type
+	12, // [12:14] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_monitoring_v1_monitor_service_proto_init() }

@@ -168,6 +168,12 @@ const (
 	// Cancelled by an operator (CancelRun): nothing more is dispatched, running handlers were
 	// cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
 	RunState_RUN_STATE_CANCELLED RunState = 4
+	// A task failed and the run's completed tasks had compensation tasks
+	// (`on_failure: compensate`): those ran, in reverse completion order (saga), and the run
+	// ended. The compensation tasks' own states and results are in Run.tasks.
+	RunState_RUN_STATE_COMPENSATED RunState = 5
+	// A task failed and the compensation tasks are running; ends RUN_STATE_COMPENSATED.
+	RunState_RUN_STATE_COMPENSATING RunState = 6
 )
 
 // Enum value maps for RunState.
@@ -178,13 +184,17 @@ var (
 		2: "RUN_STATE_COMPLETED",
 		3: "RUN_STATE_FAILED",
 		4: "RUN_STATE_CANCELLED",
+		5: "RUN_STATE_COMPENSATED",
+		6: "RUN_STATE_COMPENSATING",
 	}
 	RunState_value = map[string]int32{
-		"RUN_STATE_UNSPECIFIED": 0,
-		"RUN_STATE_RUNNING":     1,
-		"RUN_STATE_COMPLETED":   2,
-		"RUN_STATE_FAILED":      3,
-		"RUN_STATE_CANCELLED":   4,
+		"RUN_STATE_UNSPECIFIED":  0,
+		"RUN_STATE_RUNNING":      1,
+		"RUN_STATE_COMPLETED":    2,
+		"RUN_STATE_FAILED":       3,
+		"RUN_STATE_CANCELLED":    4,
+		"RUN_STATE_COMPENSATED":  5,
+		"RUN_STATE_COMPENSATING": 6,
 	}
 )
 
@@ -297,6 +307,65 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{3}
 }
 
+// The state of a circuit breaker.
+type BreakerState int32
+
+const (
+	// Never used by the server.
+	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
+	// Calls pass; failures are counted.
+	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
+	// Too many failures in the window: calls wait (tasks of the method are held without
+	// spending attempts) until the cool-down ends.
+	BreakerState_BREAKER_STATE_OPEN BreakerState = 2
+	// The cool-down ended: one trial call passes; its success closes the breaker, its failure
+	// opens it again.
+	BreakerState_BREAKER_STATE_HALF_OPEN BreakerState = 3
+)
+
+// Enum value maps for BreakerState.
+var (
+	BreakerState_name = map[int32]string{
+		0: "BREAKER_STATE_UNSPECIFIED",
+		1: "BREAKER_STATE_CLOSED",
+		2: "BREAKER_STATE_OPEN",
+		3: "BREAKER_STATE_HALF_OPEN",
+	}
+	BreakerState_value = map[string]int32{
+		"BREAKER_STATE_UNSPECIFIED": 0,
+		"BREAKER_STATE_CLOSED":      1,
+		"BREAKER_STATE_OPEN":        2,
+		"BREAKER_STATE_HALF_OPEN":   3,
+	}
+)
+
+func (x BreakerState) Enum() *BreakerState {
+	p := new(BreakerState)
+	*p = x
+	return p
+}
+
+func (x BreakerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_stellwerk_workflow_v1_workflow_proto_enumTypes[4].Descriptor()
+}
+
+func (BreakerState) Type() protoreflect.EnumType {
+	return &file_stellwerk_workflow_v1_workflow_proto_enumTypes[4]
+}
+
+func (x BreakerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerState.Descriptor instead.
+func (BreakerState) EnumDescriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{4}
+}
+
 // How much of a Run a read returns.
 type RunView int32
 
@@ -334,11 +403,11 @@ func (x RunView) String() string {
 }
 
 func (RunView) Descriptor() protoreflect.EnumDescriptor {
-	return file_stellwerk_workflow_v1_workflow_proto_enumTypes[4].Descriptor()
+	return file_stellwerk_workflow_v1_workflow_proto_enumTypes[5].Descriptor()
 }
 
 func (RunView) Type() protoreflect.EnumType {
-	return &file_stellwerk_workflow_v1_workflow_proto_enumTypes[4]
+	return &file_stellwerk_workflow_v1_workflow_proto_enumTypes[5]
 }
 
 func (x RunView) Number() protoreflect.EnumNumber {
@@ -347,7 +416,7 @@ func (x RunView) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RunView.Descriptor instead.
 func (RunView) EnumDescriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{5}
 }
 
 // When and how often a failed task is tried again. A failed attempt (a handler error or a
@@ -789,8 +858,12 @@ type TaskRun struct {
 	RetryTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
 	// The attempts that ended, in order (number, executor, start, end, error).
 	AttemptHistory []*TaskAttempt `protobuf:"bytes,13,rep,name=attempt_history,json=attemptHistory,proto3" json:"attempt_history,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Why the task is in the run beyond the normal path: empty for a normal task,
+	// "alternative" for a task named as another's `alternative_task`, "compensation" for one
+	// named as a `compensation_task`. Such tasks run only on that path, never as roots.
+	Role          string `protobuf:"bytes,14,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskRun) Reset() {
@@ -914,6 +987,187 @@ func (x *TaskRun) GetAttemptHistory() []*TaskAttempt {
 	return nil
 }
 
+func (x *TaskRun) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+// A circuit breaker: one per task method (around its executions) and one per run (around
+// its dependency resolution).
+type CircuitBreaker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it guards: "method:<method>" or "run:<run id>".
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Its state.
+	State BreakerState `protobuf:"varint,2,opt,name=state,proto3,enum=stellwerk.workflow.v1.BreakerState" json:"state,omitempty"`
+	// Failures counted in the current window.
+	Failures int32 `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
+	// While OPEN: when it turns HALF_OPEN; unset otherwise.
+	RetryTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=retry_time,json=retryTime,proto3" json:"retry_time,omitempty"`
+	// When it last changed state.
+	ChangeTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CircuitBreaker) Reset() {
+	*x = CircuitBreaker{}
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitBreaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitBreaker) ProtoMessage() {}
+
+func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
+func (*CircuitBreaker) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CircuitBreaker) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *CircuitBreaker) GetState() BreakerState {
+	if x != nil {
+		return x.State
+	}
+	return BreakerState_BREAKER_STATE_UNSPECIFIED
+}
+
+func (x *CircuitBreaker) GetFailures() int32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetRetryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryTime
+	}
+	return nil
+}
+
+func (x *CircuitBreaker) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
+// A saved copy of a run's state and results (CreateCheckpoint).
+type Checkpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint's id, made by the server (22 lowercase hex digits).
+	CheckpointId string `protobuf:"bytes,1,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	// The run it was taken of.
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// When it was taken.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The run's state when it was taken.
+	RunState RunState `protobuf:"varint,4,opt,name=run_state,json=runState,proto3,enum=stellwerk.workflow.v1.RunState" json:"run_state,omitempty"`
+	// How many of the run's tasks had completed (their results are in the checkpoint).
+	CompletedTasks int32 `protobuf:"varint,5,opt,name=completed_tasks,json=completedTasks,proto3" json:"completed_tasks,omitempty"`
+	// The caller's label for it; empty if none was given.
+	Label         string `protobuf:"bytes,6,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Checkpoint) GetCheckpointId() string {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetRunState() RunState {
+	if x != nil {
+		return x.RunState
+	}
+	return RunState_RUN_STATE_UNSPECIFIED
+}
+
+func (x *Checkpoint) GetCompletedTasks() int32 {
+	if x != nil {
+		return x.CompletedTasks
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
 // One run of a workflow: every submit starts a new run.
 type Run struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -939,14 +1193,19 @@ type Run struct {
 	// The request_id of the submit that created the run; empty if none was given.
 	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Why the run failed; empty otherwise.
-	Error         string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// The circuit breakers that concern this run and are not CLOSED: its own resolution
+	// breaker and those of the methods its tasks use. Only filled in RUN_VIEW_FULL.
+	Breakers []*CircuitBreaker `protobuf:"bytes,12,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	// How many times the run was re-run (RetryRun) or rewound (RestoreCheckpoint).
+	Restarts      int32 `protobuf:"varint,13,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Run) Reset() {
 	*x = Run{}
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1217,7 @@ func (x *Run) String() string {
 func (*Run) ProtoMessage() {}
 
 func (x *Run) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1230,7 @@ func (x *Run) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Run.ProtoReflect.Descriptor instead.
 func (*Run) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{5}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Run) GetRunId() string {
@@ -1051,6 +1310,20 @@ func (x *Run) GetError() string {
 	return ""
 }
 
+func (x *Run) GetBreakers() []*CircuitBreaker {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *Run) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
 // One thing wrong with a workflow; a validation report lists all of them.
 type ValidationProblem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1066,7 +1339,7 @@ type ValidationProblem struct {
 
 func (x *ValidationProblem) Reset() {
 	*x = ValidationProblem{}
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1351,7 @@ func (x *ValidationProblem) String() string {
 func (*ValidationProblem) ProtoMessage() {}
 
 func (x *ValidationProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1364,7 @@ func (x *ValidationProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidationProblem.ProtoReflect.Descriptor instead.
 func (*ValidationProblem) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{6}
+	return file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ValidationProblem) GetTask() string {
@@ -1158,7 +1431,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\x9e\x04\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xb2\x04\n" +
 	"\aTaskRun\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1176,7 +1449,25 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"executorId\x129\n" +
 	"\n" +
 	"retry_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\x12K\n" +
-	"\x0fattempt_history\x18\r \x03(\v2\".stellwerk.workflow.v1.TaskAttemptR\x0eattemptHistory\"\xb9\x03\n" +
+	"\x0fattempt_history\x18\r \x03(\v2\".stellwerk.workflow.v1.TaskAttemptR\x0eattemptHistory\x12\x12\n" +
+	"\x04role\x18\x0e \x01(\tR\x04role\"\xf5\x01\n" +
+	"\x0eCircuitBreaker\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x129\n" +
+	"\x05state\x18\x02 \x01(\x0e2#.stellwerk.workflow.v1.BreakerStateR\x05state\x12\x1a\n" +
+	"\bfailures\x18\x03 \x01(\x05R\bfailures\x129\n" +
+	"\n" +
+	"retry_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\x12;\n" +
+	"\vchange_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTime\"\x82\x02\n" +
+	"\n" +
+	"Checkpoint\x12#\n" +
+	"\rcheckpoint_id\x18\x01 \x01(\tR\fcheckpointId\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12<\n" +
+	"\trun_state\x18\x04 \x01(\x0e2\x1f.stellwerk.workflow.v1.RunStateR\brunState\x12'\n" +
+	"\x0fcompleted_tasks\x18\x05 \x01(\x05R\x0ecompletedTasks\x12\x14\n" +
+	"\x05label\x18\x06 \x01(\tR\x05label\"\x98\x04\n" +
 	"\x03Run\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1f\n" +
 	"\vworkflow_id\x18\x02 \x01(\tR\n" +
@@ -1193,7 +1484,9 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\n" +
 	" \x01(\tR\trequestId\x12\x14\n" +
-	"\x05error\x18\v \x01(\tR\x05error\"W\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12A\n" +
+	"\bbreakers\x18\f \x03(\v2%.stellwerk.workflow.v1.CircuitBreakerR\bbreakers\x12\x1a\n" +
+	"\brestarts\x18\r \x01(\x05R\brestarts\"W\n" +
 	"\x11ValidationProblem\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x14\n" +
 	"\x05field\x18\x02 \x01(\tR\x05field\x12\x18\n" +
@@ -1208,13 +1501,15 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x13BACKOFF_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BACKOFF_EXPONENTIAL\x10\x01\x12\x12\n" +
 	"\x0eBACKOFF_LINEAR\x10\x02\x12\x11\n" +
-	"\rBACKOFF_FIXED\x10\x03*\x84\x01\n" +
+	"\rBACKOFF_FIXED\x10\x03*\xbb\x01\n" +
 	"\bRunState\x12\x19\n" +
 	"\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n" +
 	"\x13RUN_STATE_COMPLETED\x10\x02\x12\x14\n" +
 	"\x10RUN_STATE_FAILED\x10\x03\x12\x17\n" +
-	"\x13RUN_STATE_CANCELLED\x10\x04*\x88\x02\n" +
+	"\x13RUN_STATE_CANCELLED\x10\x04\x12\x19\n" +
+	"\x15RUN_STATE_COMPENSATED\x10\x05\x12\x1a\n" +
+	"\x16RUN_STATE_COMPENSATING\x10\x06*\x88\x02\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -1225,7 +1520,12 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\x12TASK_STATE_BLOCKED\x10\x06\x12\x19\n" +
 	"\x15TASK_STATE_RETRY_WAIT\x10\a\x12\x16\n" +
 	"\x12TASK_STATE_SKIPPED\x10\b\x12\x18\n" +
-	"\x14TASK_STATE_CANCELLED\x10\t*J\n" +
+	"\x14TASK_STATE_CANCELLED\x10\t*|\n" +
+	"\fBreakerState\x12\x1d\n" +
+	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
+	"\x12BREAKER_STATE_OPEN\x10\x02\x12\x1b\n" +
+	"\x17BREAKER_STATE_HALF_OPEN\x10\x03*J\n" +
 	"\aRunView\x12\x18\n" +
 	"\x14RUN_VIEW_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRUN_VIEW_BASIC\x10\x01\x12\x11\n" +
@@ -1244,49 +1544,58 @@ func file_stellwerk_workflow_v1_workflow_proto_rawDescGZIP() []byte {
 	return file_stellwerk_workflow_v1_workflow_proto_rawDescData
 }
 
-var file_stellwerk_workflow_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_stellwerk_workflow_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_stellwerk_workflow_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_stellwerk_workflow_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_stellwerk_workflow_v1_workflow_proto_goTypes = []any{
 	(Priority)(0),                 // 0: stellwerk.workflow.v1.Priority
 	(Backoff)(0),                  // 1: stellwerk.workflow.v1.Backoff
 	(RunState)(0),                 // 2: stellwerk.workflow.v1.RunState
 	(TaskState)(0),                // 3: stellwerk.workflow.v1.TaskState
-	(RunView)(0),                  // 4: stellwerk.workflow.v1.RunView
-	(*RetryPolicy)(nil),           // 5: stellwerk.workflow.v1.RetryPolicy
-	(*TaskSpec)(nil),              // 6: stellwerk.workflow.v1.TaskSpec
-	(*WorkflowSpec)(nil),          // 7: stellwerk.workflow.v1.WorkflowSpec
-	(*TaskAttempt)(nil),           // 8: stellwerk.workflow.v1.TaskAttempt
-	(*TaskRun)(nil),               // 9: stellwerk.workflow.v1.TaskRun
-	(*Run)(nil),                   // 10: stellwerk.workflow.v1.Run
-	(*ValidationProblem)(nil),     // 11: stellwerk.workflow.v1.ValidationProblem
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(BreakerState)(0),             // 4: stellwerk.workflow.v1.BreakerState
+	(RunView)(0),                  // 5: stellwerk.workflow.v1.RunView
+	(*RetryPolicy)(nil),           // 6: stellwerk.workflow.v1.RetryPolicy
+	(*TaskSpec)(nil),              // 7: stellwerk.workflow.v1.TaskSpec
+	(*WorkflowSpec)(nil),          // 8: stellwerk.workflow.v1.WorkflowSpec
+	(*TaskAttempt)(nil),           // 9: stellwerk.workflow.v1.TaskAttempt
+	(*TaskRun)(nil),               // 10: stellwerk.workflow.v1.TaskRun
+	(*CircuitBreaker)(nil),        // 11: stellwerk.workflow.v1.CircuitBreaker
+	(*Checkpoint)(nil),            // 12: stellwerk.workflow.v1.Checkpoint
+	(*Run)(nil),                   // 13: stellwerk.workflow.v1.Run
+	(*ValidationProblem)(nil),     // 14: stellwerk.workflow.v1.ValidationProblem
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_stellwerk_workflow_v1_workflow_proto_depIdxs = []int32{
 	1,  // 0: stellwerk.workflow.v1.RetryPolicy.backoff:type_name -> stellwerk.workflow.v1.Backoff
-	12, // 1: stellwerk.workflow.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
-	12, // 2: stellwerk.workflow.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
+	15, // 1: stellwerk.workflow.v1.RetryPolicy.base_delay:type_name -> google.protobuf.Duration
+	15, // 2: stellwerk.workflow.v1.RetryPolicy.max_delay:type_name -> google.protobuf.Duration
 	0,  // 3: stellwerk.workflow.v1.TaskSpec.priority:type_name -> stellwerk.workflow.v1.Priority
-	12, // 4: stellwerk.workflow.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
-	5,  // 5: stellwerk.workflow.v1.TaskSpec.retry:type_name -> stellwerk.workflow.v1.RetryPolicy
-	12, // 6: stellwerk.workflow.v1.TaskSpec.heartbeat_timeout:type_name -> google.protobuf.Duration
-	6,  // 7: stellwerk.workflow.v1.WorkflowSpec.tasks:type_name -> stellwerk.workflow.v1.TaskSpec
-	13, // 8: stellwerk.workflow.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
-	13, // 9: stellwerk.workflow.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
+	15, // 4: stellwerk.workflow.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	6,  // 5: stellwerk.workflow.v1.TaskSpec.retry:type_name -> stellwerk.workflow.v1.RetryPolicy
+	15, // 6: stellwerk.workflow.v1.TaskSpec.heartbeat_timeout:type_name -> google.protobuf.Duration
+	7,  // 7: stellwerk.workflow.v1.WorkflowSpec.tasks:type_name -> stellwerk.workflow.v1.TaskSpec
+	16, // 8: stellwerk.workflow.v1.TaskAttempt.start_time:type_name -> google.protobuf.Timestamp
+	16, // 9: stellwerk.workflow.v1.TaskAttempt.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 10: stellwerk.workflow.v1.TaskRun.state:type_name -> stellwerk.workflow.v1.TaskState
-	13, // 11: stellwerk.workflow.v1.TaskRun.dispatch_time:type_name -> google.protobuf.Timestamp
-	13, // 12: stellwerk.workflow.v1.TaskRun.end_time:type_name -> google.protobuf.Timestamp
-	13, // 13: stellwerk.workflow.v1.TaskRun.retry_time:type_name -> google.protobuf.Timestamp
-	8,  // 14: stellwerk.workflow.v1.TaskRun.attempt_history:type_name -> stellwerk.workflow.v1.TaskAttempt
-	2,  // 15: stellwerk.workflow.v1.Run.state:type_name -> stellwerk.workflow.v1.RunState
-	13, // 16: stellwerk.workflow.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	13, // 17: stellwerk.workflow.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	9,  // 18: stellwerk.workflow.v1.Run.tasks:type_name -> stellwerk.workflow.v1.TaskRun
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 11: stellwerk.workflow.v1.TaskRun.dispatch_time:type_name -> google.protobuf.Timestamp
+	16, // 12: stellwerk.workflow.v1.TaskRun.end_time:type_name -> google.protobuf.Timestamp
+	16, // 13: stellwerk.workflow.v1.TaskRun.retry_time:type_name -> google.protobuf.Timestamp
+	9,  // 14: stellwerk.workflow.v1.TaskRun.attempt_history:type_name -> stellwerk.workflow.v1.TaskAttempt
+	4,  // 15: stellwerk.workflow.v1.CircuitBreaker.state:type_name -> stellwerk.workflow.v1.BreakerState
+	16, // 16: stellwerk.workflow.v1.CircuitBreaker.retry_time:type_name -> google.protobuf.Timestamp
+	16, // 17: stellwerk.workflow.v1.CircuitBreaker.change_time:type_name -> google.protobuf.Timestamp
+	16, // 18: stellwerk.workflow.v1.Checkpoint.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 19: stellwerk.workflow.v1.Checkpoint.run_state:type_name -> stellwerk.workflow.v1.RunState
+	2,  // 20: stellwerk.workflow.v1.Run.state:type_name -> stellwerk.workflow.v1.RunState
+	16, // 21: stellwerk.workflow.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	16, // 22: stellwerk.workflow.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	10, // 23: stellwerk.workflow.v1.Run.tasks:type_name -> stellwerk.workflow.v1.TaskRun
+	11, // 24: stellwerk.workflow.v1.Run.breakers:type_name -> stellwerk.workflow.v1.CircuitBreaker
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_workflow_v1_workflow_proto_init() }
@@ -1300,8 +1609,8 @@ func file_stellwerk_workflow_v1_workflow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stellwerk_workflow_v1_workflow_proto_rawDesc), len(file_stellwerk_workflow_v1_workflow_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   7,
+			NumEnums:      6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

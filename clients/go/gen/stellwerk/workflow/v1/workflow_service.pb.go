@@ -36,7 +36,8 @@ const (
 	WaitReason_WAIT_REASON_CLAIMED WaitReason = 3
 	// An attempt failed; the next one waits for its due time (TaskExplanation.until_time).
 	WaitReason_WAIT_REASON_RETRY WaitReason = 4
-	// Held by an open circuit breaker (reserved: breakers come with failure handling).
+	// Held by an open circuit breaker (of its method, or of the run's resolution): waits without
+	// spending attempts until the breaker lets a trial through (TaskExplanation.until_time).
 	WaitReason_WAIT_REASON_BREAKER WaitReason = 5
 	// Will not run: a task it depends on failed (TaskExplanation.waiting_for names it).
 	WaitReason_WAIT_REASON_BLOCKED WaitReason = 6
@@ -100,6 +101,421 @@ func (WaitReason) EnumDescriptor() ([]byte, []int) {
 	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
 }
 
+// Request of RetryRun.
+type RetryRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id (Run.run_id).
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Tasks to run again even if they completed, with everything downstream of them (the CLI's
+	// `--from`); empty: only what did not complete.
+	FromTaskIds []string `protobuf:"bytes,2,rep,name=from_task_ids,json=fromTaskIds,proto3" json:"from_task_ids,omitempty"`
+	// Idempotency key (AIP-155), ≤ 256 characters: a repeated call with the same id returns the
+	// run as that call left it instead of re-running it again.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryRunRequest) Reset() {
+	*x = RetryRunRequest{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryRunRequest) ProtoMessage() {}
+
+func (x *RetryRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryRunRequest.ProtoReflect.Descriptor instead.
+func (*RetryRunRequest) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RetryRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RetryRunRequest) GetFromTaskIds() []string {
+	if x != nil {
+		return x.FromTaskIds
+	}
+	return nil
+}
+
+func (x *RetryRunRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Response of RetryRun.
+type RetryRunResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run, in RUN_VIEW_BASIC, running again.
+	Run           *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryRunResponse) Reset() {
+	*x = RetryRunResponse{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryRunResponse) ProtoMessage() {}
+
+func (x *RetryRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryRunResponse.ProtoReflect.Descriptor instead.
+func (*RetryRunResponse) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RetryRunResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+// Request of CreateCheckpoint.
+type CreateCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id (Run.run_id).
+	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// A label for people, ≤ 256 characters; optional.
+	Label string `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// Idempotency key (AIP-155), ≤ 256 characters.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCheckpointRequest) Reset() {
+	*x = CreateCheckpointRequest{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCheckpointRequest) ProtoMessage() {}
+
+func (x *CreateCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CreateCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateCheckpointRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CreateCheckpointRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *CreateCheckpointRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Response of CreateCheckpoint.
+type CreateCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint taken.
+	Checkpoint    *Checkpoint `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCheckpointResponse) Reset() {
+	*x = CreateCheckpointResponse{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCheckpointResponse) ProtoMessage() {}
+
+func (x *CreateCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CreateCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CreateCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// Request of ListCheckpoints.
+type ListCheckpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's id (Run.run_id).
+	RunId         string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListCheckpointsRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+// Response of ListCheckpoints.
+type ListCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run's checkpoints, oldest first.
+	Checkpoints   []*Checkpoint `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*Checkpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+// Request of RestoreCheckpoint.
+type RestoreCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint's id (Checkpoint.checkpoint_id).
+	CheckpointId string `protobuf:"bytes,1,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	// Idempotency key (AIP-155), ≤ 256 characters.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreCheckpointRequest) Reset() {
+	*x = RestoreCheckpointRequest{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreCheckpointRequest) ProtoMessage() {}
+
+func (x *RestoreCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*RestoreCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RestoreCheckpointRequest) GetCheckpointId() string {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return ""
+}
+
+func (x *RestoreCheckpointRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// Response of RestoreCheckpoint.
+type RestoreCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run, in RUN_VIEW_BASIC, rewound and running again.
+	Run           *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreCheckpointResponse) Reset() {
+	*x = RestoreCheckpointResponse{}
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreCheckpointResponse) ProtoMessage() {}
+
+func (x *RestoreCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*RestoreCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RestoreCheckpointResponse) GetRun() *Run {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
 // Request of CancelRun.
 type CancelRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -114,7 +530,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +542,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[0]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +555,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{0}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -167,7 +583,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +595,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[1]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +608,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{1}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -225,7 +641,7 @@ type StartRunRequest struct {
 
 func (x *StartRunRequest) Reset() {
 	*x = StartRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +653,7 @@ func (x *StartRunRequest) String() string {
 func (*StartRunRequest) ProtoMessage() {}
 
 func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +666,7 @@ func (x *StartRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunRequest.ProtoReflect.Descriptor instead.
 func (*StartRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{2}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartRunRequest) GetSource() isStartRunRequest_Source {
@@ -328,7 +744,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +756,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[3]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +769,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{3}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartRunResponse) GetRun() *Run {
@@ -376,7 +792,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +804,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[4]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +817,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{4}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -429,7 +845,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +857,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[5]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +870,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{5}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -481,7 +897,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +909,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[6]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +922,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{6}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRunsRequest) GetPageSize() int32 {
@@ -543,7 +959,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +971,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[7]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +984,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{7}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -596,7 +1012,7 @@ type WatchRunRequest struct {
 
 func (x *WatchRunRequest) Reset() {
 	*x = WatchRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +1024,7 @@ func (x *WatchRunRequest) String() string {
 func (*WatchRunRequest) ProtoMessage() {}
 
 func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[8]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +1037,7 @@ func (x *WatchRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunRequest.ProtoReflect.Descriptor instead.
 func (*WatchRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{8}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRunRequest) GetRunId() string {
@@ -644,7 +1060,7 @@ type WatchRunResponse struct {
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +1072,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[9]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +1085,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{9}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchRunResponse) GetRun() *Run {
@@ -706,7 +1122,7 @@ type ValidateWorkflowRequest struct {
 
 func (x *ValidateWorkflowRequest) Reset() {
 	*x = ValidateWorkflowRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +1134,7 @@ func (x *ValidateWorkflowRequest) String() string {
 func (*ValidateWorkflowRequest) ProtoMessage() {}
 
 func (x *ValidateWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +1147,7 @@ func (x *ValidateWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*ValidateWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{10}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ValidateWorkflowRequest) GetSource() isValidateWorkflowRequest_Source {
@@ -804,7 +1220,7 @@ type ValidateWorkflowResponse struct {
 
 func (x *ValidateWorkflowResponse) Reset() {
 	*x = ValidateWorkflowResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1232,7 @@ func (x *ValidateWorkflowResponse) String() string {
 func (*ValidateWorkflowResponse) ProtoMessage() {}
 
 func (x *ValidateWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[11]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1245,7 @@ func (x *ValidateWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*ValidateWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{11}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ValidateWorkflowResponse) GetProblems() []*ValidationProblem {
@@ -857,7 +1273,7 @@ type ExplainRunRequest struct {
 
 func (x *ExplainRunRequest) Reset() {
 	*x = ExplainRunRequest{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1285,7 @@ func (x *ExplainRunRequest) String() string {
 func (*ExplainRunRequest) ProtoMessage() {}
 
 func (x *ExplainRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[12]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1298,7 @@ func (x *ExplainRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRunRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRunRequest) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{12}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExplainRunRequest) GetRunId() string {
@@ -919,7 +1335,7 @@ type TaskExplanation struct {
 
 func (x *TaskExplanation) Reset() {
 	*x = TaskExplanation{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1347,7 @@ func (x *TaskExplanation) String() string {
 func (*TaskExplanation) ProtoMessage() {}
 
 func (x *TaskExplanation) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[13]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1360,7 @@ func (x *TaskExplanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskExplanation.ProtoReflect.Descriptor instead.
 func (*TaskExplanation) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{13}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TaskExplanation) GetTaskId() string {
@@ -1016,14 +1432,16 @@ type ExplainRunResponse struct {
 	// The run, in RUN_VIEW_BASIC.
 	Run *Run `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
 	// One entry per task that has not ended, in file order.
-	Tasks         []*TaskExplanation `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	Tasks []*TaskExplanation `protobuf:"bytes,2,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// The circuit breakers that concern the run and are not CLOSED.
+	Breakers      []*CircuitBreaker `protobuf:"bytes,3,rep,name=breakers,proto3" json:"breakers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainRunResponse) Reset() {
 	*x = ExplainRunResponse{}
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1453,7 @@ func (x *ExplainRunResponse) String() string {
 func (*ExplainRunResponse) ProtoMessage() {}
 
 func (x *ExplainRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[14]
+	mi := &file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1466,7 @@ func (x *ExplainRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRunResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRunResponse) Descriptor() ([]byte, []int) {
-	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{14}
+	return file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExplainRunResponse) GetRun() *Run {
@@ -1065,11 +1483,44 @@ func (x *ExplainRunResponse) GetTasks() []*TaskExplanation {
 	return nil
 }
 
+func (x *ExplainRunResponse) GetBreakers() []*CircuitBreaker {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
 var File_stellwerk_workflow_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	",stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"H\n" +
+	",stellwerk/workflow/v1/workflow_service.proto\x12\x15stellwerk.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$stellwerk/workflow/v1/workflow.proto\"k\n" +
+	"\x0fRetryRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\"\n" +
+	"\rfrom_task_ids\x18\x02 \x03(\tR\vfromTaskIds\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
+	"\x10RetryRunResponse\x12,\n" +
+	"\x03run\x18\x01 \x01(\v2\x1a.stellwerk.workflow.v1.RunR\x03run\"e\n" +
+	"\x17CreateCheckpointRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"]\n" +
+	"\x18CreateCheckpointResponse\x12A\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2!.stellwerk.workflow.v1.CheckpointR\n" +
+	"checkpoint\"/\n" +
+	"\x16ListCheckpointsRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"^\n" +
+	"\x17ListCheckpointsResponse\x12C\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2!.stellwerk.workflow.v1.CheckpointR\vcheckpoints\"^\n" +
+	"\x18RestoreCheckpointRequest\x12#\n" +
+	"\rcheckpoint_id\x18\x01 \x01(\tR\fcheckpointId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"I\n" +
+	"\x19RestoreCheckpointResponse\x12,\n" +
+	"\x03run\x18\x01 \x01(\v2\x1a.stellwerk.workflow.v1.RunR\x03run\"H\n" +
 	"\x10CancelRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1d\n" +
 	"\n" +
@@ -1129,10 +1580,11 @@ const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"executorId\x129\n" +
 	"\n" +
 	"until_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tuntilTime\x12%\n" +
-	"\x0equeue_position\x18\t \x01(\x03R\rqueuePosition\"\x80\x01\n" +
+	"\x0equeue_position\x18\t \x01(\x03R\rqueuePosition\"\xc3\x01\n" +
 	"\x12ExplainRunResponse\x12,\n" +
 	"\x03run\x18\x01 \x01(\v2\x1a.stellwerk.workflow.v1.RunR\x03run\x12<\n" +
-	"\x05tasks\x18\x02 \x03(\v2&.stellwerk.workflow.v1.TaskExplanationR\x05tasks*\xf1\x01\n" +
+	"\x05tasks\x18\x02 \x03(\v2&.stellwerk.workflow.v1.TaskExplanationR\x05tasks\x12A\n" +
+	"\bbreakers\x18\x03 \x03(\v2%.stellwerk.workflow.v1.CircuitBreakerR\bbreakers*\xf1\x01\n" +
 	"\n" +
 	"WaitReason\x12\x1b\n" +
 	"\x17WAIT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n" +
@@ -1143,7 +1595,7 @@ const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\x13WAIT_REASON_BREAKER\x10\x05\x12\x17\n" +
 	"\x13WAIT_REASON_BLOCKED\x10\x06\x12\x14\n" +
 	"\x10WAIT_REASON_LOST\x10\a\x12\x18\n" +
-	"\x14WAIT_REASON_REPORTED\x10\b2\xb9\x05\n" +
+	"\x14WAIT_REASON_REPORTED\x10\b2\xf5\b\n" +
 	"\x0fWorkflowService\x12[\n" +
 	"\bStartRun\x12&.stellwerk.workflow.v1.StartRunRequest\x1a'.stellwerk.workflow.v1.StartRunResponse\x12U\n" +
 	"\x06GetRun\x12$.stellwerk.workflow.v1.GetRunRequest\x1a%.stellwerk.workflow.v1.GetRunResponse\x12[\n" +
@@ -1152,7 +1604,11 @@ const file_stellwerk_workflow_v1_workflow_service_proto_rawDesc = "" +
 	"\x10ValidateWorkflow\x12..stellwerk.workflow.v1.ValidateWorkflowRequest\x1a/.stellwerk.workflow.v1.ValidateWorkflowResponse\x12a\n" +
 	"\n" +
 	"ExplainRun\x12(.stellwerk.workflow.v1.ExplainRunRequest\x1a).stellwerk.workflow.v1.ExplainRunResponse\x12^\n" +
-	"\tCancelRun\x12'.stellwerk.workflow.v1.CancelRunRequest\x1a(.stellwerk.workflow.v1.CancelRunResponseB\xe6\x01\n" +
+	"\tCancelRun\x12'.stellwerk.workflow.v1.CancelRunRequest\x1a(.stellwerk.workflow.v1.CancelRunResponse\x12[\n" +
+	"\bRetryRun\x12&.stellwerk.workflow.v1.RetryRunRequest\x1a'.stellwerk.workflow.v1.RetryRunResponse\x12s\n" +
+	"\x10CreateCheckpoint\x12..stellwerk.workflow.v1.CreateCheckpointRequest\x1a/.stellwerk.workflow.v1.CreateCheckpointResponse\x12p\n" +
+	"\x0fListCheckpoints\x12-.stellwerk.workflow.v1.ListCheckpointsRequest\x1a..stellwerk.workflow.v1.ListCheckpointsResponse\x12v\n" +
+	"\x11RestoreCheckpoint\x12/.stellwerk.workflow.v1.RestoreCheckpointRequest\x1a0.stellwerk.workflow.v1.RestoreCheckpointResponseB\xe6\x01\n" +
 	"\x19com.stellwerk.workflow.v1B\x14WorkflowServiceProtoP\x01Z=stellwerk.dev/clients/go/gen/stellwerk/workflow/v1;workflowv1\xa2\x02\x03SWX\xaa\x02\x15Stellwerk.Workflow.V1\xca\x02\x15Stellwerk\\Workflow\\V1\xe2\x02!Stellwerk\\Workflow\\V1\\GPBMetadata\xea\x02\x17Stellwerk::Workflow::V1b\x06proto3"
 
 var (
@@ -1168,70 +1624,93 @@ func file_stellwerk_workflow_v1_workflow_service_proto_rawDescGZIP() []byte {
 }
 
 var file_stellwerk_workflow_v1_workflow_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stellwerk_workflow_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_stellwerk_workflow_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_stellwerk_workflow_v1_workflow_service_proto_goTypes = []any{
-	(WaitReason)(0),                  // 0: stellwerk.workflow.v1.WaitReason
-	(*CancelRunRequest)(nil),         // 1: stellwerk.workflow.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),        // 2: stellwerk.workflow.v1.CancelRunResponse
-	(*StartRunRequest)(nil),          // 3: stellwerk.workflow.v1.StartRunRequest
-	(*StartRunResponse)(nil),         // 4: stellwerk.workflow.v1.StartRunResponse
-	(*GetRunRequest)(nil),            // 5: stellwerk.workflow.v1.GetRunRequest
-	(*GetRunResponse)(nil),           // 6: stellwerk.workflow.v1.GetRunResponse
-	(*ListRunsRequest)(nil),          // 7: stellwerk.workflow.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),         // 8: stellwerk.workflow.v1.ListRunsResponse
-	(*WatchRunRequest)(nil),          // 9: stellwerk.workflow.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),         // 10: stellwerk.workflow.v1.WatchRunResponse
-	(*ValidateWorkflowRequest)(nil),  // 11: stellwerk.workflow.v1.ValidateWorkflowRequest
-	(*ValidateWorkflowResponse)(nil), // 12: stellwerk.workflow.v1.ValidateWorkflowResponse
-	(*ExplainRunRequest)(nil),        // 13: stellwerk.workflow.v1.ExplainRunRequest
-	(*TaskExplanation)(nil),          // 14: stellwerk.workflow.v1.TaskExplanation
-	(*ExplainRunResponse)(nil),       // 15: stellwerk.workflow.v1.ExplainRunResponse
-	(*Run)(nil),                      // 16: stellwerk.workflow.v1.Run
-	(*WorkflowSpec)(nil),             // 17: stellwerk.workflow.v1.WorkflowSpec
-	(RunView)(0),                     // 18: stellwerk.workflow.v1.RunView
-	(RunState)(0),                    // 19: stellwerk.workflow.v1.RunState
-	(*TaskRun)(nil),                  // 20: stellwerk.workflow.v1.TaskRun
-	(*ValidationProblem)(nil),        // 21: stellwerk.workflow.v1.ValidationProblem
-	(TaskState)(0),                   // 22: stellwerk.workflow.v1.TaskState
-	(*timestamppb.Timestamp)(nil),    // 23: google.protobuf.Timestamp
+	(WaitReason)(0),                   // 0: stellwerk.workflow.v1.WaitReason
+	(*RetryRunRequest)(nil),           // 1: stellwerk.workflow.v1.RetryRunRequest
+	(*RetryRunResponse)(nil),          // 2: stellwerk.workflow.v1.RetryRunResponse
+	(*CreateCheckpointRequest)(nil),   // 3: stellwerk.workflow.v1.CreateCheckpointRequest
+	(*CreateCheckpointResponse)(nil),  // 4: stellwerk.workflow.v1.CreateCheckpointResponse
+	(*ListCheckpointsRequest)(nil),    // 5: stellwerk.workflow.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 6: stellwerk.workflow.v1.ListCheckpointsResponse
+	(*RestoreCheckpointRequest)(nil),  // 7: stellwerk.workflow.v1.RestoreCheckpointRequest
+	(*RestoreCheckpointResponse)(nil), // 8: stellwerk.workflow.v1.RestoreCheckpointResponse
+	(*CancelRunRequest)(nil),          // 9: stellwerk.workflow.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),         // 10: stellwerk.workflow.v1.CancelRunResponse
+	(*StartRunRequest)(nil),           // 11: stellwerk.workflow.v1.StartRunRequest
+	(*StartRunResponse)(nil),          // 12: stellwerk.workflow.v1.StartRunResponse
+	(*GetRunRequest)(nil),             // 13: stellwerk.workflow.v1.GetRunRequest
+	(*GetRunResponse)(nil),            // 14: stellwerk.workflow.v1.GetRunResponse
+	(*ListRunsRequest)(nil),           // 15: stellwerk.workflow.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),          // 16: stellwerk.workflow.v1.ListRunsResponse
+	(*WatchRunRequest)(nil),           // 17: stellwerk.workflow.v1.WatchRunRequest
+	(*WatchRunResponse)(nil),          // 18: stellwerk.workflow.v1.WatchRunResponse
+	(*ValidateWorkflowRequest)(nil),   // 19: stellwerk.workflow.v1.ValidateWorkflowRequest
+	(*ValidateWorkflowResponse)(nil),  // 20: stellwerk.workflow.v1.ValidateWorkflowResponse
+	(*ExplainRunRequest)(nil),         // 21: stellwerk.workflow.v1.ExplainRunRequest
+	(*TaskExplanation)(nil),           // 22: stellwerk.workflow.v1.TaskExplanation
+	(*ExplainRunResponse)(nil),        // 23: stellwerk.workflow.v1.ExplainRunResponse
+	(*Run)(nil),                       // 24: stellwerk.workflow.v1.Run
+	(*Checkpoint)(nil),                // 25: stellwerk.workflow.v1.Checkpoint
+	(*WorkflowSpec)(nil),              // 26: stellwerk.workflow.v1.WorkflowSpec
+	(RunView)(0),                      // 27: stellwerk.workflow.v1.RunView
+	(RunState)(0),                     // 28: stellwerk.workflow.v1.RunState
+	(*TaskRun)(nil),                   // 29: stellwerk.workflow.v1.TaskRun
+	(*ValidationProblem)(nil),         // 30: stellwerk.workflow.v1.ValidationProblem
+	(TaskState)(0),                    // 31: stellwerk.workflow.v1.TaskState
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
+	(*CircuitBreaker)(nil),            // 33: stellwerk.workflow.v1.CircuitBreaker
 }
 var file_stellwerk_workflow_v1_workflow_service_proto_depIdxs = []int32{
-	16, // 0: stellwerk.workflow.v1.CancelRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	17, // 1: stellwerk.workflow.v1.StartRunRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
-	16, // 2: stellwerk.workflow.v1.StartRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	18, // 3: stellwerk.workflow.v1.GetRunRequest.view:type_name -> stellwerk.workflow.v1.RunView
-	16, // 4: stellwerk.workflow.v1.GetRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	19, // 5: stellwerk.workflow.v1.ListRunsRequest.state:type_name -> stellwerk.workflow.v1.RunState
-	16, // 6: stellwerk.workflow.v1.ListRunsResponse.runs:type_name -> stellwerk.workflow.v1.Run
-	16, // 7: stellwerk.workflow.v1.WatchRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	20, // 8: stellwerk.workflow.v1.WatchRunResponse.task:type_name -> stellwerk.workflow.v1.TaskRun
-	17, // 9: stellwerk.workflow.v1.ValidateWorkflowRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
-	21, // 10: stellwerk.workflow.v1.ValidateWorkflowResponse.problems:type_name -> stellwerk.workflow.v1.ValidationProblem
-	22, // 11: stellwerk.workflow.v1.TaskExplanation.state:type_name -> stellwerk.workflow.v1.TaskState
-	0,  // 12: stellwerk.workflow.v1.TaskExplanation.reason:type_name -> stellwerk.workflow.v1.WaitReason
-	23, // 13: stellwerk.workflow.v1.TaskExplanation.since_time:type_name -> google.protobuf.Timestamp
-	23, // 14: stellwerk.workflow.v1.TaskExplanation.until_time:type_name -> google.protobuf.Timestamp
-	16, // 15: stellwerk.workflow.v1.ExplainRunResponse.run:type_name -> stellwerk.workflow.v1.Run
-	14, // 16: stellwerk.workflow.v1.ExplainRunResponse.tasks:type_name -> stellwerk.workflow.v1.TaskExplanation
-	3,  // 17: stellwerk.workflow.v1.WorkflowService.StartRun:input_type -> stellwerk.workflow.v1.StartRunRequest
-	5,  // 18: stellwerk.workflow.v1.WorkflowService.GetRun:input_type -> stellwerk.workflow.v1.GetRunRequest
-	7,  // 19: stellwerk.workflow.v1.WorkflowService.ListRuns:input_type -> stellwerk.workflow.v1.ListRunsRequest
-	9,  // 20: stellwerk.workflow.v1.WorkflowService.WatchRun:input_type -> stellwerk.workflow.v1.WatchRunRequest
-	11, // 21: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:input_type -> stellwerk.workflow.v1.ValidateWorkflowRequest
-	13, // 22: stellwerk.workflow.v1.WorkflowService.ExplainRun:input_type -> stellwerk.workflow.v1.ExplainRunRequest
-	1,  // 23: stellwerk.workflow.v1.WorkflowService.CancelRun:input_type -> stellwerk.workflow.v1.CancelRunRequest
-	4,  // 24: stellwerk.workflow.v1.WorkflowService.StartRun:output_type -> stellwerk.workflow.v1.StartRunResponse
-	6,  // 25: stellwerk.workflow.v1.WorkflowService.GetRun:output_type -> stellwerk.workflow.v1.GetRunResponse
-	8,  // 26: stellwerk.workflow.v1.WorkflowService.ListRuns:output_type -> stellwerk.workflow.v1.ListRunsResponse
-	10, // 27: stellwerk.workflow.v1.WorkflowService.WatchRun:output_type -> stellwerk.workflow.v1.WatchRunResponse
-	12, // 28: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:output_type -> stellwerk.workflow.v1.ValidateWorkflowResponse
-	15, // 29: stellwerk.workflow.v1.WorkflowService.ExplainRun:output_type -> stellwerk.workflow.v1.ExplainRunResponse
-	2,  // 30: stellwerk.workflow.v1.WorkflowService.CancelRun:output_type -> stellwerk.workflow.v1.CancelRunResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	24, // 0: stellwerk.workflow.v1.RetryRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	25, // 1: stellwerk.workflow.v1.CreateCheckpointResponse.checkpoint:type_name -> stellwerk.workflow.v1.Checkpoint
+	25, // 2: stellwerk.workflow.v1.ListCheckpointsResponse.checkpoints:type_name -> stellwerk.workflow.v1.Checkpoint
+	24, // 3: stellwerk.workflow.v1.RestoreCheckpointResponse.run:type_name -> stellwerk.workflow.v1.Run
+	24, // 4: stellwerk.workflow.v1.CancelRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	26, // 5: stellwerk.workflow.v1.StartRunRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
+	24, // 6: stellwerk.workflow.v1.StartRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	27, // 7: stellwerk.workflow.v1.GetRunRequest.view:type_name -> stellwerk.workflow.v1.RunView
+	24, // 8: stellwerk.workflow.v1.GetRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	28, // 9: stellwerk.workflow.v1.ListRunsRequest.state:type_name -> stellwerk.workflow.v1.RunState
+	24, // 10: stellwerk.workflow.v1.ListRunsResponse.runs:type_name -> stellwerk.workflow.v1.Run
+	24, // 11: stellwerk.workflow.v1.WatchRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	29, // 12: stellwerk.workflow.v1.WatchRunResponse.task:type_name -> stellwerk.workflow.v1.TaskRun
+	26, // 13: stellwerk.workflow.v1.ValidateWorkflowRequest.workflow:type_name -> stellwerk.workflow.v1.WorkflowSpec
+	30, // 14: stellwerk.workflow.v1.ValidateWorkflowResponse.problems:type_name -> stellwerk.workflow.v1.ValidationProblem
+	31, // 15: stellwerk.workflow.v1.TaskExplanation.state:type_name -> stellwerk.workflow.v1.TaskState
+	0,  // 16: stellwerk.workflow.v1.TaskExplanation.reason:type_name -> stellwerk.workflow.v1.WaitReason
+	32, // 17: stellwerk.workflow.v1.TaskExplanation.since_time:type_name -> google.protobuf.Timestamp
+	32, // 18: stellwerk.workflow.v1.TaskExplanation.until_time:type_name -> google.protobuf.Timestamp
+	24, // 19: stellwerk.workflow.v1.ExplainRunResponse.run:type_name -> stellwerk.workflow.v1.Run
+	22, // 20: stellwerk.workflow.v1.ExplainRunResponse.tasks:type_name -> stellwerk.workflow.v1.TaskExplanation
+	33, // 21: stellwerk.workflow.v1.ExplainRunResponse.breakers:type_name -> stellwerk.workflow.v1.CircuitBreaker
+	11, // 22: stellwerk.workflow.v1.WorkflowService.StartRun:input_type -> stellwerk.workflow.v1.StartRunRequest
+	13, // 23: stellwerk.workflow.v1.WorkflowService.GetRun:input_type -> stellwerk.workflow.v1.GetRunRequest
+	15, // 24: stellwerk.workflow.v1.WorkflowService.ListRuns:input_type -> stellwerk.workflow.v1.ListRunsRequest
+	17, // 25: stellwerk.workflow.v1.WorkflowService.WatchRun:input_type -> stellwerk.workflow.v1.WatchRunRequest
+	19, // 26: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:input_type -> stellwerk.workflow.v1.ValidateWorkflowRequest
+	21, // 27: stellwerk.workflow.v1.WorkflowService.ExplainRun:input_type -> stellwerk.workflow.v1.ExplainRunRequest
+	9,  // 28: stellwerk.workflow.v1.WorkflowService.CancelRun:input_type -> stellwerk.workflow.v1.CancelRunRequest
+	1,  // 29: stellwerk.workflow.v1.WorkflowService.RetryRun:input_type -> stellwerk.workflow.v1.RetryRunRequest
+	3,  // 30: stellwerk.workflow.v1.WorkflowService.CreateCheckpoint:input_type -> stellwerk.workflow.v1.CreateCheckpointRequest
+	5,  // 31: stellwerk.workflow.v1.WorkflowService.ListCheckpoints:input_type -> stellwerk.workflow.v1.ListCheckpointsRequest
+	7,  // 32: stellwerk.workflow.v1.WorkflowService.RestoreCheckpoint:input_type -> stellwerk.workflow.v1.RestoreCheckpointRequest
+	12, // 33: stellwerk.workflow.v1.WorkflowService.StartRun:output_type -> stellwerk.workflow.v1.StartRunResponse
+	14, // 34: stellwerk.workflow.v1.WorkflowService.GetRun:output_type -> stellwerk.workflow.v1.GetRunResponse
+	16, // 35: stellwerk.workflow.v1.WorkflowService.ListRuns:output_type -> stellwerk.workflow.v1.ListRunsResponse
+	18, // 36: stellwerk.workflow.v1.WorkflowService.WatchRun:output_type -> stellwerk.workflow.v1.WatchRunResponse
+	20, // 37: stellwerk.workflow.v1.WorkflowService.ValidateWorkflow:output_type -> stellwerk.workflow.v1.ValidateWorkflowResponse
+	23, // 38: stellwerk.workflow.v1.WorkflowService.ExplainRun:output_type -> stellwerk.workflow.v1.ExplainRunResponse
+	10, // 39: stellwerk.workflow.v1.WorkflowService.CancelRun:output_type -> stellwerk.workflow.v1.CancelRunResponse
+	2,  // 40: stellwerk.workflow.v1.WorkflowService.RetryRun:output_type -> stellwerk.workflow.v1.RetryRunResponse
+	4,  // 41: stellwerk.workflow.v1.WorkflowService.CreateCheckpoint:output_type -> stellwerk.workflow.v1.CreateCheckpointResponse
+	6,  // 42: stellwerk.workflow.v1.WorkflowService.ListCheckpoints:output_type -> stellwerk.workflow.v1.ListCheckpointsResponse
+	8,  // 43: stellwerk.workflow.v1.WorkflowService.RestoreCheckpoint:output_type -> stellwerk.workflow.v1.RestoreCheckpointResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_workflow_v1_workflow_service_proto_init() }
@@ -1240,11 +1719,11 @@ func file_stellwerk_workflow_v1_workflow_service_proto_init() {
 		return
 	}
 	file_stellwerk_workflow_v1_workflow_proto_init()
-	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[2].OneofWrappers = []any{
+	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*StartRunRequest_Workflow)(nil),
 		(*StartRunRequest_Document)(nil),
 	}
-	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[10].OneofWrappers = []any{
+	file_stellwerk_workflow_v1_workflow_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*ValidateWorkflowRequest_Workflow)(nil),
 		(*ValidateWorkflowRequest_Document)(nil),
 	}
@@ -1254,7 +1733,7 @@ func file_stellwerk_workflow_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stellwerk_workflow_v1_workflow_service_proto_rawDesc), len(file_stellwerk_workflow_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkflowService_StartRun_FullMethodName         = "/stellwerk.workflow.v1.WorkflowService/StartRun"
-	WorkflowService_GetRun_FullMethodName           = "/stellwerk.workflow.v1.WorkflowService/GetRun"
-	WorkflowService_ListRuns_FullMethodName         = "/stellwerk.workflow.v1.WorkflowService/ListRuns"
-	WorkflowService_WatchRun_FullMethodName         = "/stellwerk.workflow.v1.WorkflowService/WatchRun"
-	WorkflowService_ValidateWorkflow_FullMethodName = "/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow"
-	WorkflowService_ExplainRun_FullMethodName       = "/stellwerk.workflow.v1.WorkflowService/ExplainRun"
-	WorkflowService_CancelRun_FullMethodName        = "/stellwerk.workflow.v1.WorkflowService/CancelRun"
+	WorkflowService_StartRun_FullMethodName          = "/stellwerk.workflow.v1.WorkflowService/StartRun"
+	WorkflowService_GetRun_FullMethodName            = "/stellwerk.workflow.v1.WorkflowService/GetRun"
+	WorkflowService_ListRuns_FullMethodName          = "/stellwerk.workflow.v1.WorkflowService/ListRuns"
+	WorkflowService_WatchRun_FullMethodName          = "/stellwerk.workflow.v1.WorkflowService/WatchRun"
+	WorkflowService_ValidateWorkflow_FullMethodName  = "/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow"
+	WorkflowService_ExplainRun_FullMethodName        = "/stellwerk.workflow.v1.WorkflowService/ExplainRun"
+	WorkflowService_CancelRun_FullMethodName         = "/stellwerk.workflow.v1.WorkflowService/CancelRun"
+	WorkflowService_RetryRun_FullMethodName          = "/stellwerk.workflow.v1.WorkflowService/RetryRun"
+	WorkflowService_CreateCheckpoint_FullMethodName  = "/stellwerk.workflow.v1.WorkflowService/CreateCheckpoint"
+	WorkflowService_ListCheckpoints_FullMethodName   = "/stellwerk.workflow.v1.WorkflowService/ListCheckpoints"
+	WorkflowService_RestoreCheckpoint_FullMethodName = "/stellwerk.workflow.v1.WorkflowService/RestoreCheckpoint"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -67,6 +71,23 @@ type WorkflowServiceClient interface {
 	// Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
 	// NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
 	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
+	// RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+	// SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+	// at once) with new attempts and new idempotency keys; completed results are kept. With
+	// `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+	// becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+	// NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+	// FAILED_PRECONDITION if the run is still running.
+	RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error)
+	// CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+	// `request_id`. NOT_FOUND if no run has this id.
+	CreateCheckpoint(ctx context.Context, in *CreateCheckpointRequest, opts ...grpc.CallOption) (*CreateCheckpointResponse, error)
+	// ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id.
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+	// the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+	// Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+	RestoreCheckpoint(ctx context.Context, in *RestoreCheckpointRequest, opts ...grpc.CallOption) (*RestoreCheckpointResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -156,6 +177,46 @@ func (c *workflowServiceClient) CancelRun(ctx context.Context, in *CancelRunRequ
 	return out, nil
 }
 
+func (c *workflowServiceClient) RetryRun(ctx context.Context, in *RetryRunRequest, opts ...grpc.CallOption) (*RetryRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryRunResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_RetryRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) CreateCheckpoint(ctx context.Context, in *CreateCheckpointRequest, opts ...grpc.CallOption) (*CreateCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateCheckpointResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_CreateCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) RestoreCheckpoint(ctx context.Context, in *RestoreCheckpointRequest, opts ...grpc.CallOption) (*RestoreCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreCheckpointResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_RestoreCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -195,6 +256,23 @@ type WorkflowServiceServer interface {
 	// Idempotent: cancelling a cancelled run returns it (and finishes a cancel cut short).
 	// NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
 	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
+	// RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+	// SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+	// at once) with new attempts and new idempotency keys; completed results are kept. With
+	// `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+	// becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+	// NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+	// FAILED_PRECONDITION if the run is still running.
+	RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error)
+	// CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+	// `request_id`. NOT_FOUND if no run has this id.
+	CreateCheckpoint(context.Context, *CreateCheckpointRequest) (*CreateCheckpointResponse, error)
+	// ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id.
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+	// the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+	// Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+	RestoreCheckpoint(context.Context, *RestoreCheckpointRequest) (*RestoreCheckpointResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -225,6 +303,18 @@ func (UnimplementedWorkflowServiceServer) ExplainRun(context.Context, *ExplainRu
 }
 func (UnimplementedWorkflowServiceServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
+}
+func (UnimplementedWorkflowServiceServer) RetryRun(context.Context, *RetryRunRequest) (*RetryRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryRun not implemented")
+}
+func (UnimplementedWorkflowServiceServer) CreateCheckpoint(context.Context, *CreateCheckpointRequest) (*CreateCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateCheckpoint not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedWorkflowServiceServer) RestoreCheckpoint(context.Context, *RestoreCheckpointRequest) (*RestoreCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreCheckpoint not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -366,6 +456,78 @@ func _WorkflowService_CancelRun_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_RetryRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).RetryRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_RetryRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).RetryRun(ctx, req.(*RetryRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_CreateCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).CreateCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_CreateCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).CreateCheckpoint(ctx, req.(*CreateCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_RestoreCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).RestoreCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_RestoreCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).RestoreCheckpoint(ctx, req.(*RestoreCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -396,6 +558,22 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelRun",
 			Handler:    _WorkflowService_CancelRun_Handler,
+		},
+		{
+			MethodName: "RetryRun",
+			Handler:    _WorkflowService_RetryRun_Handler,
+		},
+		{
+			MethodName: "CreateCheckpoint",
+			Handler:    _WorkflowService_CreateCheckpoint_Handler,
+		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _WorkflowService_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "RestoreCheckpoint",
+			Handler:    _WorkflowService_RestoreCheckpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

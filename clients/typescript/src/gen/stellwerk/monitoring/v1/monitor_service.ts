@@ -20,6 +20,7 @@ import {
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import {
+  CircuitBreaker,
   RunState,
   runStateFromJSON,
   runStateToJSON,
@@ -118,7 +119,16 @@ export interface GetOverviewResponse {
   /** Every executor seen recently, alive or not, ordered by id. */
   executors: ExecutorStatus[];
   /** When the counts were taken. */
-  asOfTime: Date | undefined;
+  asOfTime:
+    | Date
+    | undefined;
+  /** Every circuit breaker that is not CLOSED (method breakers and run resolution breakers). */
+  breakers: CircuitBreaker[];
+  /**
+   * Transient NATS/KV errors retried during dependency resolution since the monitor started
+   * counting (resolvers' stellwerk_resolution_retries, summed).
+   */
+  resolutionRetries: number;
 }
 
 /** One health check of the installation. */
@@ -508,7 +518,7 @@ export const GetOverviewRequest: MessageFns<GetOverviewRequest> = {
 };
 
 function createBaseGetOverviewResponse(): GetOverviewResponse {
-  return { runCounts: [], taskCounts: [], executors: [], asOfTime: undefined };
+  return { runCounts: [], taskCounts: [], executors: [], asOfTime: undefined, breakers: [], resolutionRetries: 0 };
 }
 
 export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
@@ -524,6 +534,12 @@ export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
     }
     if (message.asOfTime !== undefined) {
       Timestamp.encode(toTimestamp(message.asOfTime), writer.uint32(34).fork()).join();
+    }
+    for (const v of message.breakers) {
+      CircuitBreaker.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.resolutionRetries !== 0) {
+      writer.uint32(48).int64(message.resolutionRetries);
     }
     return writer;
   },
@@ -573,6 +589,22 @@ export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
             message.asOfTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.breakers.push(CircuitBreaker.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.resolutionRetries = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -605,6 +637,14 @@ export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
         : isSet(object.as_of_time)
         ? fromJsonTimestamp(object.as_of_time)
         : undefined,
+      breakers: globalThis.Array.isArray(object?.breakers)
+        ? object.breakers.map((e: any) => CircuitBreaker.fromJSON(e))
+        : [],
+      resolutionRetries: isSet(object.resolutionRetries)
+        ? globalThis.Number(object.resolutionRetries)
+        : isSet(object.resolution_retries)
+        ? globalThis.Number(object.resolution_retries)
+        : 0,
     };
   },
 
@@ -622,6 +662,12 @@ export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
     if (message.asOfTime !== undefined) {
       obj.asOfTime = message.asOfTime.toISOString();
     }
+    if (message.breakers?.length) {
+      obj.breakers = message.breakers.map((e) => CircuitBreaker.toJSON(e));
+    }
+    if (message.resolutionRetries !== 0) {
+      obj.resolutionRetries = Math.round(message.resolutionRetries);
+    }
     return obj;
   },
 
@@ -634,6 +680,8 @@ export const GetOverviewResponse: MessageFns<GetOverviewResponse> = {
     message.taskCounts = object.taskCounts?.map((e) => TaskStateCount.fromPartial(e)) || [];
     message.executors = object.executors?.map((e) => ExecutorStatus.fromPartial(e)) || [];
     message.asOfTime = object.asOfTime ?? undefined;
+    message.breakers = object.breakers?.map((e) => CircuitBreaker.fromPartial(e)) || [];
+    message.resolutionRetries = object.resolutionRetries ?? 0;
     return message;
   },
 };

@@ -138,6 +138,14 @@ export enum RunState {
    * cancelled; tasks that had not ended are TASK_STATE_CANCELLED.
    */
   RUN_STATE_CANCELLED = 4,
+  /**
+   * RUN_STATE_COMPENSATED - A task failed and the run's completed tasks had compensation tasks
+   * (`on_failure: compensate`): those ran, in reverse completion order (saga), and the run
+   * ended. The compensation tasks' own states and results are in Run.tasks.
+   */
+  RUN_STATE_COMPENSATED = 5,
+  /** RUN_STATE_COMPENSATING - A task failed and the compensation tasks are running; ends RUN_STATE_COMPENSATED. */
+  RUN_STATE_COMPENSATING = 6,
   UNRECOGNIZED = -1,
 }
 
@@ -158,6 +166,12 @@ export function runStateFromJSON(object: any): RunState {
     case 4:
     case "RUN_STATE_CANCELLED":
       return RunState.RUN_STATE_CANCELLED;
+    case 5:
+    case "RUN_STATE_COMPENSATED":
+      return RunState.RUN_STATE_COMPENSATED;
+    case 6:
+    case "RUN_STATE_COMPENSATING":
+      return RunState.RUN_STATE_COMPENSATING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -177,6 +191,10 @@ export function runStateToJSON(object: RunState): string {
       return "RUN_STATE_FAILED";
     case RunState.RUN_STATE_CANCELLED:
       return "RUN_STATE_CANCELLED";
+    case RunState.RUN_STATE_COMPENSATED:
+      return "RUN_STATE_COMPENSATED";
+    case RunState.RUN_STATE_COMPENSATING:
+      return "RUN_STATE_COMPENSATING";
     case RunState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -273,6 +291,62 @@ export function taskStateToJSON(object: TaskState): string {
     case TaskState.TASK_STATE_CANCELLED:
       return "TASK_STATE_CANCELLED";
     case TaskState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** The state of a circuit breaker. */
+export enum BreakerState {
+  /** BREAKER_STATE_UNSPECIFIED - Never used by the server. */
+  BREAKER_STATE_UNSPECIFIED = 0,
+  /** BREAKER_STATE_CLOSED - Calls pass; failures are counted. */
+  BREAKER_STATE_CLOSED = 1,
+  /**
+   * BREAKER_STATE_OPEN - Too many failures in the window: calls wait (tasks of the method are held without
+   * spending attempts) until the cool-down ends.
+   */
+  BREAKER_STATE_OPEN = 2,
+  /**
+   * BREAKER_STATE_HALF_OPEN - The cool-down ended: one trial call passes; its success closes the breaker, its failure
+   * opens it again.
+   */
+  BREAKER_STATE_HALF_OPEN = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function breakerStateFromJSON(object: any): BreakerState {
+  switch (object) {
+    case 0:
+    case "BREAKER_STATE_UNSPECIFIED":
+      return BreakerState.BREAKER_STATE_UNSPECIFIED;
+    case 1:
+    case "BREAKER_STATE_CLOSED":
+      return BreakerState.BREAKER_STATE_CLOSED;
+    case 2:
+    case "BREAKER_STATE_OPEN":
+      return BreakerState.BREAKER_STATE_OPEN;
+    case 3:
+    case "BREAKER_STATE_HALF_OPEN":
+      return BreakerState.BREAKER_STATE_HALF_OPEN;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return BreakerState.UNRECOGNIZED;
+  }
+}
+
+export function breakerStateToJSON(object: BreakerState): string {
+  switch (object) {
+    case BreakerState.BREAKER_STATE_UNSPECIFIED:
+      return "BREAKER_STATE_UNSPECIFIED";
+    case BreakerState.BREAKER_STATE_CLOSED:
+      return "BREAKER_STATE_CLOSED";
+    case BreakerState.BREAKER_STATE_OPEN:
+      return "BREAKER_STATE_OPEN";
+    case BreakerState.BREAKER_STATE_HALF_OPEN:
+      return "BREAKER_STATE_HALF_OPEN";
+    case BreakerState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -461,6 +535,49 @@ export interface TaskRun {
     | undefined;
   /** The attempts that ended, in order (number, executor, start, end, error). */
   attemptHistory: TaskAttempt[];
+  /**
+   * Why the task is in the run beyond the normal path: empty for a normal task,
+   * "alternative" for a task named as another's `alternative_task`, "compensation" for one
+   * named as a `compensation_task`. Such tasks run only on that path, never as roots.
+   */
+  role: string;
+}
+
+/**
+ * A circuit breaker: one per task method (around its executions) and one per run (around
+ * its dependency resolution).
+ */
+export interface CircuitBreaker {
+  /** What it guards: "method:<method>" or "run:<run id>". */
+  scope: string;
+  /** Its state. */
+  state: BreakerState;
+  /** Failures counted in the current window. */
+  failures: number;
+  /** While OPEN: when it turns HALF_OPEN; unset otherwise. */
+  retryTime:
+    | Date
+    | undefined;
+  /** When it last changed state. */
+  changeTime: Date | undefined;
+}
+
+/** A saved copy of a run's state and results (CreateCheckpoint). */
+export interface Checkpoint {
+  /** The checkpoint's id, made by the server (22 lowercase hex digits). */
+  checkpointId: string;
+  /** The run it was taken of. */
+  runId: string;
+  /** When it was taken. */
+  createTime:
+    | Date
+    | undefined;
+  /** The run's state when it was taken. */
+  runState: RunState;
+  /** How many of the run's tasks had completed (their results are in the checkpoint). */
+  completedTasks: number;
+  /** The caller's label for it; empty if none was given. */
+  label: string;
 }
 
 /** One run of a workflow: every submit starts a new run. */
@@ -494,6 +611,13 @@ export interface Run {
   requestId: string;
   /** Why the run failed; empty otherwise. */
   error: string;
+  /**
+   * The circuit breakers that concern this run and are not CLOSED: its own resolution
+   * breaker and those of the methods its tasks use. Only filled in RUN_VIEW_FULL.
+   */
+  breakers: CircuitBreaker[];
+  /** How many times the run was re-run (RetryRun) or rewound (RestoreCheckpoint). */
+  restarts: number;
 }
 
 /** One thing wrong with a workflow; a validation report lists all of them. */
@@ -1255,6 +1379,7 @@ function createBaseTaskRun(): TaskRun {
     executorId: "",
     retryTime: undefined,
     attemptHistory: [],
+    role: "",
   };
 }
 
@@ -1298,6 +1423,9 @@ export const TaskRun: MessageFns<TaskRun> = {
     }
     for (const v of message.attemptHistory) {
       TaskAttempt.encode(v!, writer.uint32(106).fork()).join();
+    }
+    if (message.role !== "") {
+      writer.uint32(114).string(message.role);
     }
     return writer;
   },
@@ -1419,6 +1547,14 @@ export const TaskRun: MessageFns<TaskRun> = {
             message.attemptHistory.push(TaskAttempt.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1476,6 +1612,7 @@ export const TaskRun: MessageFns<TaskRun> = {
         : globalThis.Array.isArray(object?.attempt_history)
         ? object.attempt_history.map((e: any) => TaskAttempt.fromJSON(e))
         : [],
+      role: isSet(object.role) ? globalThis.String(object.role) : "",
     };
   },
 
@@ -1520,6 +1657,9 @@ export const TaskRun: MessageFns<TaskRun> = {
     if (message.attemptHistory?.length) {
       obj.attemptHistory = message.attemptHistory.map((e) => TaskAttempt.toJSON(e));
     }
+    if (message.role !== "") {
+      obj.role = message.role;
+    }
     return obj;
   },
 
@@ -1541,6 +1681,317 @@ export const TaskRun: MessageFns<TaskRun> = {
     message.executorId = object.executorId ?? "";
     message.retryTime = object.retryTime ?? undefined;
     message.attemptHistory = object.attemptHistory?.map((e) => TaskAttempt.fromPartial(e)) || [];
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseCircuitBreaker(): CircuitBreaker {
+  return { scope: "", state: 0, failures: 0, retryTime: undefined, changeTime: undefined };
+}
+
+export const CircuitBreaker: MessageFns<CircuitBreaker> = {
+  encode(message: CircuitBreaker, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scope !== "") {
+      writer.uint32(10).string(message.scope);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).int32(message.state);
+    }
+    if (message.failures !== 0) {
+      writer.uint32(24).int32(message.failures);
+    }
+    if (message.retryTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.retryTime), writer.uint32(34).fork()).join();
+    }
+    if (message.changeTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.changeTime), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CircuitBreaker {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCircuitBreaker();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scope = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.failures = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.retryTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.changeTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CircuitBreaker {
+    return {
+      scope: isSet(object.scope) ? globalThis.String(object.scope) : "",
+      state: isSet(object.state) ? breakerStateFromJSON(object.state) : 0,
+      failures: isSet(object.failures) ? globalThis.Number(object.failures) : 0,
+      retryTime: isSet(object.retryTime)
+        ? fromJsonTimestamp(object.retryTime)
+        : isSet(object.retry_time)
+        ? fromJsonTimestamp(object.retry_time)
+        : undefined,
+      changeTime: isSet(object.changeTime)
+        ? fromJsonTimestamp(object.changeTime)
+        : isSet(object.change_time)
+        ? fromJsonTimestamp(object.change_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CircuitBreaker): unknown {
+    const obj: any = {};
+    if (message.scope !== "") {
+      obj.scope = message.scope;
+    }
+    if (message.state !== 0) {
+      obj.state = breakerStateToJSON(message.state);
+    }
+    if (message.failures !== 0) {
+      obj.failures = Math.round(message.failures);
+    }
+    if (message.retryTime !== undefined) {
+      obj.retryTime = message.retryTime.toISOString();
+    }
+    if (message.changeTime !== undefined) {
+      obj.changeTime = message.changeTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CircuitBreaker>, I>>(base?: I): CircuitBreaker {
+    return CircuitBreaker.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CircuitBreaker>, I>>(object: I): CircuitBreaker {
+    const message = createBaseCircuitBreaker();
+    message.scope = object.scope ?? "";
+    message.state = object.state ?? 0;
+    message.failures = object.failures ?? 0;
+    message.retryTime = object.retryTime ?? undefined;
+    message.changeTime = object.changeTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCheckpoint(): Checkpoint {
+  return { checkpointId: "", runId: "", createTime: undefined, runState: 0, completedTasks: 0, label: "" };
+}
+
+export const Checkpoint: MessageFns<Checkpoint> = {
+  encode(message: Checkpoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.checkpointId !== "") {
+      writer.uint32(10).string(message.checkpointId);
+    }
+    if (message.runId !== "") {
+      writer.uint32(18).string(message.runId);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(26).fork()).join();
+    }
+    if (message.runState !== 0) {
+      writer.uint32(32).int32(message.runState);
+    }
+    if (message.completedTasks !== 0) {
+      writer.uint32(40).int32(message.completedTasks);
+    }
+    if (message.label !== "") {
+      writer.uint32(50).string(message.label);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Checkpoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckpoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.checkpointId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.runState = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.completedTasks = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Checkpoint {
+    return {
+      checkpointId: isSet(object.checkpointId)
+        ? globalThis.String(object.checkpointId)
+        : isSet(object.checkpoint_id)
+        ? globalThis.String(object.checkpoint_id)
+        : "",
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      runState: isSet(object.runState)
+        ? runStateFromJSON(object.runState)
+        : isSet(object.run_state)
+        ? runStateFromJSON(object.run_state)
+        : 0,
+      completedTasks: isSet(object.completedTasks)
+        ? globalThis.Number(object.completedTasks)
+        : isSet(object.completed_tasks)
+        ? globalThis.Number(object.completed_tasks)
+        : 0,
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+    };
+  },
+
+  toJSON(message: Checkpoint): unknown {
+    const obj: any = {};
+    if (message.checkpointId !== "") {
+      obj.checkpointId = message.checkpointId;
+    }
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.runState !== 0) {
+      obj.runState = runStateToJSON(message.runState);
+    }
+    if (message.completedTasks !== 0) {
+      obj.completedTasks = Math.round(message.completedTasks);
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Checkpoint>, I>>(base?: I): Checkpoint {
+    return Checkpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Checkpoint>, I>>(object: I): Checkpoint {
+    const message = createBaseCheckpoint();
+    message.checkpointId = object.checkpointId ?? "";
+    message.runId = object.runId ?? "";
+    message.createTime = object.createTime ?? undefined;
+    message.runState = object.runState ?? 0;
+    message.completedTasks = object.completedTasks ?? 0;
+    message.label = object.label ?? "";
     return message;
   },
 };
@@ -1558,6 +2009,8 @@ function createBaseRun(): Run {
     tasks: [],
     requestId: "",
     error: "",
+    breakers: [],
+    restarts: 0,
   };
 }
 
@@ -1595,6 +2048,12 @@ export const Run: MessageFns<Run> = {
     }
     if (message.error !== "") {
       writer.uint32(90).string(message.error);
+    }
+    for (const v of message.breakers) {
+      CircuitBreaker.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.restarts !== 0) {
+      writer.uint32(104).int32(message.restarts);
     }
     return writer;
   },
@@ -1700,6 +2159,22 @@ export const Run: MessageFns<Run> = {
             message.error = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.breakers.push(CircuitBreaker.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.restarts = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1755,6 +2230,10 @@ export const Run: MessageFns<Run> = {
         ? globalThis.String(object.request_id)
         : "",
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      breakers: globalThis.Array.isArray(object?.breakers)
+        ? object.breakers.map((e: any) => CircuitBreaker.fromJSON(e))
+        : [],
+      restarts: isSet(object.restarts) ? globalThis.Number(object.restarts) : 0,
     };
   },
 
@@ -1793,6 +2272,12 @@ export const Run: MessageFns<Run> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.breakers?.length) {
+      obj.breakers = message.breakers.map((e) => CircuitBreaker.toJSON(e));
+    }
+    if (message.restarts !== 0) {
+      obj.restarts = Math.round(message.restarts);
+    }
     return obj;
   },
 
@@ -1812,6 +2297,8 @@ export const Run: MessageFns<Run> = {
     message.tasks = object.tasks?.map((e) => TaskRun.fromPartial(e)) || [];
     message.requestId = object.requestId ?? "";
     message.error = object.error ?? "";
+    message.breakers = object.breakers?.map((e) => CircuitBreaker.fromPartial(e)) || [];
+    message.restarts = object.restarts ?? 0;
     return message;
   },
 };

@@ -22,6 +22,8 @@ import {
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import {
+  Checkpoint,
+  CircuitBreaker,
   Run,
   RunState,
   runStateFromJSON,
@@ -53,7 +55,10 @@ export enum WaitReason {
   WAIT_REASON_CLAIMED = 3,
   /** WAIT_REASON_RETRY - An attempt failed; the next one waits for its due time (TaskExplanation.until_time). */
   WAIT_REASON_RETRY = 4,
-  /** WAIT_REASON_BREAKER - Held by an open circuit breaker (reserved: breakers come with failure handling). */
+  /**
+   * WAIT_REASON_BREAKER - Held by an open circuit breaker (of its method, or of the run's resolution): waits without
+   * spending attempts until the breaker lets a trial through (TaskExplanation.until_time).
+   */
   WAIT_REASON_BREAKER = 5,
   /** WAIT_REASON_BLOCKED - Will not run: a task it depends on failed (TaskExplanation.waiting_for names it). */
   WAIT_REASON_BLOCKED = 6,
@@ -127,6 +132,70 @@ export function waitReasonToJSON(object: WaitReason): string {
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/** Request of RetryRun. */
+export interface RetryRunRequest {
+  /** The run's id (Run.run_id). */
+  runId: string;
+  /**
+   * Tasks to run again even if they completed, with everything downstream of them (the CLI's
+   * `--from`); empty: only what did not complete.
+   */
+  fromTaskIds: string[];
+  /**
+   * Idempotency key (AIP-155), ≤ 256 characters: a repeated call with the same id returns the
+   * run as that call left it instead of re-running it again.
+   */
+  requestId: string;
+}
+
+/** Response of RetryRun. */
+export interface RetryRunResponse {
+  /** The run, in RUN_VIEW_BASIC, running again. */
+  run: Run | undefined;
+}
+
+/** Request of CreateCheckpoint. */
+export interface CreateCheckpointRequest {
+  /** The run's id (Run.run_id). */
+  runId: string;
+  /** A label for people, ≤ 256 characters; optional. */
+  label: string;
+  /** Idempotency key (AIP-155), ≤ 256 characters. */
+  requestId: string;
+}
+
+/** Response of CreateCheckpoint. */
+export interface CreateCheckpointResponse {
+  /** The checkpoint taken. */
+  checkpoint: Checkpoint | undefined;
+}
+
+/** Request of ListCheckpoints. */
+export interface ListCheckpointsRequest {
+  /** The run's id (Run.run_id). */
+  runId: string;
+}
+
+/** Response of ListCheckpoints. */
+export interface ListCheckpointsResponse {
+  /** The run's checkpoints, oldest first. */
+  checkpoints: Checkpoint[];
+}
+
+/** Request of RestoreCheckpoint. */
+export interface RestoreCheckpointRequest {
+  /** The checkpoint's id (Checkpoint.checkpoint_id). */
+  checkpointId: string;
+  /** Idempotency key (AIP-155), ≤ 256 characters. */
+  requestId: string;
+}
+
+/** Response of RestoreCheckpoint. */
+export interface RestoreCheckpointResponse {
+  /** The run, in RUN_VIEW_BASIC, rewound and running again. */
+  run: Run | undefined;
 }
 
 /** Request of CancelRun. */
@@ -293,7 +362,671 @@ export interface ExplainRunResponse {
     | undefined;
   /** One entry per task that has not ended, in file order. */
   tasks: TaskExplanation[];
+  /** The circuit breakers that concern the run and are not CLOSED. */
+  breakers: CircuitBreaker[];
 }
+
+function createBaseRetryRunRequest(): RetryRunRequest {
+  return { runId: "", fromTaskIds: [], requestId: "" };
+}
+
+export const RetryRunRequest: MessageFns<RetryRunRequest> = {
+  encode(message: RetryRunRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runId !== "") {
+      writer.uint32(10).string(message.runId);
+    }
+    for (const v of message.fromTaskIds) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryRunRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryRunRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fromTaskIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryRunRequest {
+    return {
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+      fromTaskIds: globalThis.Array.isArray(object?.fromTaskIds)
+        ? object.fromTaskIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.from_task_ids)
+        ? object.from_task_ids.map((e: any) => globalThis.String(e))
+        : [],
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RetryRunRequest): unknown {
+    const obj: any = {};
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    if (message.fromTaskIds?.length) {
+      obj.fromTaskIds = message.fromTaskIds;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RetryRunRequest>, I>>(base?: I): RetryRunRequest {
+    return RetryRunRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryRunRequest>, I>>(object: I): RetryRunRequest {
+    const message = createBaseRetryRunRequest();
+    message.runId = object.runId ?? "";
+    message.fromTaskIds = object.fromTaskIds?.map((e) => e) || [];
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRetryRunResponse(): RetryRunResponse {
+  return { run: undefined };
+}
+
+export const RetryRunResponse: MessageFns<RetryRunResponse> = {
+  encode(message: RetryRunResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.run !== undefined) {
+      Run.encode(message.run, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryRunResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryRunResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.run = Run.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryRunResponse {
+    return { run: isSet(object.run) ? Run.fromJSON(object.run) : undefined };
+  },
+
+  toJSON(message: RetryRunResponse): unknown {
+    const obj: any = {};
+    if (message.run !== undefined) {
+      obj.run = Run.toJSON(message.run);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RetryRunResponse>, I>>(base?: I): RetryRunResponse {
+    return RetryRunResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetryRunResponse>, I>>(object: I): RetryRunResponse {
+    const message = createBaseRetryRunResponse();
+    message.run = (object.run !== undefined && object.run !== null) ? Run.fromPartial(object.run) : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateCheckpointRequest(): CreateCheckpointRequest {
+  return { runId: "", label: "", requestId: "" };
+}
+
+export const CreateCheckpointRequest: MessageFns<CreateCheckpointRequest> = {
+  encode(message: CreateCheckpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runId !== "") {
+      writer.uint32(10).string(message.runId);
+    }
+    if (message.label !== "") {
+      writer.uint32(18).string(message.label);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateCheckpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateCheckpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateCheckpointRequest {
+    return {
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateCheckpointRequest): unknown {
+    const obj: any = {};
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateCheckpointRequest>, I>>(base?: I): CreateCheckpointRequest {
+    return CreateCheckpointRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateCheckpointRequest>, I>>(object: I): CreateCheckpointRequest {
+    const message = createBaseCreateCheckpointRequest();
+    message.runId = object.runId ?? "";
+    message.label = object.label ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateCheckpointResponse(): CreateCheckpointResponse {
+  return { checkpoint: undefined };
+}
+
+export const CreateCheckpointResponse: MessageFns<CreateCheckpointResponse> = {
+  encode(message: CreateCheckpointResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.checkpoint !== undefined) {
+      Checkpoint.encode(message.checkpoint, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateCheckpointResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateCheckpointResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.checkpoint = Checkpoint.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateCheckpointResponse {
+    return { checkpoint: isSet(object.checkpoint) ? Checkpoint.fromJSON(object.checkpoint) : undefined };
+  },
+
+  toJSON(message: CreateCheckpointResponse): unknown {
+    const obj: any = {};
+    if (message.checkpoint !== undefined) {
+      obj.checkpoint = Checkpoint.toJSON(message.checkpoint);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateCheckpointResponse>, I>>(base?: I): CreateCheckpointResponse {
+    return CreateCheckpointResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateCheckpointResponse>, I>>(object: I): CreateCheckpointResponse {
+    const message = createBaseCreateCheckpointResponse();
+    message.checkpoint = (object.checkpoint !== undefined && object.checkpoint !== null)
+      ? Checkpoint.fromPartial(object.checkpoint)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListCheckpointsRequest(): ListCheckpointsRequest {
+  return { runId: "" };
+}
+
+export const ListCheckpointsRequest: MessageFns<ListCheckpointsRequest> = {
+  encode(message: ListCheckpointsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runId !== "") {
+      writer.uint32(10).string(message.runId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListCheckpointsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListCheckpointsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListCheckpointsRequest {
+    return {
+      runId: isSet(object.runId)
+        ? globalThis.String(object.runId)
+        : isSet(object.run_id)
+        ? globalThis.String(object.run_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListCheckpointsRequest): unknown {
+    const obj: any = {};
+    if (message.runId !== "") {
+      obj.runId = message.runId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListCheckpointsRequest>, I>>(base?: I): ListCheckpointsRequest {
+    return ListCheckpointsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListCheckpointsRequest>, I>>(object: I): ListCheckpointsRequest {
+    const message = createBaseListCheckpointsRequest();
+    message.runId = object.runId ?? "";
+    return message;
+  },
+};
+
+function createBaseListCheckpointsResponse(): ListCheckpointsResponse {
+  return { checkpoints: [] };
+}
+
+export const ListCheckpointsResponse: MessageFns<ListCheckpointsResponse> = {
+  encode(message: ListCheckpointsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.checkpoints) {
+      Checkpoint.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListCheckpointsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListCheckpointsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.checkpoints.push(Checkpoint.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListCheckpointsResponse {
+    return {
+      checkpoints: globalThis.Array.isArray(object?.checkpoints)
+        ? object.checkpoints.map((e: any) => Checkpoint.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListCheckpointsResponse): unknown {
+    const obj: any = {};
+    if (message.checkpoints?.length) {
+      obj.checkpoints = message.checkpoints.map((e) => Checkpoint.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListCheckpointsResponse>, I>>(base?: I): ListCheckpointsResponse {
+    return ListCheckpointsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListCheckpointsResponse>, I>>(object: I): ListCheckpointsResponse {
+    const message = createBaseListCheckpointsResponse();
+    message.checkpoints = object.checkpoints?.map((e) => Checkpoint.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRestoreCheckpointRequest(): RestoreCheckpointRequest {
+  return { checkpointId: "", requestId: "" };
+}
+
+export const RestoreCheckpointRequest: MessageFns<RestoreCheckpointRequest> = {
+  encode(message: RestoreCheckpointRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.checkpointId !== "") {
+      writer.uint32(10).string(message.checkpointId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreCheckpointRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreCheckpointRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.checkpointId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreCheckpointRequest {
+    return {
+      checkpointId: isSet(object.checkpointId)
+        ? globalThis.String(object.checkpointId)
+        : isSet(object.checkpoint_id)
+        ? globalThis.String(object.checkpoint_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RestoreCheckpointRequest): unknown {
+    const obj: any = {};
+    if (message.checkpointId !== "") {
+      obj.checkpointId = message.checkpointId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RestoreCheckpointRequest>, I>>(base?: I): RestoreCheckpointRequest {
+    return RestoreCheckpointRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RestoreCheckpointRequest>, I>>(object: I): RestoreCheckpointRequest {
+    const message = createBaseRestoreCheckpointRequest();
+    message.checkpointId = object.checkpointId ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRestoreCheckpointResponse(): RestoreCheckpointResponse {
+  return { run: undefined };
+}
+
+export const RestoreCheckpointResponse: MessageFns<RestoreCheckpointResponse> = {
+  encode(message: RestoreCheckpointResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.run !== undefined) {
+      Run.encode(message.run, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestoreCheckpointResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestoreCheckpointResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.run = Run.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RestoreCheckpointResponse {
+    return { run: isSet(object.run) ? Run.fromJSON(object.run) : undefined };
+  },
+
+  toJSON(message: RestoreCheckpointResponse): unknown {
+    const obj: any = {};
+    if (message.run !== undefined) {
+      obj.run = Run.toJSON(message.run);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RestoreCheckpointResponse>, I>>(base?: I): RestoreCheckpointResponse {
+    return RestoreCheckpointResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RestoreCheckpointResponse>, I>>(object: I): RestoreCheckpointResponse {
+    const message = createBaseRestoreCheckpointResponse();
+    message.run = (object.run !== undefined && object.run !== null) ? Run.fromPartial(object.run) : undefined;
+    return message;
+  },
+};
 
 function createBaseCancelRunRequest(): CancelRunRequest {
   return { runId: "", requestId: "" };
@@ -1732,7 +2465,7 @@ export const TaskExplanation: MessageFns<TaskExplanation> = {
 };
 
 function createBaseExplainRunResponse(): ExplainRunResponse {
-  return { run: undefined, tasks: [] };
+  return { run: undefined, tasks: [], breakers: [] };
 }
 
 export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
@@ -1742,6 +2475,9 @@ export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
     }
     for (const v of message.tasks) {
       TaskExplanation.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.breakers) {
+      CircuitBreaker.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1775,6 +2511,14 @@ export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
             message.tasks.push(TaskExplanation.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.breakers.push(CircuitBreaker.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1791,6 +2535,9 @@ export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
     return {
       run: isSet(object.run) ? Run.fromJSON(object.run) : undefined,
       tasks: globalThis.Array.isArray(object?.tasks) ? object.tasks.map((e: any) => TaskExplanation.fromJSON(e)) : [],
+      breakers: globalThis.Array.isArray(object?.breakers)
+        ? object.breakers.map((e: any) => CircuitBreaker.fromJSON(e))
+        : [],
     };
   },
 
@@ -1802,6 +2549,9 @@ export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
     if (message.tasks?.length) {
       obj.tasks = message.tasks.map((e) => TaskExplanation.toJSON(e));
     }
+    if (message.breakers?.length) {
+      obj.breakers = message.breakers.map((e) => CircuitBreaker.toJSON(e));
+    }
     return obj;
   },
 
@@ -1812,6 +2562,7 @@ export const ExplainRunResponse: MessageFns<ExplainRunResponse> = {
     const message = createBaseExplainRunResponse();
     message.run = (object.run !== undefined && object.run !== null) ? Run.fromPartial(object.run) : undefined;
     message.tasks = object.tasks?.map((e) => TaskExplanation.fromPartial(e)) || [];
+    message.breakers = object.breakers?.map((e) => CircuitBreaker.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1924,6 +2675,67 @@ export const WorkflowServiceService = {
     responseSerialize: (value: CancelRunResponse): Buffer => Buffer.from(CancelRunResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelRunResponse => CancelRunResponse.decode(value),
   },
+  /**
+   * RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+   * SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+   * at once) with new attempts and new idempotency keys; completed results are kept. With
+   * `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+   * becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+   * NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+   * FAILED_PRECONDITION if the run is still running.
+   */
+  retryRun: {
+    path: "/stellwerk.workflow.v1.WorkflowService/RetryRun" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RetryRunRequest): Buffer => Buffer.from(RetryRunRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RetryRunRequest => RetryRunRequest.decode(value),
+    responseSerialize: (value: RetryRunResponse): Buffer => Buffer.from(RetryRunResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RetryRunResponse => RetryRunResponse.decode(value),
+  },
+  /**
+   * CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+   * `request_id`. NOT_FOUND if no run has this id.
+   */
+  createCheckpoint: {
+    path: "/stellwerk.workflow.v1.WorkflowService/CreateCheckpoint" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateCheckpointRequest): Buffer =>
+      Buffer.from(CreateCheckpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateCheckpointRequest => CreateCheckpointRequest.decode(value),
+    responseSerialize: (value: CreateCheckpointResponse): Buffer =>
+      Buffer.from(CreateCheckpointResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateCheckpointResponse => CreateCheckpointResponse.decode(value),
+  },
+  /** ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id. */
+  listCheckpoints: {
+    path: "/stellwerk.workflow.v1.WorkflowService/ListCheckpoints" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListCheckpointsRequest): Buffer =>
+      Buffer.from(ListCheckpointsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListCheckpointsRequest => ListCheckpointsRequest.decode(value),
+    responseSerialize: (value: ListCheckpointsResponse): Buffer =>
+      Buffer.from(ListCheckpointsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListCheckpointsResponse => ListCheckpointsResponse.decode(value),
+  },
+  /**
+   * RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+   * the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+   * Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+   */
+  restoreCheckpoint: {
+    path: "/stellwerk.workflow.v1.WorkflowService/RestoreCheckpoint" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestoreCheckpointRequest): Buffer =>
+      Buffer.from(RestoreCheckpointRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestoreCheckpointRequest => RestoreCheckpointRequest.decode(value),
+    responseSerialize: (value: RestoreCheckpointResponse): Buffer =>
+      Buffer.from(RestoreCheckpointResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestoreCheckpointResponse => RestoreCheckpointResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -1967,6 +2779,29 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
    * NOT_FOUND if no run has this id; FAILED_PRECONDITION if it ended COMPLETED or FAILED.
    */
   cancelRun: handleUnaryCall<CancelRunRequest, CancelRunResponse>;
+  /**
+   * RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+   * SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+   * at once) with new attempts and new idempotency keys; completed results are kept. With
+   * `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+   * becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+   * NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+   * FAILED_PRECONDITION if the run is still running.
+   */
+  retryRun: handleUnaryCall<RetryRunRequest, RetryRunResponse>;
+  /**
+   * CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+   * `request_id`. NOT_FOUND if no run has this id.
+   */
+  createCheckpoint: handleUnaryCall<CreateCheckpointRequest, CreateCheckpointResponse>;
+  /** ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id. */
+  listCheckpoints: handleUnaryCall<ListCheckpointsRequest, ListCheckpointsResponse>;
+  /**
+   * RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+   * the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+   * Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+   */
+  restoreCheckpoint: handleUnaryCall<RestoreCheckpointRequest, RestoreCheckpointResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -2098,6 +2933,85 @@ export interface WorkflowServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelRunResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * RetryRun re-runs the part of an ended run that did not complete: its FAILED, BLOCKED,
+   * SKIPPED and CANCELLED tasks go back to waiting for their dependencies (roots are dispatched
+   * at once) with new attempts and new idempotency keys; completed results are kept. With
+   * `from_task_ids`, those tasks and everything downstream of them run again as well. The run
+   * becomes RUN_STATE_RUNNING again. Idempotent per `request_id`.
+   * NOT_FOUND if no run has this id or a from_task_id is not one of its tasks;
+   * FAILED_PRECONDITION if the run is still running.
+   */
+  retryRun(
+    request: RetryRunRequest,
+    callback: (error: ServiceError | null, response: RetryRunResponse) => void,
+  ): ClientUnaryCall;
+  retryRun(
+    request: RetryRunRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RetryRunResponse) => void,
+  ): ClientUnaryCall;
+  retryRun(
+    request: RetryRunRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RetryRunResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CreateCheckpoint saves a copy of a run's state and results (in JetStream). Idempotent per
+   * `request_id`. NOT_FOUND if no run has this id.
+   */
+  createCheckpoint(
+    request: CreateCheckpointRequest,
+    callback: (error: ServiceError | null, response: CreateCheckpointResponse) => void,
+  ): ClientUnaryCall;
+  createCheckpoint(
+    request: CreateCheckpointRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateCheckpointResponse) => void,
+  ): ClientUnaryCall;
+  createCheckpoint(
+    request: CreateCheckpointRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateCheckpointResponse) => void,
+  ): ClientUnaryCall;
+  /** ListCheckpoints lists a run's checkpoints, oldest first. NOT_FOUND if no run has this id. */
+  listCheckpoints(
+    request: ListCheckpointsRequest,
+    callback: (error: ServiceError | null, response: ListCheckpointsResponse) => void,
+  ): ClientUnaryCall;
+  listCheckpoints(
+    request: ListCheckpointsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListCheckpointsResponse) => void,
+  ): ClientUnaryCall;
+  listCheckpoints(
+    request: ListCheckpointsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListCheckpointsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * RestoreCheckpoint rewinds a run to a checkpoint and resumes it: tasks that completed after
+   * the checkpoint run again as new attempts. A running run is first stopped as by CancelRun.
+   * Idempotent per `request_id`. NOT_FOUND if no checkpoint has this id.
+   */
+  restoreCheckpoint(
+    request: RestoreCheckpointRequest,
+    callback: (error: ServiceError | null, response: RestoreCheckpointResponse) => void,
+  ): ClientUnaryCall;
+  restoreCheckpoint(
+    request: RestoreCheckpointRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestoreCheckpointResponse) => void,
+  ): ClientUnaryCall;
+  restoreCheckpoint(
+    request: RestoreCheckpointRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestoreCheckpointResponse) => void,
   ): ClientUnaryCall;
 }
 
