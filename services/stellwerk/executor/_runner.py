@@ -24,58 +24,37 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
-from stellwerk.core.errors import NonRetryableError, StellwerkError, TaskError
-from stellwerk.core.handlers import Heartbeats, TaskContext
+from stellwerk.core.errors import StellwerkError
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
-from stellwerk.core.limits import Limits, clip_error, result_too_large
-from stellwerk.core.metrics import TASK_DURATION_BUCKETS, Counter, Gauge, Histogram, Registry
+from stellwerk.core.limits import Limits
 from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
+from stellwerk.executor._outcomes import AttemptInvoker, now_ts
 from stellwerk.executor._redelivery import RedeliveryChecks
+from stellwerk.executor._reporting import OutcomeReporter, TaskMetrics
 from stellwerk.executor._slots import Slots
 from stellwerk.executor._workers import WorkerHub, WorkerLostError
 from stellwerk.executor.methods import MethodTable
-from stellwerk.executor.methods._invoke import ABANDONED, with_deadline, with_heartbeat
 from stellwerk_api.events.v1 import events_pb2
 
-__all__ = ["TaskMetrics", "TaskRunner"]
+__all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_FETCH = 64
 _NO_LOCK = contextlib.nullcontext()
-
-
-def abandoned_threads(registry: Registry) -> Gauge:
-    """``stellwerk_abandoned_threads``: handler threads still running after their attempt was
-    given up (a plain ``def`` handler past its deadline cannot be stopped)."""
-    gauge = registry.gauge(
-        "stellwerk_abandoned_threads",
-        "Threads of plain def handlers still running after their attempt was given up "
-        "(timeout, missed heartbeat, lost claim): a thread cannot be stopped",
-    )
-    gauge.set_function(lambda: ABANDONED.running)
-    return gauge
-
-
-def _now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(time.time_ns())
-    return ts
 
 
 class _Claim:
@@ -89,33 +68,6 @@ class _Claim:
         self.lost = False
         self.cancelled = False  # its run was cancelled: acknowledge, report nothing
         self.handed_back = False  # its remote worker went away: give the delivery back now
-
-
-@dataclass(frozen=True, slots=True)
-class TaskMetrics:
-    """What an executor measures about the attempts it reports."""
-
-    tasks: Counter
-    duration: Histogram
-    abandoned: Gauge
-
-    @classmethod
-    def create(cls, registry: Registry) -> TaskMetrics:
-        """Register the executor's task metrics in ``registry``."""
-        return cls(
-            tasks=registry.counter(
-                "stellwerk_tasks",
-                "Attempts this executor reported, by method and outcome (succeeded, failed)",
-                labels=("method", "outcome"),
-            ),
-            duration=registry.histogram(
-                "stellwerk_task_duration_seconds",
-                "Handler time of the attempts this executor reported, by method",
-                labels=("method",),
-                buckets=TASK_DURATION_BUCKETS,
-            ),
-            abandoned=abandoned_threads(registry),
-        )
 
 
 class TaskRunner:
@@ -139,25 +91,37 @@ class TaskRunner:
     ) -> None:
         self.cancelled = cancelled if cancelled is not None else CancelledRuns()
         self.cancelled.listen(self._cancel_run)
-        self._metrics = metrics
         self._claims_kv = claims
         self._nc = nc
         self._js = js
-        self._writer = writer
-        self._table = table
         self._workers = workers
         self._redelivery = RedeliveryChecks(js, tasks, lease=settings.task_lease)
+        self._invoker = AttemptInvoker(
+            table=table,
+            workers=workers,
+            executor_id=executor_id,
+            limits=Limits(max_payload),
+            max_deliveries=settings.max_deliveries,
+        )
+        self._reporter = OutcomeReporter(writer, metrics)
         self._settings = settings
         self.executor_id = executor_id
-        self._limits = Limits(max_payload)
         self.slots = Slots(settings.executor_concurrency)
         self._running: dict[asyncio.Task[None], Msg] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._suspects = asyncio.Lock()
         self._claims: set[_Claim] = set()
-        self.completed = 0
-        self.failed = 0
+
+    @property
+    def completed(self) -> int:
+        """Attempts this executor reported succeeded."""
+        return self._reporter.completed
+
+    @property
+    def failed(self) -> int:
+        """Attempts this executor reported failed."""
+        return self._reporter.failed
 
     @property
     def running(self) -> int:
@@ -289,7 +253,8 @@ class TaskRunner:
                         return
                     runs -= 1 if deferred else 0
                     if runs > self._settings.max_deliveries:
-                        await self._report(dispatch, self._poisoned(dispatch, runs - 1))
+                        poisoned = self._invoker.poisoned(dispatch, runs - 1)
+                        await self._reporter.report(dispatch, poisoned)
                         await msg.ack()
                         return
                 event = await self._run_claimed(dispatch, params, claim)
@@ -318,7 +283,7 @@ class TaskRunner:
                 dispatch.task_id,
                 dispatch.attempt,
             )
-            await self._report(dispatch, event)
+            await self._reporter.report(dispatch, event)
             return
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
@@ -328,7 +293,7 @@ class TaskRunner:
                 dispatch.attempt,
             )
             return  # as if we crashed here: no event, delivery left unacknowledged
-        await self._report(dispatch, event)
+        await self._reporter.report(dispatch, event)
         await msg.ack()
 
     async def _run_claimed(
@@ -337,7 +302,7 @@ class TaskRunner:
         """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile.
 
         A method served by remote workers takes no local slot: the worker is its slot."""
-        remote = self._workers is not None and dispatch.method not in self._table
+        remote = self._invoker.is_remote(dispatch.method)
         if not remote:
             await self.slots.acquire()
         try:
@@ -346,8 +311,9 @@ class TaskRunner:
             if dispatch.run_id in self.cancelled:  # cancelled while we queued
                 claim.cancelled = True
                 return None
-            started = _now_ts()
-            work = self._invoke_remote(dispatch) if remote else self._invoke(dispatch, params)
+            started = now_ts()
+            invoker = self._invoker
+            work = invoker.remote(dispatch) if remote else invoker.local(dispatch, params)
             claim.work = asyncio.create_task(work)
             try:
                 event = await claim.work
@@ -384,30 +350,6 @@ class TaskRunner:
             if not remote:
                 self.slots.release()
         event.start_time.CopyFrom(started)
-        return event
-
-    def _event_for(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
-        """An outcome message for ``dispatch``'s attempt, still without its outcome."""
-        return events_pb2.TaskEvent(
-            format_version=names.EVENT_FORMAT_VERSION,
-            run_id=dispatch.run_id,
-            task_id=dispatch.task_id,
-            attempt=dispatch.attempt,
-            generation=dispatch.generation,
-            executor_id=self.executor_id,
-        )
-
-    def _poisoned(self, dispatch: events_pb2.TaskDispatch, runs: int) -> events_pb2.TaskEvent:
-        """The outcome of an attempt that keeps killing its executors: failed, not run again."""
-        event = self._event_for(dispatch)
-        event.outcome = events_pb2.TASK_OUTCOME_FAILED
-        event.non_retryable = True
-        event.error = (
-            f"attempt {dispatch.attempt} ran {runs} times and never finished: every "
-            "executor that ran it died or lost its claim (poison task; limit "
-            f"STELLWERK_MAX_DELIVERIES={self._settings.max_deliveries})"
-        )
-        event.end_time.CopyFrom(_now_ts())
         return event
 
     async def _heartbeat(self, msg: Msg, claim: _Claim, dispatch: events_pb2.TaskDispatch) -> None:
@@ -468,113 +410,3 @@ class TaskRunner:
         else's now. Give them all up (their handlers are cancelled, nothing is reported)."""
         for claim in list(self._claims):
             self._lose(claim)
-
-    async def _invoke(
-        self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any]
-    ) -> events_pb2.TaskEvent:
-        beats = Heartbeats()
-        ctx = TaskContext(
-            run_id=dispatch.run_id,
-            task_id=dispatch.task_id,
-            attempt=dispatch.attempt,
-            idempotency_key=dispatch.idempotency_key,
-            method=dispatch.method,
-            heartbeats=beats,
-        )
-        timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
-        silence = (
-            dispatch.heartbeat_timeout.ToNanoseconds() / 1e9
-            if dispatch.HasField("heartbeat_timeout")
-            else None
-        )
-        event = self._event_for(dispatch)
-        try:
-            output = await with_heartbeat(
-                dispatch.method,
-                silence,
-                beats,
-                self._table.invoke(dispatch.method, params, ctx, timeout=timeout),
-            )
-            result_json = json.dumps(output, ensure_ascii=False, allow_nan=False)
-            self._check_result_size(result_json)
-        except TaskError as exc:
-            event.outcome = events_pb2.TASK_OUTCOME_FAILED
-            event.error = clip_error(exc.message)
-            event.non_retryable = isinstance(exc, NonRetryableError)
-        except Exception as exc:  # a handler bug must fail its task, never the executor
-            logger.exception("method %s raised", dispatch.method)
-            event.outcome = events_pb2.TASK_OUTCOME_FAILED
-            event.error = clip_error(f"{type(exc).__name__}: {exc}")
-        else:
-            event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
-            event.result_json = result_json
-        event.end_time.CopyFrom(_now_ts())
-        return event
-
-    def _check_result_size(self, result_json: str) -> None:
-        # Checked here, before publishing: the resolver could not store a larger result in
-        # the task's document (see core/limits). Characters first: bytes only if it may be.
-        limit = self._limits.result
-        if len(result_json) > limit // 4:
-            size = len(result_json.encode("utf-8", "surrogatepass"))
-            if size > limit:
-                raise NonRetryableError(result_too_large(size, limit))
-
-    async def _invoke_remote(self, dispatch: events_pb2.TaskDispatch) -> events_pb2.TaskEvent:
-        """Run the attempt on a connected worker; :class:`WorkerLostError` if it goes away."""
-        assert self._workers is not None
-        timeout = dispatch.timeout.ToNanoseconds() / 1e9 if dispatch.HasField("timeout") else None
-        event = self._event_for(dispatch)
-        try:
-            outcome = await with_deadline(dispatch.method, timeout, self._workers.run(dispatch))
-            if outcome.error is not None:
-                raise TaskError(outcome.error)
-            assert outcome.result_json is not None
-            self._check_result_size(outcome.result_json)
-        except TaskError as exc:
-            event.outcome = events_pb2.TASK_OUTCOME_FAILED
-            event.error = clip_error(exc.message)
-            event.non_retryable = isinstance(exc, NonRetryableError)
-        else:
-            event.outcome = events_pb2.TASK_OUTCOME_SUCCEEDED
-            event.result_json = outcome.result_json
-        event.end_time.CopyFrom(_now_ts())
-        return event
-
-    async def _report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
-        """Publish the outcome, retrying with the same id until JetStream has it."""
-        msg_id = names.event_msg_id(
-            dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.generation
-        )
-        data = event.SerializeToString()
-        headers = tracing.reporting(event, {"Nats-Msg-Id": msg_id})  # + the task span's context
-        delay = 0.1
-        while True:
-            if cancel_requested():
-                raise asyncio.CancelledError
-            try:
-                ack = await self._writer.publish(
-                    names.event_subject(dispatch.run_id, dispatch.task_id, dispatch.attempt),
-                    data,
-                    headers,
-                )
-                if ack.subject_full:  # another run of this attempt reported first: that stands
-                    logger.info("outcome %s not stored: this attempt reported already", msg_id)
-                    return
-                ack.stored(f"outcome {msg_id}")
-                break
-            except Exception as exc:  # NATS away or restarting: same id, so retrying is safe
-                logger.warning("could not report %s (%s); retrying", msg_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        succeeded = event.outcome == events_pb2.TASK_OUTCOME_SUCCEEDED
-        if succeeded:
-            self.completed += 1
-        else:
-            self.failed += 1
-        if self._metrics is not None:
-            outcome = "succeeded" if succeeded else "failed"
-            self._metrics.tasks.labels(dispatch.method, outcome).inc()
-            if event.HasField("start_time") and event.HasField("end_time"):
-                took = event.end_time.ToNanoseconds() - event.start_time.ToNanoseconds()
-                self._metrics.duration.labels(dispatch.method).observe(max(0, took) / 1e9)

@@ -20,7 +20,8 @@ from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
-from stellwerk.executor._runner import TaskMetrics, TaskRunner
+from stellwerk.executor._reporting import TaskMetrics
+from stellwerk.executor._runner import TaskRunner
 from stellwerk.executor._servicer import ExecutorServicer
 from stellwerk.executor._workers import WorkerHub, WorkerServicer
 from stellwerk.executor.methods import MethodTable, build_method_table

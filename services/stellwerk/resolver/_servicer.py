@@ -193,3 +193,29 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         _check_request_id(request.request_id)  # idempotent by itself: the id is not needed
         run = await self._operator().cancel(request.run_id)
         return api.CancelRunResponse(run=run_to_proto(run))
+
+    # The operator calls below are being built (issue 10); until each lands, it answers
+    # UNIMPLEMENTED rather than pretending.
+    async def RetryRun(
+        self, request: api.RetryRunRequest, context: Context
+    ) -> api.RetryRunResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RetryRun is not available yet")
+        raise AssertionError("abort raises")
+
+    async def CreateCheckpoint(
+        self, request: api.CreateCheckpointRequest, context: Context
+    ) -> api.CreateCheckpointResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CreateCheckpoint is not available yet")
+        raise AssertionError("abort raises")
+
+    async def ListCheckpoints(
+        self, request: api.ListCheckpointsRequest, context: Context
+    ) -> api.ListCheckpointsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListCheckpoints is not available yet")
+        raise AssertionError("abort raises")
+
+    async def RestoreCheckpoint(
+        self, request: api.RestoreCheckpointRequest, context: Context
+    ) -> api.RestoreCheckpointResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RestoreCheckpoint is not available yet")
+        raise AssertionError("abort raises")
