@@ -69,6 +69,7 @@ class TaskDispatch(_message.Message):
     DISPATCH_TIME_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    STORED_PARAMS_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
     """Version of this message's format; currently 2."""
     run_id: _builtins.str
@@ -110,6 +111,13 @@ class TaskDispatch(_message.Message):
     def heartbeat_timeout(self) -> _duration_pb2.Duration:
         """Longest time the handler may go without calling heartbeat(); unset = no limit."""
 
+    @_builtins.property
+    def stored_params(self) -> Global___StoredValue:
+        """Set instead of params_json when the substituted parameters would not fit in one
+        message: the parameters' JSON text is in the results stream (STELLWERK_BLOBS), stored
+        by the resolver before this dispatch; the executor fetches and checks it before running.
+        """
+
     def __init__(
         self,
         *,
@@ -125,14 +133,48 @@ class TaskDispatch(_message.Message):
         dispatch_time: _timestamp_pb2.Timestamp | None = ...,
         not_before: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_timeout: _duration_pb2.Duration | None = ...,
+        stored_params: Global___StoredValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "heartbeat_timeout", b"heartbeat_timeout", "not_before", b"not_before", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "heartbeat_timeout", b"heartbeat_timeout", "not_before", b"not_before", "stored_params", b"stored_params", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "heartbeat_timeout", b"heartbeat_timeout", "idempotency_key", b"idempotency_key", "method", b"method", "not_before", b"not_before", "params_json", b"params_json", "run_id", b"run_id", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dispatch_time", b"dispatch_time", "format_version", b"format_version", "generation", b"generation", "heartbeat_timeout", b"heartbeat_timeout", "idempotency_key", b"idempotency_key", "method", b"method", "not_before", b"not_before", "params_json", b"params_json", "run_id", b"run_id", "stored_params", b"stored_params", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskDispatch: _TypeAlias = TaskDispatch  # noqa: Y015
+
+@_typing.final
+class StoredValue(_message.Message):
+    """A JSON text too large for one NATS message, stored in chunks in the STELLWERK_BLOBS
+    stream under subjects derived from the run, task, attempt and its digest (so a repeated
+    store of the same text writes the same messages, and another text never replaces it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Bytes of the JSON text (UTF-8)."""
+    sha256: _builtins.str
+    """SHA-256 of the JSON text, 64 lowercase hex digits; names the object and checks it."""
+    chunk_size: _builtins.int
+    """Bytes per chunk (every chunk but the last holds exactly this many)."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredValue: _TypeAlias = StoredValue  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
@@ -152,6 +194,7 @@ class TaskEvent(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     NON_RETRYABLE_FIELD_NUMBER: _builtins.int
+    STORED_RESULT_FIELD_NUMBER: _builtins.int
     format_version: _builtins.int
     """Version of this message's format; currently 2."""
     run_id: _builtins.str
@@ -182,6 +225,13 @@ class TaskEvent(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the attempt ended."""
 
+    @_builtins.property
+    def stored_result(self) -> Global___StoredValue:
+        """Set with TASK_OUTCOME_SUCCEEDED instead of result_json when the result is larger than
+        fits inline: its JSON text was stored (STELLWERK_BLOBS) before this event was published,
+        so this event is still the commit.
+        """
+
     def __init__(
         self,
         *,
@@ -197,10 +247,11 @@ class TaskEvent(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         non_retryable: _builtins.bool = ...,
+        stored_result: Global___StoredValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "stored_result", b"stored_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "non_retryable", b"non_retryable", "outcome", b"outcome", "result_json", b"result_json", "run_id", b"run_id", "start_time", b"start_time", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "format_version", b"format_version", "generation", b"generation", "non_retryable", b"non_retryable", "outcome", b"outcome", "result_json", b"result_json", "run_id", b"run_id", "start_time", b"start_time", "stored_result", b"stored_result", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

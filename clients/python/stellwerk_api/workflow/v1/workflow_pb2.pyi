@@ -496,6 +496,7 @@ class TaskRun(_message.Message):
     RETRY_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
+    RESULT_SIZE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id from the workflow file."""
     name: _builtins.str
@@ -518,6 +519,12 @@ class TaskRun(_message.Message):
     """Why the task is in the run beyond the normal path: empty for a normal task,
     "alternative" for a task named as another's `alternative_task`, "compensation" for one
     named as a `compensation_task`. Such tasks run only on that path, never as roots.
+    """
+    result_size: _builtins.int
+    """Bytes of the result's JSON text when it was too large to keep inline and is stored out
+    of line (STELLWERK_BLOBS); 0 for a result kept inline. GetRun returns such results in
+    result_json while the response stays within its budget (README, "Large results");
+    beyond it, and in WatchRun, result_json is left empty and this gives the size.
     """
     @_builtins.property
     def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -556,10 +563,11 @@ class TaskRun(_message.Message):
         retry_time: _timestamp_pb2.Timestamp | None = ...,
         attempt_history: _abc.Iterable[Global___TaskAttempt] | None = ...,
         role: _builtins.str = ...,
+        result_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch_time", b"dispatch_time", "end_time", b"end_time", "retry_time", b"retry_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "retry_time", b"retry_time", "role", b"role", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "dependencies", b"dependencies", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "executor_id", b"executor_id", "method", b"method", "name", b"name", "result_json", b"result_json", "result_size", b"result_size", "retry_time", b"retry_time", "role", b"role", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -117,8 +117,12 @@ type TaskDispatch struct {
 	NotBefore *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	// Longest time the handler may go without calling heartbeat(); unset = no limit.
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set instead of params_json when the substituted parameters would not fit in one
+	// message: the parameters' JSON text is in the results stream (STELLWERK_BLOBS), stored
+	// by the resolver before this dispatch; the executor fetches and checks it before running.
+	StoredParams  *StoredValue `protobuf:"bytes,13,opt,name=stored_params,json=storedParams,proto3" json:"stored_params,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskDispatch) Reset() {
@@ -235,6 +239,79 @@ func (x *TaskDispatch) GetHeartbeatTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *TaskDispatch) GetStoredParams() *StoredValue {
+	if x != nil {
+		return x.StoredParams
+	}
+	return nil
+}
+
+// A JSON text too large for one NATS message, stored in chunks in the STELLWERK_BLOBS
+// stream under subjects derived from the run, task, attempt and its digest (so a repeated
+// store of the same text writes the same messages, and another text never replaces it).
+type StoredValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of the JSON text (UTF-8).
+	Size uint64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the JSON text, 64 lowercase hex digits; names the object and checks it.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Bytes per chunk (every chunk but the last holds exactly this many).
+	ChunkSize     uint32 `protobuf:"varint,3,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredValue) Reset() {
+	*x = StoredValue{}
+	mi := &file_stellwerk_events_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredValue) ProtoMessage() {}
+
+func (x *StoredValue) ProtoReflect() protoreflect.Message {
+	mi := &file_stellwerk_events_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredValue.ProtoReflect.Descriptor instead.
+func (*StoredValue) Descriptor() ([]byte, []int) {
+	return file_stellwerk_events_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StoredValue) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StoredValue) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *StoredValue) GetChunkSize() uint32 {
+	if x != nil {
+		return x.ChunkSize
+	}
+	return 0
+}
+
 // The end of one attempt, reported by an executor on the task-event stream.
 type TaskEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -262,14 +339,18 @@ type TaskEvent struct {
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Set with TASK_OUTCOME_FAILED when the failure must not be retried (the handler raised
 	// NonRetryableError, the result could not be stored, the attempt was poison).
-	NonRetryable  bool `protobuf:"varint,12,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	NonRetryable bool `protobuf:"varint,12,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
+	// Set with TASK_OUTCOME_SUCCEEDED instead of result_json when the result is larger than
+	// fits inline: its JSON text was stored (STELLWERK_BLOBS) before this event was published,
+	// so this event is still the commit.
+	StoredResult  *StoredValue `protobuf:"bytes,13,opt,name=stored_result,json=storedResult,proto3" json:"stored_result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_stellwerk_events_v1_events_proto_msgTypes[1]
+	mi := &file_stellwerk_events_v1_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +362,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_stellwerk_events_v1_events_proto_msgTypes[1]
+	mi := &file_stellwerk_events_v1_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +375,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_stellwerk_events_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_stellwerk_events_v1_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TaskEvent) GetFormatVersion() uint32 {
@@ -381,11 +462,18 @@ func (x *TaskEvent) GetNonRetryable() bool {
 	return false
 }
 
+func (x *TaskEvent) GetStoredResult() *StoredValue {
+	if x != nil {
+		return x.StoredResult
+	}
+	return nil
+}
+
 var File_stellwerk_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	" stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x03\n" +
+	" stellwerk/events/v1/events.proto\x12\x13stellwerk.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x04\n" +
 	"\fTaskDispatch\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -403,7 +491,13 @@ const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\fdispatchTime\x129\n" +
 	"\n" +
 	"not_before\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12F\n" +
-	"\x11heartbeat_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\"\xc7\x03\n" +
+	"\x11heartbeat_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12E\n" +
+	"\rstored_params\x18\r \x01(\v2 .stellwerk.events.v1.StoredValueR\fstoredParams\"X\n" +
+	"\vStoredValue\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"chunk_size\x18\x03 \x01(\rR\tchunkSize\"\x8e\x04\n" +
 	"\tTaskEvent\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
@@ -422,7 +516,8 @@ const file_stellwerk_events_v1_events_proto_rawDesc = "" +
 	"start_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12#\n" +
-	"\rnon_retryable\x18\f \x01(\bR\fnonRetryable*`\n" +
+	"\rnon_retryable\x18\f \x01(\bR\fnonRetryable\x12E\n" +
+	"\rstored_result\x18\r \x01(\v2 .stellwerk.events.v1.StoredValueR\fstoredResult*`\n" +
 	"\vTaskOutcome\x12\x1c\n" +
 	"\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n" +
@@ -442,27 +537,30 @@ func file_stellwerk_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_stellwerk_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stellwerk_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_stellwerk_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_stellwerk_events_v1_events_proto_goTypes = []any{
 	(TaskOutcome)(0),              // 0: stellwerk.events.v1.TaskOutcome
 	(*TaskDispatch)(nil),          // 1: stellwerk.events.v1.TaskDispatch
-	(*TaskEvent)(nil),             // 2: stellwerk.events.v1.TaskEvent
-	(*durationpb.Duration)(nil),   // 3: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*StoredValue)(nil),           // 2: stellwerk.events.v1.StoredValue
+	(*TaskEvent)(nil),             // 3: stellwerk.events.v1.TaskEvent
+	(*durationpb.Duration)(nil),   // 4: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_stellwerk_events_v1_events_proto_depIdxs = []int32{
-	3, // 0: stellwerk.events.v1.TaskDispatch.timeout:type_name -> google.protobuf.Duration
-	4, // 1: stellwerk.events.v1.TaskDispatch.dispatch_time:type_name -> google.protobuf.Timestamp
-	4, // 2: stellwerk.events.v1.TaskDispatch.not_before:type_name -> google.protobuf.Timestamp
-	3, // 3: stellwerk.events.v1.TaskDispatch.heartbeat_timeout:type_name -> google.protobuf.Duration
-	0, // 4: stellwerk.events.v1.TaskEvent.outcome:type_name -> stellwerk.events.v1.TaskOutcome
-	4, // 5: stellwerk.events.v1.TaskEvent.start_time:type_name -> google.protobuf.Timestamp
-	4, // 6: stellwerk.events.v1.TaskEvent.end_time:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	4, // 0: stellwerk.events.v1.TaskDispatch.timeout:type_name -> google.protobuf.Duration
+	5, // 1: stellwerk.events.v1.TaskDispatch.dispatch_time:type_name -> google.protobuf.Timestamp
+	5, // 2: stellwerk.events.v1.TaskDispatch.not_before:type_name -> google.protobuf.Timestamp
+	4, // 3: stellwerk.events.v1.TaskDispatch.heartbeat_timeout:type_name -> google.protobuf.Duration
+	2, // 4: stellwerk.events.v1.TaskDispatch.stored_params:type_name -> stellwerk.events.v1.StoredValue
+	0, // 5: stellwerk.events.v1.TaskEvent.outcome:type_name -> stellwerk.events.v1.TaskOutcome
+	5, // 6: stellwerk.events.v1.TaskEvent.start_time:type_name -> google.protobuf.Timestamp
+	5, // 7: stellwerk.events.v1.TaskEvent.end_time:type_name -> google.protobuf.Timestamp
+	2, // 8: stellwerk.events.v1.TaskEvent.stored_result:type_name -> stellwerk.events.v1.StoredValue
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_stellwerk_events_v1_events_proto_init() }
@@ -476,7 +574,7 @@ func file_stellwerk_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stellwerk_events_v1_events_proto_rawDesc), len(file_stellwerk_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -861,7 +861,12 @@ type TaskRun struct {
 	// Why the task is in the run beyond the normal path: empty for a normal task,
 	// "alternative" for a task named as another's `alternative_task`, "compensation" for one
 	// named as a `compensation_task`. Such tasks run only on that path, never as roots.
-	Role          string `protobuf:"bytes,14,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,14,opt,name=role,proto3" json:"role,omitempty"`
+	// Bytes of the result's JSON text when it was too large to keep inline and is stored out
+	// of line (STELLWERK_BLOBS); 0 for a result kept inline. GetRun returns such results in
+	// result_json while the response stays within its budget (README, "Large results");
+	// beyond it, and in WatchRun, result_json is left empty and this gives the size.
+	ResultSize    uint64 `protobuf:"varint,15,opt,name=result_size,json=resultSize,proto3" json:"result_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -992,6 +997,13 @@ func (x *TaskRun) GetRole() string {
 		return x.Role
 	}
 	return ""
+}
+
+func (x *TaskRun) GetResultSize() uint64 {
+	if x != nil {
+		return x.ResultSize
+	}
+	return 0
 }
 
 // A circuit breaker: one per task method (around its executions) and one per run (around
@@ -1431,7 +1443,7 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xb2\x04\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xd3\x04\n" +
 	"\aTaskRun\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1450,7 +1462,9 @@ const file_stellwerk_workflow_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"retry_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tretryTime\x12K\n" +
 	"\x0fattempt_history\x18\r \x03(\v2\".stellwerk.workflow.v1.TaskAttemptR\x0eattemptHistory\x12\x12\n" +
-	"\x04role\x18\x0e \x01(\tR\x04role\"\xf5\x01\n" +
+	"\x04role\x18\x0e \x01(\tR\x04role\x12\x1f\n" +
+	"\vresult_size\x18\x0f \x01(\x04R\n" +
+	"resultSize\"\xf5\x01\n" +
 	"\x0eCircuitBreaker\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x129\n" +
 	"\x05state\x18\x02 \x01(\x0e2#.stellwerk.workflow.v1.BreakerStateR\x05state\x12\x1a\n" +

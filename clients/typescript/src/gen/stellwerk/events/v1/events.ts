@@ -100,7 +100,29 @@ export interface TaskDispatch {
     | Date
     | undefined;
   /** Longest time the handler may go without calling heartbeat(); unset = no limit. */
-  heartbeatTimeout: Duration | undefined;
+  heartbeatTimeout:
+    | Duration
+    | undefined;
+  /**
+   * Set instead of params_json when the substituted parameters would not fit in one
+   * message: the parameters' JSON text is in the results stream (STELLWERK_BLOBS), stored
+   * by the resolver before this dispatch; the executor fetches and checks it before running.
+   */
+  storedParams: StoredValue | undefined;
+}
+
+/**
+ * A JSON text too large for one NATS message, stored in chunks in the STELLWERK_BLOBS
+ * stream under subjects derived from the run, task, attempt and its digest (so a repeated
+ * store of the same text writes the same messages, and another text never replaces it).
+ */
+export interface StoredValue {
+  /** Bytes of the JSON text (UTF-8). */
+  size: number;
+  /** SHA-256 of the JSON text, 64 lowercase hex digits; names the object and checks it. */
+  sha256: string;
+  /** Bytes per chunk (every chunk but the last holds exactly this many). */
+  chunkSize: number;
 }
 
 /** The end of one attempt, reported by an executor on the task-event stream. */
@@ -136,6 +158,12 @@ export interface TaskEvent {
    * NonRetryableError, the result could not be stored, the attempt was poison).
    */
   nonRetryable: boolean;
+  /**
+   * Set with TASK_OUTCOME_SUCCEEDED instead of result_json when the result is larger than
+   * fits inline: its JSON text was stored (STELLWERK_BLOBS) before this event was published,
+   * so this event is still the commit.
+   */
+  storedResult: StoredValue | undefined;
 }
 
 function createBaseTaskDispatch(): TaskDispatch {
@@ -152,6 +180,7 @@ function createBaseTaskDispatch(): TaskDispatch {
     dispatchTime: undefined,
     notBefore: undefined,
     heartbeatTimeout: undefined,
+    storedParams: undefined,
   };
 }
 
@@ -192,6 +221,9 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
     }
     if (message.heartbeatTimeout !== undefined) {
       Duration.encode(message.heartbeatTimeout, writer.uint32(98).fork()).join();
+    }
+    if (message.storedParams !== undefined) {
+      StoredValue.encode(message.storedParams, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -305,6 +337,14 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
             message.heartbeatTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.storedParams = StoredValue.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -363,6 +403,11 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
         : isSet(object.heartbeat_timeout)
         ? Duration.fromJSON(object.heartbeat_timeout)
         : undefined,
+      storedParams: isSet(object.storedParams)
+        ? StoredValue.fromJSON(object.storedParams)
+        : isSet(object.stored_params)
+        ? StoredValue.fromJSON(object.stored_params)
+        : undefined,
     };
   },
 
@@ -404,6 +449,9 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
     if (message.heartbeatTimeout !== undefined) {
       obj.heartbeatTimeout = Duration.toJSON(message.heartbeatTimeout);
     }
+    if (message.storedParams !== undefined) {
+      obj.storedParams = StoredValue.toJSON(message.storedParams);
+    }
     return obj;
   },
 
@@ -428,6 +476,114 @@ export const TaskDispatch: MessageFns<TaskDispatch> = {
     message.heartbeatTimeout = (object.heartbeatTimeout !== undefined && object.heartbeatTimeout !== null)
       ? Duration.fromPartial(object.heartbeatTimeout)
       : undefined;
+    message.storedParams = (object.storedParams !== undefined && object.storedParams !== null)
+      ? StoredValue.fromPartial(object.storedParams)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStoredValue(): StoredValue {
+  return { size: 0, sha256: "", chunkSize: 0 };
+}
+
+export const StoredValue: MessageFns<StoredValue> = {
+  encode(message: StoredValue, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== 0) {
+      writer.uint32(8).uint64(message.size);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(18).string(message.sha256);
+    }
+    if (message.chunkSize !== 0) {
+      writer.uint32(24).uint32(message.chunkSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoredValue {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoredValue();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.chunkSize = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StoredValue {
+    return {
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      chunkSize: isSet(object.chunkSize)
+        ? globalThis.Number(object.chunkSize)
+        : isSet(object.chunk_size)
+        ? globalThis.Number(object.chunk_size)
+        : 0,
+    };
+  },
+
+  toJSON(message: StoredValue): unknown {
+    const obj: any = {};
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.chunkSize !== 0) {
+      obj.chunkSize = Math.round(message.chunkSize);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StoredValue>, I>>(base?: I): StoredValue {
+    return StoredValue.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StoredValue>, I>>(object: I): StoredValue {
+    const message = createBaseStoredValue();
+    message.size = object.size ?? 0;
+    message.sha256 = object.sha256 ?? "";
+    message.chunkSize = object.chunkSize ?? 0;
     return message;
   },
 };
@@ -446,6 +602,7 @@ function createBaseTaskEvent(): TaskEvent {
     startTime: undefined,
     endTime: undefined,
     nonRetryable: false,
+    storedResult: undefined,
   };
 }
 
@@ -486,6 +643,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     }
     if (message.nonRetryable !== false) {
       writer.uint32(96).bool(message.nonRetryable);
+    }
+    if (message.storedResult !== undefined) {
+      StoredValue.encode(message.storedResult, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -599,6 +759,14 @@ export const TaskEvent: MessageFns<TaskEvent> = {
             message.nonRetryable = reader.bool();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.storedResult = StoredValue.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -657,6 +825,11 @@ export const TaskEvent: MessageFns<TaskEvent> = {
         : isSet(object.non_retryable)
         ? globalThis.Boolean(object.non_retryable)
         : false,
+      storedResult: isSet(object.storedResult)
+        ? StoredValue.fromJSON(object.storedResult)
+        : isSet(object.stored_result)
+        ? StoredValue.fromJSON(object.stored_result)
+        : undefined,
     };
   },
 
@@ -698,6 +871,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     if (message.nonRetryable !== false) {
       obj.nonRetryable = message.nonRetryable;
     }
+    if (message.storedResult !== undefined) {
+      obj.storedResult = StoredValue.toJSON(message.storedResult);
+    }
     return obj;
   },
 
@@ -718,6 +894,9 @@ export const TaskEvent: MessageFns<TaskEvent> = {
     message.startTime = object.startTime ?? undefined;
     message.endTime = object.endTime ?? undefined;
     message.nonRetryable = object.nonRetryable ?? false;
+    message.storedResult = (object.storedResult !== undefined && object.storedResult !== null)
+      ? StoredValue.fromPartial(object.storedResult)
+      : undefined;
     return message;
   },
 };
@@ -755,6 +934,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isSet(value: any): boolean {

@@ -541,6 +541,13 @@ export interface TaskRun {
    * named as a `compensation_task`. Such tasks run only on that path, never as roots.
    */
   role: string;
+  /**
+   * Bytes of the result's JSON text when it was too large to keep inline and is stored out
+   * of line (STELLWERK_BLOBS); 0 for a result kept inline. GetRun returns such results in
+   * result_json while the response stays within its budget (README, "Large results");
+   * beyond it, and in WatchRun, result_json is left empty and this gives the size.
+   */
+  resultSize: number;
 }
 
 /**
@@ -1380,6 +1387,7 @@ function createBaseTaskRun(): TaskRun {
     retryTime: undefined,
     attemptHistory: [],
     role: "",
+    resultSize: 0,
   };
 }
 
@@ -1426,6 +1434,9 @@ export const TaskRun: MessageFns<TaskRun> = {
     }
     if (message.role !== "") {
       writer.uint32(114).string(message.role);
+    }
+    if (message.resultSize !== 0) {
+      writer.uint32(120).uint64(message.resultSize);
     }
     return writer;
   },
@@ -1555,6 +1566,14 @@ export const TaskRun: MessageFns<TaskRun> = {
             message.role = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.resultSize = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1613,6 +1632,11 @@ export const TaskRun: MessageFns<TaskRun> = {
         ? object.attempt_history.map((e: any) => TaskAttempt.fromJSON(e))
         : [],
       role: isSet(object.role) ? globalThis.String(object.role) : "",
+      resultSize: isSet(object.resultSize)
+        ? globalThis.Number(object.resultSize)
+        : isSet(object.result_size)
+        ? globalThis.Number(object.result_size)
+        : 0,
     };
   },
 
@@ -1660,6 +1684,9 @@ export const TaskRun: MessageFns<TaskRun> = {
     if (message.role !== "") {
       obj.role = message.role;
     }
+    if (message.resultSize !== 0) {
+      obj.resultSize = Math.round(message.resultSize);
+    }
     return obj;
   },
 
@@ -1682,6 +1709,7 @@ export const TaskRun: MessageFns<TaskRun> = {
     message.retryTime = object.retryTime ?? undefined;
     message.attemptHistory = object.attemptHistory?.map((e) => TaskAttempt.fromPartial(e)) || [];
     message.role = object.role ?? "";
+    message.resultSize = object.resultSize ?? 0;
     return message;
   },
 };
@@ -2437,6 +2465,17 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
 }
 
 function isSet(value: any): boolean {
