@@ -20,18 +20,12 @@ from tests.support.polling import eventually
 from tests.support.processes import ROOT, ServiceProcess
 
 from bench import shapes
+from bench.cpu import cpu_seconds
 from bench.stellwerk_bench import document
 from stellwerk.core.natsd import NatsServer
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one_round(stub: wf_grpc.WorkflowServiceAsyncStub, pids: dict[str, int]) -> str:

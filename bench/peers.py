@@ -148,6 +148,11 @@ class Redis:
         self.stop()
         raise TimeoutError("redis-server did not answer PING")
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (its CPU counts in the peers' W2 figures)."""
+        return self.process.pid if self.process is not None else 0
+
     def version(self) -> str:
         """``redis-server --version`` (first words)."""
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout

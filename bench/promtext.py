@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Histogram", "fetch_histogram", "parse_histogram"]
+__all__ = [
+    "HISTOGRAM",
+    "Histogram",
+    "fetch_histogram",
+    "latency_figures",
+    "parse_histogram",
+    "settled_histogram",
+]
+
+HISTOGRAM = "stellwerk_dependency_resolution_seconds"
 
 _SAMPLE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
@@ -107,3 +118,32 @@ def fetch_histogram(address: str, name: str, *, timeout: float = 5.0) -> Histogr
     except (urllib.error.URLError, OSError, ValueError):
         return None
     return parse_histogram(text, name)
+
+
+async def settled_histogram(address: str | None) -> Histogram | None:
+    """Scrape until two scrapes 100 ms apart agree (observations may trail the end by a hair)."""
+    if address is None:
+        return None
+    previous = await asyncio.to_thread(fetch_histogram, address, HISTOGRAM)
+    for _ in range(20):
+        await asyncio.sleep(0.1)
+        current = await asyncio.to_thread(fetch_histogram, address, HISTOGRAM)
+        if current is None or previous is None or current.count == previous.count:
+            return current
+        previous = current
+    return previous
+
+
+def latency_figures(before: Histogram | None, after: Histogram | None) -> dict[str, Any]:
+    """p50/p99/mean (ms) of the observations between two scrapes; ``None`` when unavailable."""
+    if before is None or after is None:
+        return {"p50_ms": None, "p99_ms": None, "mean_ms": None, "count": 0, "buckets": []}
+    delta = after.minus(before)
+    p50, p99 = delta.quantile(0.5), delta.quantile(0.99)
+    return {
+        "p50_ms": None if p50 is None else p50 * 1000,
+        "p99_ms": None if p99 is None else p99 * 1000,
+        "mean_ms": delta.sum / delta.count * 1000 if delta.count else None,
+        "count": delta.count,
+        "buckets": [[lo * 1000, hi * 1000, n] for lo, hi, n in delta.densities()],
+    }

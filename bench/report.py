@@ -41,6 +41,13 @@ METRICS: dict[str, tuple[str, str, int, bool]] = {
     "layered_10k_tasks_per_s": ("tasks/s running the 10,000-task DAG", "tasks/s", 0, True),
     "resolver_rss_baseline_mb": ("resolver RSS before W5 (idle)", "MiB", 0, False),
     "w5_submit_s": ("W5: submitting 1,000 x 100 tasks", "s", 1, False),
+    "cpu_us_per_task": ("CPU of every process of the system per task, W2", "µs", 0, False),
+    "cli_hop_ms": ("per hop, 200 x mcp/tool.add with references, `stellwerk run`", "ms", 2, False),
+    "polled_hop_ms": ("per hop, the same chain polled with GetRun", "ms", 2, False),
+    "watch_overhead": ("`stellwerk run` per hop ÷ polled per hop", "x", 2, False),
+    "cpu_us_per_task_2_resolvers": ("CPU per task, W2 with 2 resolvers", "µs", 0, False),
+    "cpu_ratio_2_resolvers": ("CPU per task, 2 resolvers ÷ 1", "x", 2, False),
+    "tasks_per_s_2_resolvers": ("tasks/s, W2 with 2 resolvers", "tasks/s", 0, True),
 }
 
 TARGETS: dict[str, tuple[str, float]] = {
@@ -52,9 +59,15 @@ TARGETS: dict[str, tuple[str, float]] = {
     "resolver_rss_mb": ("<=", 300.0),
     "vs_gleitzeit": (">=", 2.5),
     "vs_celery": (">=", 4.0),
+    "cli_hop_ms": ("<=", 1.5),
+    "watch_overhead": ("<=", 1.15),
+    "cpu_ratio_2_resolvers": ("<=", 1.10),
+    "hop_vs_gleitzeit": ("<=", 1.0),
+    "cpu_vs_gleitzeit": ("<=", 1.0),
+    "cpu_vs_celery": ("<=", 1.0),
 }
 
-# ratio key -> (Stellwerk system, peer system, figure, label)
+# ratio key -> (Stellwerk system, peer system, figure, label): Stellwerk's figure ÷ the peer's
 RATIOS: dict[str, tuple[str, str, str, str]] = {
     "vs_gleitzeit": ("stellwerk", "gleitzeit_redis", "tasks_per_s", "W2 vs Gleitzeit (Redis)"),
     "vs_celery": ("stellwerk", "celery_redis", "tasks_per_s", "W2 vs Celery + Redis"),
@@ -76,6 +89,24 @@ RATIOS: dict[str, tuple[str, str, str, str]] = {
         "celery_redis",
         "tasks_per_s",
         "W2 (sync always) vs Celery + Redis",
+    ),
+    "hop_vs_gleitzeit": (
+        "stellwerk",
+        "gleitzeit_redis",
+        "per_hop_ms",
+        "W1 ms per hop vs Gleitzeit",
+    ),
+    "cpu_vs_gleitzeit": (
+        "stellwerk",
+        "gleitzeit_redis",
+        "cpu_us_per_task",
+        "W2 CPU per task vs Gleitzeit (Redis)",
+    ),
+    "cpu_vs_celery": (
+        "stellwerk",
+        "celery_redis",
+        "cpu_us_per_task",
+        "W2 CPU per task vs Celery + Redis",
     ),
 }
 
@@ -100,7 +131,8 @@ def spread(values: list[float]) -> dict[str, Any] | None:
 
 
 def ratios_of_run(run: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Stellwerk's throughput over each peer's, on the same DAG, within one run."""
+    """Stellwerk's figure over each peer's (throughput, ms per hop, CPU per task), on the same
+    DAG, within one run."""
     out: dict[str, float] = {}
     for key, (ours, theirs, figure, _label) in RATIOS.items():
         a = _number(run.get(ours, {}).get(figure))
@@ -175,7 +207,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        "| Stellwerk's throughput ÷ peer's, same DAG, pair by pair per run | target "
+        "| Stellwerk's figure ÷ peer's, same DAG, pair by pair per run | target "
         "| median (min .. max) | target met |",
         "|---|---|---|---|",
     ]

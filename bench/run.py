@@ -38,7 +38,19 @@ HEADLINE = [
     "fan_tasks_per_s",
     "submit_10k_s",
     "resolver_rss_mb",
+    "cli_hop_ms",
+    "watch_overhead",
+    "cpu_us_per_task_2_resolvers",
+    "cpu_ratio_2_resolvers",
 ]
+# Figures of every system side by side at the top level: {system: median}.
+BY_SYSTEM = {
+    "cpu_us_per_task": {
+        "stellwerk": "stellwerk",
+        "gleitzeit_redis": "gleitzeit_redis",
+        "celery": "celery_redis",
+    },
+}
 
 
 def _log(message: str) -> None:
@@ -79,6 +91,10 @@ def _brief(system: str, figures: dict[str, Any]) -> str:
         "resolution_p99_ms",
         "submit_10k_s",
         "resolver_rss_mb",
+        "cli_hop_ms",
+        "watch_overhead",
+        "cpu_us_per_task",
+        "cpu_ratio_2_resolvers",
     ):
         value = figures.get(key)
         if isinstance(value, int | float):
@@ -122,6 +138,8 @@ async def _measure(
     if system.startswith("gleitzeit"):
         backend = system.split("_", 1)[1]
         cli = [
+            "--redis-pid",
+            str(redis.pid),
             "--backend",
             backend,
             "--redis-url",
@@ -132,7 +150,14 @@ async def _measure(
             args.gleitzeit_log_level,
         ]
         return await asyncio.to_thread(peers.run_peer, "gleitzeit", cli, env={}, log=log)
-    cli = ["--chains", str(config.chains), "--worker-log", str(log.with_suffix(".worker.log"))]
+    cli = [
+        "--redis-pid",
+        str(redis.pid),
+        "--chains",
+        str(config.chains),
+        "--worker-log",
+        str(log.with_suffix(".worker.log")),
+    ]
     return await asyncio.to_thread(
         peers.run_peer, "celery", cli, env={"BENCH_REDIS_URL": redis.url}, log=log
     )
@@ -144,12 +169,19 @@ def _document(
     summary = report.aggregate(runs)
     ours = summary["systems"].get("stellwerk", {})
     doc: dict[str, Any] = {key: (ours[key]["median"] if key in ours else None) for key in HEADLINE}
-    for key in ("vs_gleitzeit", "vs_celery"):
+    for key in ("vs_gleitzeit", "vs_celery", "hop_vs_gleitzeit"):
         doc[key] = summary["ratios"][key]["median"] if key in summary["ratios"] else None
+    for key, systems in BY_SYSTEM.items():
+        doc[key] = {
+            shown: summary["systems"].get(system, {}).get(key, {}).get("median")
+            for shown, system in systems.items()
+        }
     doc["note"] = (
-        "Top-level figures are Stellwerk's (nats-server default fsync), medians over runs; "
+        "Top-level figures are Stellwerk's (nats-server default fsync), medians over runs, "
+        "except cpu_us_per_task (every system's); "
         "summary.systems has min/median/max per system and figure; summary.ratios the "
-        "throughput ratios computed pair by pair within each run, then spread over runs."
+        "ratios (Stellwerk's figure / the peer's) computed pair by pair within each run, then "
+        "spread over runs."
     )
     doc.update(meta)
     doc["generated_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -185,6 +217,13 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             "the resolver's stellwerk_resolution_seconds histogram delta over the window, "
             "interpolated linearly inside buckets",
             "stellwerk_stack": "nats-server + resolver + executor + monitor, separate processes",
+            "cpu_us_per_task": "user + system CPU (/proc/<pid>/stat) over W2 of every process "
+            "of the system / 2,000 tasks: Stellwerk's services and nats-server; Gleitzeit's "
+            "process (the engine runs in it) and Redis; Celery's worker, its pool and Redis. "
+            "Not the harness's client",
+            "cli_hop_ms": "(wall of `stellwerk run` of a 200-task mcp/tool.add chain with "
+            "${t<i-1>.result} references - wall of a 1-task run) / 199, median of rounds; "
+            "watch_overhead divides it by the same chain polled with GetRun (end_time)",
         },
         "timings_s": timings,
     }
@@ -208,6 +247,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         chains=args.chains or (3 if args.quick else 5),
         latency_seconds=5.0 if args.quick else 10.0,
         w4_wait=not args.quick,
+        cli_rounds=2 if args.quick else 3,
     )
     runs: list[dict[str, Any]] = []
     try:

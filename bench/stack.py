@@ -47,6 +47,7 @@ class Stack:
 
     sync_always: bool
     executors: int = 1
+    resolvers: int = 1
     monitor: bool = True
     nats: NatsServer | None = None
     procs: list[ServiceProcess] = field(default_factory=list)
@@ -67,7 +68,10 @@ class Stack:
         url = self.nats.url
         base = {**HANDLER_ENV, **self.env}
         resolver_env = {**base, "STELLWERK_METRICS_LISTEN": "127.0.0.1:0"}
+        # The first resolver serves the metrics; the others share its work (same consumer).
         self.procs = [ServiceProcess("resolver", url, env=resolver_env).start()]
+        for _ in range(self.resolvers - 1):
+            self.procs.append(ServiceProcess("resolver", url, env=base).start())
         for i in range(self.executors):
             env = {**base, "STELLWERK_EXECUTOR_ID": f"bench-exec-{i}"}
             self.procs.append(ServiceProcess("executor", url, env=env).start())
@@ -81,6 +85,19 @@ class Stack:
             )
         self.metrics_address = await self._metrics_address()
         return self
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the system (services and nats-server) by a readable name."""
+        found: dict[str, int] = {}
+        for proc in self.procs:
+            name = proc.service
+            serial = 2
+            while name in found:
+                name, serial = f"{proc.service}-{serial}", serial + 1
+            found[name] = proc.pid
+        if self.nats is not None and self.nats.process is not None:
+            found["nats-server"] = self.nats.process.pid
+        return found
 
     async def _metrics_address(self, wait: float = 2.0) -> str | None:
         # The resolver prints its metrics line right after its gRPC line, if it has metrics.

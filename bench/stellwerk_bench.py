@@ -21,19 +21,16 @@ from typing import Any
 
 import grpc
 
-from bench import shapes
-from bench.promtext import Histogram, fetch_histogram
+from bench import shapes, user_path
+from bench.client import RPC_TIMEOUT, Client, document
+from bench.cpu import cpu_seconds
+from bench.promtext import latency_figures, settled_histogram
 from bench.stack import Stack, rss_mb
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
 __all__ = ["BenchConfig", "document", "run_stellwerk"]
-
-METHOD = "bench/noop"
-HISTOGRAM = "stellwerk_dependency_resolution_seconds"
-TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED)
-RPC_TIMEOUT = 120.0
 
 
 class BenchConfig:
@@ -50,6 +47,8 @@ class BenchConfig:
         w5_workflows: int = shapes.HELD_WORKFLOWS,
         executors: int = 1,
         monitor: bool = True,
+        cli_rounds: int = 3,
+        two_resolvers: bool = True,
     ) -> None:
         self.chains = chains
         self.latency_seconds = latency_seconds
@@ -59,91 +58,8 @@ class BenchConfig:
         self.w5_workflows = w5_workflows
         self.executors = executors
         self.monitor = monitor
-
-
-def document(
-    name: str, nodes: list[shapes.Node], params: dict[str, dict[str, Any]] | None = None
-) -> str:
-    """A workflow file (JSON) of ``nodes``; ``params`` gives (method, params) overrides."""
-    tasks = []
-    for node in nodes:
-        task: dict[str, Any] = {"id": node.id, "method": METHOD}
-        if params and node.id in params:
-            task.update(params[node.id])
-        if node.deps:
-            task["dependencies"] = list(node.deps)
-        tasks.append(task)
-    return json.dumps({"name": name, "tasks": tasks})
-
-
-def _seconds(ts: Any) -> float:
-    return float(ts.ToNanoseconds()) / 1e9
-
-
-class Client:
-    """The WorkflowService calls the workloads need."""
-
-    def __init__(self, stub: wf_grpc.WorkflowServiceAsyncStub) -> None:
-        self.stub = stub
-
-    async def submit(self, doc: str, *, skip_method_check: bool = False) -> str:
-        request = api.StartRunRequest(
-            document=doc, document_format="json", allow_unregistered_methods=skip_method_check
-        )
-        reply = await self.stub.StartRun(request, timeout=RPC_TIMEOUT)
-        return str(reply.run.run_id)
-
-    async def ended(self, run_id: str, *, within: float, interval: float) -> float:
-        """Poll until the run ends; returns its ``end_time`` (epoch seconds)."""
-        deadline = time.monotonic() + within
-        request = api.GetRunRequest(run_id=run_id, view=pb.RUN_VIEW_BASIC)
-        while True:
-            run = (await self.stub.GetRun(request, timeout=RPC_TIMEOUT)).run
-            if run.state in TERMINAL:
-                if run.state != pb.RUN_STATE_COMPLETED:
-                    raise RuntimeError(f"run {run_id} ended {pb.RunState.Name(run.state)}")
-                return _seconds(run.end_time)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still running after {within} s")
-            await asyncio.sleep(interval)
-
-    async def all_ended(self, run_ids: list[str], *, within: float = 600.0) -> float:
-        """The latest ``end_time`` of ``run_ids``, asking about one run at a time."""
-        deadline = time.monotonic() + within
-        last = 0.0
-        for run_id in run_ids:
-            left = max(1.0, deadline - time.monotonic())
-            last = max(last, await self.ended(run_id, within=left, interval=0.1))
-        return last
-
-
-async def settled_histogram(address: str | None) -> Histogram | None:
-    """Scrape until two scrapes 100 ms apart agree (observations may trail the end by a hair)."""
-    if address is None:
-        return None
-    previous = await asyncio.to_thread(fetch_histogram, address, HISTOGRAM)
-    for _ in range(20):
-        await asyncio.sleep(0.1)
-        current = await asyncio.to_thread(fetch_histogram, address, HISTOGRAM)
-        if current is None or previous is None or current.count == previous.count:
-            return current
-        previous = current
-    return previous
-
-
-def latency_figures(before: Histogram | None, after: Histogram | None) -> dict[str, Any]:
-    """p50/p99/mean (ms) of the observations between two scrapes; ``None`` when unavailable."""
-    if before is None or after is None:
-        return {"p50_ms": None, "p99_ms": None, "mean_ms": None, "count": 0, "buckets": []}
-    delta = after.minus(before)
-    p50, p99 = delta.quantile(0.5), delta.quantile(0.99)
-    return {
-        "p50_ms": None if p50 is None else p50 * 1000,
-        "p99_ms": None if p99 is None else p99 * 1000,
-        "mean_ms": delta.sum / delta.count * 1000 if delta.count else None,
-        "count": delta.count,
-        "buckets": [[lo * 1000, hi * 1000, n] for lo, hi, n in delta.densities()],
-    }
+        self.cli_rounds = cli_rounds
+        self.two_resolvers = two_resolvers
 
 
 async def w1(client: Client, chains: int) -> list[float]:
@@ -161,13 +77,34 @@ async def w1(client: Client, chains: int) -> list[float]:
     return samples
 
 
-async def w2(client: Client) -> float:
-    """End-to-end tasks/s of 100 concurrently submitted 20-task diamonds."""
+async def w2(client: Client, submitters: list[Client] | None = None) -> float:
+    """End-to-end tasks/s of 100 concurrently submitted 20-task diamonds (submitted round robin
+    through ``submitters``, e.g. one client per resolver; by default through ``client``)."""
     doc = document("diamond", shapes.diamond())
+    via = submitters or [client]
     started = time.time()
-    ids = await asyncio.gather(*(client.submit(doc) for _ in range(shapes.DIAMOND_WORKFLOWS)))
+    ids = await asyncio.gather(
+        *(via[i % len(via)].submit(doc) for i in range(shapes.DIAMOND_WORKFLOWS))
+    )
     ended = await client.all_ended(list(ids))
     return shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS / (ended - started)
+
+
+async def w2_with_cpu(
+    client: Client, stack: Stack, submitters: list[Client] | None = None
+) -> dict[str, Any]:
+    """W2, and the CPU every process of the stack spent on it (nats-server included) per task:
+    ``cpu_us_per_task`` in total and ``cpu_us_per_task_by_process``."""
+    pids = stack.pids()
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    tps = await w2(client, submitters)
+    tasks = shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS
+    spent = {name: (cpu_seconds(pid) - before[name]) / tasks * 1e6 for name, pid in pids.items()}
+    return {
+        "tasks_per_s": tps,
+        "cpu_us_per_task": sum(spent.values()),
+        "cpu_us_per_task_by_process": spent,
+    }
 
 
 async def w3(client: Client) -> float:
@@ -278,10 +215,12 @@ async def _with_stack(
     *,
     kill: bool = False,
     env: dict[str, str] | None = None,
+    resolvers: int = 1,
 ) -> str | None:
     stack = Stack(
         sync_always=sync_always,
         executors=config.executors,
+        resolvers=resolvers,
         monitor=config.monitor,
         env=dict(env or {}),
     )
@@ -322,15 +261,16 @@ async def run_stellwerk(
             samples = await w1(client, config.chains)
             return {"per_hop_samples_ms": samples, "per_hop_ms": statistics.median(samples)}
 
+        async def do_user_path() -> dict[str, Any]:
+            return await user_path.measure(client, stack.resolver.address, config.cli_rounds)
+
         async def do_w2() -> dict[str, Any]:
             before = await settled_histogram(stack.metrics_address)
-            tps = await w2(client)
+            figures = await w2_with_cpu(client, stack)
             during = latency_figures(before, await settled_histogram(stack.metrics_address))
-            return {
-                "tasks_per_s": tps,
-                "w2_resolution_p50_ms": during["p50_ms"],
-                "w2_resolution_p99_ms": during["p99_ms"],
-            }
+            figures["w2_resolution_p50_ms"] = during["p50_ms"]
+            figures["w2_resolution_p99_ms"] = during["p99_ms"]
+            return figures
 
         async def do_w3() -> dict[str, Any]:
             return {"fan_tasks_per_s": await w3(client)}
@@ -354,6 +294,7 @@ async def run_stellwerk(
             return {"submit_10k_s": submit_s, "layered_10k_tasks_per_s": tps}
 
         await _step(out, "w1", do_w1)
+        await _step(out, "user_path", do_user_path)
         await _step(out, "w2", do_w2)
         await _step(out, "w3", do_w3)
         await _step(out, "latency", do_latency)
@@ -363,6 +304,8 @@ async def run_stellwerk(
     failure = await _with_stack(config, sync_always, main_stack)
     if failure:
         out["errors"].append(failure)
+    if config.two_resolvers and not sync_always:
+        await _two_resolvers(config, out)
     if config.w5:
 
         async def held_stack(client: Client, stack: Stack) -> None:
@@ -374,6 +317,33 @@ async def run_stellwerk(
             out["errors"].append(failure)
     out["elapsed_s"]["total"] = round(time.perf_counter() - started, 2)
     return out
+
+
+async def _two_resolvers(config: BenchConfig, out: dict[str, Any]) -> None:
+    """W2 on a stack with two resolver processes (submits alternate between them): the CPU per
+    task beside the one-resolver figure, the scale-out proxy a 2-core machine can measure."""
+
+    async def body(client: Client, stack: Stack) -> None:
+        second = stack.procs[1]
+        async with grpc.aio.insecure_channel(second.address) as channel:
+            other = Client(wf_grpc.WorkflowServiceStub(channel))
+            await client.ended(
+                await client.submit(document("warm", shapes.chain(10))), within=60, interval=0.02
+            )
+            figures = await w2_with_cpu(client, stack, [client, other])
+        out["tasks_per_s_2_resolvers"] = figures["tasks_per_s"]
+        out["cpu_us_per_task_2_resolvers"] = figures["cpu_us_per_task"]
+        out["cpu_us_per_task_by_process_2_resolvers"] = figures["cpu_us_per_task_by_process"]
+        if out.get("cpu_us_per_task"):
+            out["cpu_ratio_2_resolvers"] = figures["cpu_us_per_task"] / out["cpu_us_per_task"]
+
+    async def step() -> dict[str, Any]:
+        failure = await _with_stack(config, False, body, resolvers=2)
+        if failure:
+            raise RuntimeError(failure)
+        return {}
+
+    await _step(out, "w2_2_resolvers", step)
 
 
 async def _traced(config: BenchConfig, out: dict[str, Any]) -> dict[str, Any]:

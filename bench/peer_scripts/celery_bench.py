@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import cpu  # noqa: E402
 import redis  # type: ignore[import-not-found]  # noqa: E402
 import shapes  # noqa: E402
 from celery import chain, chord, group  # type: ignore[import-not-found]  # noqa: E402
@@ -106,11 +107,15 @@ def w1(chains: int) -> list[float]:
     return samples
 
 
-def w2() -> float:
+def w2(system_pids: list[int]) -> dict[str, float]:
+    """Tasks/s, and the CPU µs per task of the system: the worker, its pool and Redis."""
+    tasks = shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS
+    cpu_before = cpu.total_cpu_seconds(system_pids)
     started = time.time()
     results = [fan(shapes.DIAMOND_TASKS).apply_async() for _ in range(shapes.DIAMOND_WORKFLOWS)]
     ended = max(done_at(r) for r in results)
-    return shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS / (ended - started)
+    spent = cpu.total_cpu_seconds(system_pids) - cpu_before
+    return {"tasks_per_s": tasks / (ended - started), "cpu_us_per_task": spent / tasks * 1e6}
 
 
 def w3() -> float:
@@ -133,6 +138,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "errors": [],
     }
     worker = start_worker(Path(args.worker_log))
+    system_pids = cpu.with_children(worker.pid) + ([args.redis_pid] if args.redis_pid else [])
     try:
         for name in args.workloads.split(","):
             try:
@@ -142,7 +148,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     out["per_hop_samples_ms"] = samples
                     out["per_hop_ms"] = statistics.median(samples)
                 elif name == "w2":
-                    out["tasks_per_s"] = w2()
+                    out.update(w2(system_pids))
                 elif name == "w3":
                     out["fan_tasks_per_s"] = w3()
                 else:
@@ -158,6 +164,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--redis-pid", type=int, default=0, help="its CPU counts in W2")
     parser.add_argument("--chains", type=int, default=5)
     parser.add_argument("--workloads", default="w1,w2,w3")
     parser.add_argument("--worker-log", default=os.devnull)

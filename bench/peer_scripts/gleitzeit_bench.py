@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cpu
 import shapes
 from gleitzeit.core import ExecutionEngine  # type: ignore[import-not-found]
 from gleitzeit.core.models import TaskStatus  # type: ignore[import-not-found]
@@ -76,9 +77,11 @@ class NoopProvider(ProtocolProvider):  # type: ignore[misc]
 class Bench:
     """Builds fresh engines on one backend and runs the shapes."""
 
-    def __init__(self, backend: str, redis_url: str, workdir: Path) -> None:
+    def __init__(self, backend: str, redis_url: str, workdir: Path, redis_pid: int = 0) -> None:
         self.backend = backend
         self.redis_url = redis_url
+        # The engine runs in this process; with Redis, the server's CPU counts too.
+        self.pids = [os.getpid()] + ([redis_pid] if backend == "redis" and redis_pid else [])
         self.workdir = workdir
         self._serial = 0
 
@@ -166,17 +169,21 @@ class Bench:
         finally:
             await self.close(engine, persistence)
 
-    async def w2(self) -> float:
-        """Tasks/s of 100 concurrent 20-task diamonds."""
+    async def w2(self) -> dict[str, float]:
+        """Tasks/s of 100 concurrent 20-task diamonds, and the CPU µs per task of this process
+        (the engine) and the Redis server."""
         engine, persistence = await self.engine()
+        tasks = shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS
         try:
+            cpu_before = cpu.total_cpu_seconds(self.pids)
             started = time.perf_counter()
             wfs = [
                 self.workflow(f"d{i}", shapes.diamond()) for i in range(shapes.DIAMOND_WORKFLOWS)
             ]
             await asyncio.gather(*(self.run(engine, wf) for wf in wfs))
             elapsed = time.perf_counter() - started
-            return shapes.DIAMOND_WORKFLOWS * shapes.DIAMOND_TASKS / elapsed
+            spent = cpu.total_cpu_seconds(self.pids) - cpu_before
+            return {"tasks_per_s": tasks / elapsed, "cpu_us_per_task": spent / tasks * 1e6}
         finally:
             await self.close(engine, persistence)
 
@@ -220,14 +227,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "errors": [],
     }
     with tempfile.TemporaryDirectory(prefix="bench-gleitzeit-") as tmp:
-        bench = Bench(args.backend, args.redis_url, Path(tmp))
+        bench = Bench(args.backend, args.redis_url, Path(tmp), args.redis_pid)
 
         async def do_w1() -> dict[str, Any]:
             samples = await bench.w1(args.chains)
             return {"per_hop_samples_ms": samples, "per_hop_ms": statistics.median(samples)}
 
         async def do_w2() -> dict[str, Any]:
-            return {"tasks_per_s": await bench.w2()}
+            return await bench.w2()
 
         async def do_w3() -> dict[str, Any]:
             return {"fan_tasks_per_s": await bench.w3()}
@@ -251,6 +258,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["redis", "sqlite", "memory"], required=True)
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", ""))
+    parser.add_argument("--redis-pid", type=int, default=0, help="its CPU counts in W2")
     parser.add_argument("--chains", type=int, default=5)
     parser.add_argument("--workloads", default="w1,w2,w3,w4")
     parser.add_argument("--log-level", default="WARNING")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from bench import report, shapes
+from bench import report, run, shapes
 
 
 def _check_dag(nodes: list[shapes.Node]) -> None:
@@ -79,3 +81,48 @@ def test_markdown_marks_missed_targets() -> None:
     hop = next(line for line in table.splitlines() if line.startswith("| per hop"))
     tps = next(line for line in table.splitlines() if line.startswith("| tasks/s, 100"))
     assert hop.endswith("**no** |") and tps.endswith("yes |")
+
+
+def test_hop_and_cpu_ratios_divide_stellwerk_by_the_peer_within_a_run() -> None:
+    runs = [
+        {
+            "stellwerk": {"per_hop_ms": 1.2, "cpu_us_per_task": 300.0},
+            "gleitzeit_redis": {"per_hop_ms": 0.8, "cpu_us_per_task": 600.0},
+            "celery_redis": {"cpu_us_per_task": 1500.0},
+        }
+    ]
+    ratios = report.aggregate(runs)["ratios"]
+    assert ratios["hop_vs_gleitzeit"]["median"] == pytest.approx(1.5)
+    assert ratios["cpu_vs_gleitzeit"]["median"] == pytest.approx(0.5)
+    assert ratios["cpu_vs_celery"]["median"] == pytest.approx(0.2)
+    table = report.markdown(report.aggregate(runs))
+    hop = next(line for line in table.splitlines() if "`hop_vs_gleitzeit`" in line)
+    assert hop.endswith("**no** |")
+
+
+def test_the_document_has_the_user_path_and_cpu_keys_at_the_top() -> None:
+    figures = {
+        "cli_hop_ms": 2.0,
+        "watch_overhead": 1.6,
+        "cpu_us_per_task": 400.0,
+        "cpu_us_per_task_2_resolvers": 480.0,
+        "cpu_ratio_2_resolvers": 1.2,
+        "per_hop_ms": 1.0,
+    }
+    runs = [
+        {
+            "stellwerk": figures,
+            "gleitzeit_redis": {"per_hop_ms": 0.8, "cpu_us_per_task": 600.0},
+            "celery_redis": {"cpu_us_per_task": 1500.0},
+        }
+    ]
+    doc = run._document(argparse.Namespace(quick=True), runs, {})
+    assert doc["cpu_us_per_task"] == {
+        "stellwerk": 400.0,
+        "gleitzeit_redis": 600.0,
+        "celery": 1500.0,
+    }
+    assert doc["hop_vs_gleitzeit"] == pytest.approx(1.25)
+    for key in ("cli_hop_ms", "watch_overhead", "cpu_us_per_task_2_resolvers"):
+        assert doc[key] == figures[key]
+    assert doc["cpu_ratio_2_resolvers"] == pytest.approx(1.2)
