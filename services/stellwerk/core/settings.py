@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     """Replica count of every stream and bucket (3 on a 3-node cluster)."""
     connect_timeout: float = Field(default=2.0, gt=0)
 
+    breaker_method_threshold: int = Field(default=0, ge=0, le=100_000)
+    """Failed attempts of one method within the window that open its breaker (0: off)."""
+    breaker_method_window: float = Field(default=60.0, gt=0, le=86_400)
+    breaker_method_cooldown: float = Field(default=30.0, gt=0, le=86_400)
+    """Seconds an open method breaker holds the method's tasks before a trial goes."""
+    breaker_run_threshold: int = Field(default=5, ge=0, le=100_000)
+    """Failed resolution passes of one run within the window that open its breaker (0: off)."""
+    breaker_run_window: float = Field(default=60.0, gt=0, le=86_400)
+    breaker_run_cooldown: float = Field(default=5.0, gt=0, le=86_400)
+    resolution_attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of a resolution pass in place on a transient NATS/KV error before it is handed back."""
+
     fault_drop_events: float = Field(default=0.0, ge=0.0, le=1.0)
     """Fault injection, off by default: fraction of task completions the executor 'loses'."""
 

@@ -41,6 +41,7 @@ from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
+from stellwerk.executor._holds import Holds
 from stellwerk.executor._outcomes import AttemptInvoker, now_ts
 from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._reporting import OutcomeReporter, TaskMetrics
@@ -88,8 +89,10 @@ class TaskRunner:
         workers: WorkerHub | None = None,
         claims: KeyValue | None = None,
         cancelled: CancelledRuns | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.cancelled = cancelled if cancelled is not None else CancelledRuns()
+        self.holds = holds if holds is not None else Holds()
         self.cancelled.listen(self._cancel_run)
         self._claims_kv = claims
         self._nc = nc
@@ -158,7 +161,8 @@ class TaskRunner:
             await asyncio.wait(list(self._running), timeout=5)
 
     async def _fetch_loop(self, durable: str, *, remote: str | None = None) -> None:
-        await self.cancelled.loaded()  # know every cancelled run before taking work
+        # Know every cancelled run and open breaker before taking work.
+        await asyncio.gather(self.cancelled.loaded(), self.holds.breakers.loaded())
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
             while not self._stopping.is_set() and not cancel_requested():
@@ -207,12 +211,8 @@ class TaskRunner:
         if dispatch.run_id in self.cancelled:  # its run was cancelled: never started
             await msg.ack()
             return
-        if dispatch.HasField("not_before"):  # a retry: hand it back until it is due
-            wait = dispatch.not_before.ToNanoseconds() / 1e9 - time.time()
-            if wait > 0.002:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=wait)
-                return
+        if await self.holds.hold(msg, dispatch):  # a retry not due, or its method's breaker
+            return
         tracing.task_started(dispatch, self.executor_id)
         delivery = delivery_of(msg)
         delivered = delivery.num_delivered
@@ -242,9 +242,9 @@ class TaskRunner:
         try:
             # A redelivered attempt may be the one that killed our predecessor: run such
             # suspects one at a time, so a poison task cannot take innocent ones down with it.
-            # A retry handed back until due is redelivered without suspicion: that delivery
-            # was no run (its first run is counted as a re-run, so one is taken off).
-            deferred = dispatch.HasField("not_before")
+            # A retry handed back until due (or held by a breaker) is redelivered without
+            # suspicion: those deliveries were no runs (one is taken off the re-run count).
+            deferred = self.holds.deferred(dispatch)
             async with self._suspects if delivered > 1 and not deferred else _NO_LOCK:
                 if delivered > 1:
                     runs = await self._redelivery.count_run(dispatch)

@@ -20,6 +20,7 @@ from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.records import ExecutorRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import task_store
+from stellwerk.executor._holds import Holds
 from stellwerk.executor._reporting import TaskMetrics
 from stellwerk.executor._runner import TaskRunner
 from stellwerk.executor._servicer import ExecutorServicer
@@ -87,6 +88,7 @@ class Executor(Service):
         self._topology: Topology | None = None
         self._cancelled = CancelledRuns()
         self._cancel_watch: asyncio.Task[None] | None = None
+        self._holds = Holds()  # method breakers, watched in KV (executor/_holds.py)
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_ExecutorServiceServicer_to_server(
@@ -137,7 +139,9 @@ class Executor(Service):
             claims=topology.claims,
             cancelled=self._cancelled,
             workers=self.workers,
+            holds=self._holds,
         )
+        self.supervise(self._holds.breakers.watch(topology.runs), name="breaker-watch")
         self._runner.start(consumers, self.supervise)
         self._cancel_watch = self.supervise(
             self._cancelled.watch(topology.runs), name="cancel-watch"
@@ -152,6 +156,7 @@ class Executor(Service):
         # a reconnect is usually a failover to another node while the consumers live on, so
         # claims are kept; the heartbeat still gives one up after a gap of most of a lease.
         self._cancelled.renew()  # the watch may have missed markers meanwhile
+        self._holds.breakers.renew()
         if self._runner is not None:
             self._runner.note_reconnect()
             if self.settings.replicas == 1:

@@ -23,6 +23,7 @@ from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import LATENCY_BUCKETS, Counter, Histogram, Registry
 from stellwerk.core.progress import Outcome, Progress, decode_outcome, unreadable_outcome
+from stellwerk.resolver._resilience import ResolutionGuard
 
 __all__ = ["EventConsumer", "EventMetrics"]
 
@@ -61,8 +62,9 @@ class EventMetrics:
             ),
             retries=registry.counter(
                 "stellwerk_resolution_retries",
-                "Task events whose application must be tried again (NATS unavailable, a "
-                "compare-and-set lost too often, or an outcome ahead of its dispatch record)",
+                "Task events whose application must be tried again, in place or handed back "
+                "(NATS unavailable, a compare-and-set lost too often, a pass that failed, or an "
+                "outcome ahead of its dispatch record)",
             ),
         )
 
@@ -77,8 +79,10 @@ class EventConsumer:
         progress: Progress,
         dedup_window: float,
         metrics: EventMetrics,
+        guard: ResolutionGuard,
         max_in_flight: int = 512,
     ) -> None:
+        self._guard = guard  # retries in place, breakers (_resilience.py)
         self._js = js
         self._progress = progress
         self._dedup_window = dedup_window
@@ -173,12 +177,20 @@ class EventConsumer:
             (t for t in (delivery_of(m).stored_at for m, _, _ in readable) if t is not None),
             default=time.time(),
         )
+        run_id = readable[0][2].run_id
+        held = self._guard.held(run_id)
+        if held is not None:  # the run's resolution breaker is open: back after its cool-down
+            await _hand_back([msg for msg, _, _ in readable], held)
+            return
+        outcomes = [outcome for _, _, outcome in readable]
         try:
             # Re-sending a dispatch is only safe while the dedup window still covers the first
             # send (see core/progress and the reconciler).
-            early = await self._progress.apply_many(
-                [outcome for _, _, outcome in readable],
-                may_republish=time.time() - oldest < self._dedup_window / 2,
+            early = await self._guard.apply(
+                len(readable),
+                lambda: self._progress.apply_many(
+                    outcomes, may_republish=time.time() - oldest < self._dedup_window / 2
+                ),
             )
         except Exception as exc:  # NATS away, a lost race run out of retries, a bug
             logger.warning(
@@ -187,16 +199,16 @@ class EventConsumer:
                 readable[0][2].run_id,
                 exc,
             )
-            self._metrics.retries.inc(len(readable))
-            for msg, _, _ in readable:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+            await self._guard.run_failed(run_id, exc)
+            self._guard.count(len(readable))
+            await _hand_back([msg for msg, _, _ in readable], self._guard.held(run_id) or 1.0)
             return
+        await self._guard.applied(run_id, outcomes)  # breakers: nothing to do on the hot path
         now = time.perf_counter()
         early_ids = {id(outcome) for outcome in early}
         for msg, received, outcome in readable:
             if id(outcome) in early_ids and await self._offer_again(msg, outcome):
-                self._metrics.retries.inc()
+                self._guard.count(1)
                 continue
             self._metrics.resolution.observe(now - received)
             self._metrics.applied.inc()
@@ -221,3 +233,9 @@ class EventConsumer:
         with contextlib.suppress(Exception):
             await msg.nak(delay=min(0.01 * 2 ** min(tries, 10), 2.0))
         return True
+
+
+async def _hand_back(msgs: list[Msg], delay: float) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):  # not handed back: redelivered after ack_wait
+            await msg.nak(delay=max(delay, 0.01))

@@ -33,7 +33,7 @@ class Wait(StrEnum):
     QUEUED = "QUEUED"
     CLAIMED = "CLAIMED"
     RETRY = "RETRY"
-    BREAKER = "BREAKER"  # reserved: circuit breakers come with failure handling
+    BREAKER = "BREAKER"  # set by _breakers.held_by_breakers
     BLOCKED = "BLOCKED"
     LOST = "LOST"
     REPORTED = "REPORTED"

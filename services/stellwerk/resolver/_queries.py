@@ -83,6 +83,7 @@ class RunReader:
         tasks: DocumentStore[TaskRecord],
     ) -> None:
         self._runs_kv = runs_kv
+        self.runs_kv = runs_kv  # for the breakers' reads (_breakers.py)
         self._tasks_kv = tasks_kv
         self._runs = runs
         self._tasks = tasks

@@ -9,6 +9,7 @@ import logging
 import grpc
 from nats.aio.client import Client as NatsClient
 
+from stellwerk.core.breaker_book import BreakerBook
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
 from stellwerk.core.monitoring import MonitorServicer
@@ -19,6 +20,7 @@ from stellwerk.resolver._events import EventConsumer, EventMetrics
 from stellwerk.resolver._explain import Explainer
 from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
+from stellwerk.resolver._resilience import ResolutionGuard
 from stellwerk.resolver._servicer import WorkflowServicer
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.monitoring.v1 import monitor_service_pb2 as monitor_api
@@ -46,6 +48,7 @@ class Resolver(Service):
         self._cancel_watch: asyncio.Task[None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._event_metrics = EventMetrics.create(self.metrics)
+        self._breakers = BreakerBook()  # run and method breakers, watched in KV
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         api_grpc.add_WorkflowServiceServicer_to_server(
@@ -94,6 +97,7 @@ class Resolver(Service):
 
     def on_reconnected(self) -> None:
         self._cancelled.renew()  # the watch may have missed markers meanwhile
+        self._breakers.renew()
 
     def _get_reader(self) -> RunReader:
         if self._reader is None:
@@ -135,16 +139,26 @@ class Resolver(Service):
             self._cancelled.watch(topology.runs), name="cancel-watch"
         )
         await ensure_resolver_consumer(topology.js, self.settings)
+        guard = ResolutionGuard(
+            book=self._breakers,
+            tasks=tasks,
+            settings=self.settings,
+            retries=self._event_metrics.retries,
+        )
+        self.supervise(self._breakers.watch(topology.runs), name="breaker-watch")
+        self.supervise(guard.publish_count(topology.runs), name="retry-count")
         consumer = EventConsumer(
             js=topology.js,
             progress=self._progress,
             dedup_window=self.settings.dedup_window,
             metrics=self._event_metrics,
+            guard=guard,
         )
         self._loop_task = self.supervise(self._consume(consumer), name="resolver-events")
 
     async def _consume(self, consumer: EventConsumer) -> None:
-        await self._cancelled.loaded()  # know every cancelled run before applying outcomes
+        # Know every cancelled run and breaker before applying outcomes.
+        await asyncio.gather(self._cancelled.loaded(), self._breakers.loaded())
         await consumer.run()
 
     async def stop_work(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
+from stellwerk.core.breaker_book import breaker_to_proto
 from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_to_proto, timestamp
 from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
+from stellwerk.resolver._breakers import breakers_of_run, held_by_breakers
 from stellwerk.resolver._explain import Explainer, Wait
 from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
@@ -138,7 +141,11 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         run = await reader.header(request.run_id)
         full = request.view != pb.RUN_VIEW_BASIC
         tasks = await reader.tasks(run.id, as_of=run) if full else None
-        return api.GetRunResponse(run=run_to_proto(run, tasks))
+        message = run_to_proto(run, tasks)
+        if tasks is not None:  # the breakers that concern it (full view only)
+            for breaker in await breakers_of_run(reader.runs_kv, run.id, tasks):
+                message.breakers.append(breaker_to_proto(breaker, time.time()))
+        return api.GetRunResponse(run=message)
 
     async def ListRuns(
         self, request: api.ListRunsRequest, context: Context
@@ -167,8 +174,11 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     ) -> api.ExplainRunResponse:
         reader = self._reader()
         run = await reader.header(request.run_id)
-        explained = await self._explainer()(run, await reader.tasks(run.id, as_of=run))
+        tasks = await reader.tasks(run.id, as_of=run)
+        breakers = await breakers_of_run(reader.runs_kv, run.id, tasks)
+        explained = held_by_breakers(await self._explainer()(run, tasks), tasks, breakers)
         response = api.ExplainRunResponse(run=run_to_proto(run))
+        response.breakers.extend(breaker_to_proto(b, time.time()) for b in breakers)
         for item in explained:
             entry = response.tasks.add(
                 task_id=item.task_id,

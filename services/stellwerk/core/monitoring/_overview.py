@@ -1,4 +1,5 @@
-"""Counting workflows and tasks by state, straight from KV."""
+"""Counting workflows and tasks by state, straight from KV; the breakers that are not CLOSED
+and the resolvers' resolution retries too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from collections import Counter
 
 from nats.js.kv import KeyValue
 
+from stellwerk.core.breaker_book import (
+    all_breakers,
+    breaker_to_proto,
+    resolution_retries,
+    visible_breakers,
+)
 from stellwerk.core.convert import timestamp
 from stellwerk.core.kvscan import snapshot
 from stellwerk.core.records import ExecutorRecord, RunRecord, TaskRecord
@@ -40,6 +47,9 @@ async def build_overview(
         seen = timestamp(record.last_seen)
         assert seen is not None
         item.last_seen_time.CopyFrom(seen)
+    for breaker in visible_breakers(await all_breakers(runs), now):
+        response.breakers.append(breaker_to_proto(breaker, now))
+    response.resolution_retries = await resolution_retries(runs)
     as_of = timestamp(now)
     assert as_of is not None
     response.as_of_time.CopyFrom(as_of)
