@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -237,3 +238,42 @@ async def test_the_python_client_explains_and_reports_health(
         "consistency",
     ]
     assert any(q.consumer == "resolver" for q in report.queues)
+
+
+async def test_a_run_waiting_for_a_retry_is_not_reported_stuck(nats_server: NatsServer) -> None:
+    """A retry due later is a run waiting by design: the progress check must not call it stuck
+    however long the backoff, only once the retry is due and nothing moves."""
+    env = {**FAST, "STELLWERK_STUCK_AFTER": "0.5"}
+    procs = {
+        "resolver": ServiceProcess("resolver", nats_server.url, env=env),
+        "executor": ServiceProcess("executor", nats_server.url, env=env),
+    }
+    for proc in procs.values():
+        proc.start()
+    try:
+        await ready(procs)
+        document = (
+            "tasks: [{id: slow, method: test/fail,"
+            " retry: {max_attempts: 2, base_delay: 60, jitter: false}}]"
+        )
+        async with await Client.connect(procs["resolver"].address) as client:
+            run = await client.submit(document)
+
+            async def waiting_for_its_retry() -> bool:
+                [task] = (await client.get(run.run_id)).tasks
+                return task.state.value == "RETRY_WAIT"
+
+            await eventually(waiting_for_its_retry, message="the task waits for its retry")
+            seen_waiting = time.time()
+
+            async def report_after_stuck_after() -> bool:
+                report = await client.health()
+                return report.as_of is not None and (report.as_of.timestamp() > seen_waiting + 1.0)
+
+            await eventually(report_after_stuck_after, message="a report past stuck_after")
+            report = await client.health()
+        progress = next(c for c in report.checks if c.name == "progress")
+        assert progress.ok, progress.details
+    finally:
+        for proc in procs.values():
+            proc.terminate()
