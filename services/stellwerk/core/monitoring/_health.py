@@ -100,9 +100,12 @@ async def assess(
     for run in running:
         raw = await snapshot(tasks, names.task_prefix(run.id))
         records = {t.id: t for t in (TaskRecord.from_bytes(v) for v in raw.values())}
+        # A retry due later is a run waiting by design, not standing still: its due time
+        # counts as movement (it is stuck only if nothing happens once the retry is due).
         moved = max(
             [run.created_at, *(t.dispatched_at or 0 for t in records.values())]
             + [t.ended_at or 0 for t in records.values()]
+            + [t.retry_at or 0 for t in records.values()]
         )
         if now - moved > settings.stuck_after:
             health.stuck.append(StuckRun(run.id, now - moved))
