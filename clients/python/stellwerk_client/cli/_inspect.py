@@ -29,6 +29,9 @@ async def cmd_health(args: argparse.Namespace) -> int:
             report = await call(
                 stub.GetHealthReport(mon.GetHealthReportRequest(), timeout=DEFAULT_TIMEOUT)
             )
+            overview = await call(
+                stub.GetOverview(mon.GetOverviewRequest(), timeout=DEFAULT_TIMEOUT)
+            )
     except StellwerkError as exc:
         return exit_for_error(exc, prog="stellwerk health", address=address, as_json=args.json)
     if args.json:
@@ -53,6 +56,8 @@ async def cmd_health(args: argparse.Namespace) -> int:
                     }
                     for q in report.queues
                 ],
+                "breakers": [_breaker_json(b) for b in overview.breakers],
+                "resolution_retries": overview.resolution_retries,
             }
         )
     else:
@@ -65,7 +70,28 @@ async def cmd_health(args: argparse.Namespace) -> int:
         for queue in report.queues:
             print(f"  queue {queue.stream}/{queue.consumer}: {queue.pending} pending, "
                   f"{queue.ack_pending} unacknowledged")  # fmt: skip
+        for breaker in overview.breakers:
+            print(f"  {_breaker_line(breaker)}")
+        print(f"  resolution retries: {overview.resolution_retries}")
     return EXIT_OK if report.healthy else EXIT_FAILED
+
+
+def _breaker_line(breaker: pb.CircuitBreaker) -> str:
+    """One breaker that is not CLOSED, for people."""
+    state = pb.BreakerState.Name(breaker.state).removeprefix("BREAKER_STATE_")
+    line = f"breaker {breaker.scope}: {state} ({breaker.failures} failures"
+    if breaker.HasField("retry_time"):
+        line += f", trial at {breaker.retry_time.ToDatetime().strftime('%H:%M:%S')}Z"
+    return line + ")"
+
+
+def _breaker_json(breaker: pb.CircuitBreaker) -> dict[str, object]:
+    return {
+        "scope": breaker.scope,
+        "state": pb.BreakerState.Name(breaker.state).removeprefix("BREAKER_STATE_"),
+        "failures": breaker.failures,
+        "retry_time": breaker.retry_time.ToJsonString() if breaker.HasField("retry_time") else None,
+    }
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:
@@ -99,11 +125,14 @@ async def cmd_explain(args: argparse.Namespace) -> int:
                     }
                     for t in reply.tasks
                 },
+                "breakers": [_breaker_json(b) for b in reply.breakers],
             }
         )
         return EXIT_OK
     state = pb.RunState.Name(reply.run.state).removeprefix("RUN_STATE_")
     print(f"run {reply.run.run_id} ({reply.run.workflow_name}): {state}")
+    for breaker in reply.breakers:
+        print(f"  {_breaker_line(breaker)}")
     if not reply.tasks:
         print("  every task has ended")
     width = max((len(t.task_id) for t in reply.tasks), default=0)
