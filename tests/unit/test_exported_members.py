@@ -170,6 +170,11 @@ EXPORTED: dict[str, list[str]] = {
         "ensure_topology",
         "last_message",
     ],
+    "stellwerk.core.checkpoints": [
+        "CheckpointInfo",
+        "CheckpointStore",
+        "checkpoint_id_for",
+    ],
     "stellwerk.core.kvscan": [
         "list_keys",
         "remove",
@@ -270,6 +275,7 @@ EXPORTED: dict[str, list[str]] = {
         "Dispatcher",
         "Outcome",
         "Progress",
+        "Restarter",
         "decode_outcome",
         "handoff_unfinished",
         "resolve_params",

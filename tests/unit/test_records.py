@@ -52,6 +52,8 @@ def test_both_encoders_agree() -> None:
             "heartbeat_timeout",
             "on_failure",
             "alternative",
+            "restart",  # written once not 0
+            "attempt_base",
         ):
             del fields[name]  # written only when set
         stdlib = json.dumps({**fields, "v": 1}, separators=(",", ":"), ensure_ascii=False).encode()

@@ -102,6 +102,7 @@ def run_to_proto(run: RunRecord, tasks: list[TaskRecord] | None = None) -> pb.Ru
         task_count=run.task_count,
         request_id=run.request_id,
         error=run.error or "" if run.state.value != "RUNNING" else "",
+        restarts=run.restarts,
     )
     if (created := timestamp(run.created_at)) is not None:
         message.create_time.CopyFrom(created)

@@ -175,6 +175,7 @@ class Topology:
     tasks: KeyValue
     executors: KeyValue
     claims: KeyValue  # who runs a long attempt, for `explain` (never read on the hot path)
+    checkpoints: KeyValue  # saved copies of runs (core/checkpoints.py), operator actions only
     writer: JetStreamWriter  # the hot path's publishes and compare-and-sets (core/publish.py)
 
 
@@ -310,9 +311,16 @@ async def _ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
     executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)
     claims = await _ensure_bucket(js, names.CLAIMS_BUCKET, settings, ttl=names.CLAIMS_TTL)
+    checkpoints = await _ensure_bucket(js, names.CHECKPOINTS_BUCKET, settings)
     writer = await JetStreamWriter.open(nc)
     return Topology(
-        js=js, runs=runs, tasks=tasks, executors=executors, claims=claims, writer=writer
+        js=js,
+        runs=runs,
+        tasks=tasks,
+        executors=executors,
+        claims=claims,
+        checkpoints=checkpoints,
+        writer=writer,
     )
 
 

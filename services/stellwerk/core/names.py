@@ -12,6 +12,7 @@ import hashlib
 from stellwerk_client.wire import is_run_id  # the client checks ids too
 
 __all__ = [
+    "CHECKPOINTS_BUCKET",
     "CLAIMS_BUCKET",
     "CLAIMS_TTL",
     "DISPATCH_STREAM",
@@ -23,6 +24,9 @@ __all__ = [
     "RUNS_BUCKET",
     "TASKS_BUCKET",
     "cancel_key",
+    "checkpoint_key",
+    "checkpoint_lookup",
+    "checkpoint_part_key",
     "claim_key",
     "decode_token",
     "dispatch_consumer",
@@ -34,9 +38,13 @@ __all__ = [
     "event_subject",
     "finished_key",
     "idempotency_key",
+    "is_checkpoint_id",
     "is_run_id",
     "order_key",
     "request_key",
+    "restart_key",
+    "run_checkpoints_filter",
+    "run_dispatches_filter",
     "run_events_filter",
     "run_key",
     "run_of_event_subject",
@@ -167,6 +175,47 @@ def cancel_key(run_id: str) -> str:
     """Marker of a cancelled run (``*`` for the watch's filter), written after the header's
     cancel; executors and resolvers watch these (``core/progress/_cancel.py``)."""
     return f"cancel.{run_id}"
+
+
+def restart_key(run_id: str) -> str:
+    """The intent of the run's latest restart (RetryRun, RestoreCheckpoint): its write commits
+    the restart (``core/progress/_restart.py``)."""
+    return f"restart.{run_id}"
+
+
+def run_dispatches_filter(run_id: str) -> str:
+    """Every dispatch subject of one run (purged when the run restarts)."""
+    return f"stellwerk.dispatch.*.{run_id}.*"
+
+
+CHECKPOINTS_BUCKET = "stellwerk-checkpoints"
+"""Checkpoints of runs (``core/checkpoints.py``): a run's task documents in parts, then the
+checkpoint's description, whose creation commits it."""
+
+
+def is_checkpoint_id(checkpoint_id: str) -> bool:
+    """Whether ``checkpoint_id`` has the shape of a checkpoint id (that of a run id)."""
+    return is_run_id(checkpoint_id)
+
+
+def checkpoint_key(run_id: str, checkpoint_id: str) -> str:
+    """Key of a checkpoint's description (its creation commits the checkpoint)."""
+    return f"{run_id}.{checkpoint_id}.meta"
+
+
+def checkpoint_part_key(run_id: str, checkpoint_id: str, index: int) -> str:
+    """Key of part ``index`` of a checkpoint's task documents."""
+    return f"{run_id}.{checkpoint_id}.{index}"
+
+
+def checkpoint_lookup(checkpoint_id: str) -> str:
+    """Filter finding a checkpoint's description by its id alone."""
+    return f"*.{checkpoint_id}.meta"
+
+
+def run_checkpoints_filter(run_id: str) -> str:
+    """Every key of every checkpoint of one run (for removing the run)."""
+    return f"{run_id}.>"
 
 
 def claim_key(run_id: str, task_id: str) -> str:

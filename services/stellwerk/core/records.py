@@ -164,6 +164,9 @@ class _Document:
             del doc["on_failure"]
         if doc.get("alternative", "") is None:
             del doc["alternative"]
+        for counter in ("restart", "attempt_base", "restarts"):  # written once not 0
+            if doc.get(counter, None) == 0:
+                del doc[counter]
         return dumps(doc)
 
     @classmethod
@@ -226,6 +229,13 @@ class TaskRecord(_Document):
     alternative: str | None = None
     """Under ``alternative``: the task that runs when this one has failed for good (it takes
     this task's place: its ``dependents`` and ``sink_index`` are this task's)."""
+    restart: int = 0
+    """The run restart (``RunRecord.restarts``: a RetryRun or RestoreCheckpoint) that last
+    reset or restored this document; a copy of it from before that restart (another
+    process's cache) never settles anything (``core/progress/_propagate``)."""
+    attempt_base: int = 0
+    """Attempts made before the latest restart re-ran this task: its retry policy counts
+    attempts from here, so a re-run gets the policy's whole budget again."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""
@@ -259,6 +269,8 @@ class RunRecord(_Document):
     ended_at: float | None = None
     trace: str | None = None
     """W3C ``traceparent`` of the submit (tracing on): the run's trace."""
+    restarts: int = 0
+    """How many restarts (RetryRun, RestoreCheckpoint) have been applied to the run."""
 
     def evolve(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` applied."""

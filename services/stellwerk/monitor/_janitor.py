@@ -8,11 +8,12 @@ import logging
 import time
 
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.kvscan import list_keys, remove, snapshot
-from stellwerk.core.records import ExecutorRecord, RunRecord
+from stellwerk.core.records import ExecutorRecord, RunRecord, RunState
 from stellwerk.core.settings import Settings
 
 __all__ = ["Janitor"]
@@ -32,7 +33,9 @@ class Janitor:
         tasks: KeyValue,
         executors: KeyValue,
         settings: Settings,
+        checkpoints: KeyValue | None = None,
     ) -> None:
+        self._checkpoints = checkpoints
         self._js = js
         self._runs = runs
         self._tasks = tasks
@@ -46,6 +49,9 @@ class Janitor:
         for key in await list_keys(self._runs, "fin.>"):
             _, end, run_id = key.split(".", 2)
             if int(end) + self._settings.retention <= now:
+                if await self._running(run_id):  # restarted: the index outlived its end
+                    await remove(self._runs, key)
+                    continue
                 await self._remove_run(run_id)
                 await remove(self._runs, key)
                 removed += 1
@@ -65,6 +71,15 @@ class Janitor:
                 await remove(self._executors, key)
         return removed
 
+    async def _running(self, run_id: str) -> bool:
+        """Whether the run is running again (a RetryRun or restore after this end)."""
+        try:
+            entry = await self._runs.get(names.run_key(run_id))
+        except KeyNotFoundError:
+            return False
+        running = entry.value is not None and RunRecord.from_bytes(entry.value).state
+        return running is RunState.RUNNING
+
     async def _has_header(self, run_id: str) -> bool:
         return bool(await list_keys(self._runs, names.run_key(run_id)))
 
@@ -76,6 +91,8 @@ class Janitor:
             if entry.value:
                 request_key = RunRecord.from_bytes(entry.value).request_key
         await remove(self._tasks, names.task_prefix(run_id))
+        if self._checkpoints is not None:  # before the header: a cut-short sweep finds them
+            await remove(self._checkpoints, names.run_checkpoints_filter(run_id))
         await self._js.purge_stream(names.EVENTS_STREAM, subject=names.run_events_filter(run_id))
         # The header goes after the tasks and outcomes, the staging marker last: a sweep cut
         # short by a crash still finds the run through whatever is left.
@@ -83,6 +100,7 @@ class Janitor:
             request_key,
             names.order_key(run_id),
             names.cancel_key(run_id),
+            names.restart_key(run_id),
             names.run_key(run_id),
             names.staging_key(run_id),
         ):

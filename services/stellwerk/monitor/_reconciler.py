@@ -10,6 +10,9 @@ to move it: a dispatch waiting or held in ``STELLWERK_DISPATCH``, or an outcome 
 - settled, but a dependent lacks its bit (or the header lacks its sink bit) and no outcome is
   waiting: the propagation was cut short. Propagate again (idempotent).
 
+Before those, restarts (RetryRun, RestoreCheckpoint) committed but not finished — their intent
+``restart.<run>`` ahead of the header's ``restarts`` — are finished (``Restarter``).
+
 Both act only on tasks older than ``stale_after``: half the dedup window plus a margin. The
 resolver re-sends a cut-short dispatch only while its event is younger than half the window, so the
 two never re-send the same attempt at once. Every action is a compare-and-set or idempotent, so
@@ -27,8 +30,14 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.errors import WrongStateError
-from stellwerk.core.kvscan import snapshot
-from stellwerk.core.progress import CancelledRuns, Canceller, Progress, handoff_unfinished
+from stellwerk.core.kvscan import list_keys, snapshot
+from stellwerk.core.progress import (
+    CancelledRuns,
+    Canceller,
+    Progress,
+    Restarter,
+    handoff_unfinished,
+)
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
 from stellwerk.core.settings import Settings
 
@@ -62,7 +71,9 @@ class Reconciler:
         settings: Settings,
         canceller: Canceller | None = None,
         cancelled: CancelledRuns | None = None,
+        restarter: Restarter | None = None,
     ) -> None:
+        self._restarter = restarter
         self._runs = runs
         self._tasks = tasks
         self._progress = progress
@@ -74,12 +85,17 @@ class Reconciler:
         """One pass over the running runs."""
         now = time.time() if now is None else now
         report = SweepReport()
-        for data in (await snapshot(self._runs, "run.*")).values():
-            run = RunRecord.from_bytes(data)
+        headers = [RunRecord.from_bytes(d) for d in (await snapshot(self._runs, "run.*")).values()]
+        if self._restarter is not None:  # restarts cut short after their commit: finish them
+            restarted = await self._restarter.finish_unfinished(headers)
+            report.moved_runs.update(restarted)  # their headers changed: next sweep's
+            headers = [h for h in headers if h.id not in restarted]
+        for run in headers:
             if run.state is not RunState.RUNNING:
                 continue
             report.runs += 1
-            if run.id in self._cancelled:  # its cancel was cut short after the commit: finish
+            if run.id in self._cancelled and await self._marker_stands(run.id):
+                # Its cancel was cut short after the commit (and no restart removed it): finish
                 if self._canceller is not None:
                     logger.info("finishing the cancel of run %s", run.id)
                     with contextlib.suppress(WrongStateError):  # it ended first
@@ -88,6 +104,11 @@ class Reconciler:
                 continue
             await self._reconcile_run(run, now, report)
         return report
+
+    async def _marker_stands(self, run_id: str) -> bool:
+        """Whether ``run_id``'s cancel marker is in KV (a restart removes it; our set hears of
+        that through a watch, which may lag behind the restarted header)."""
+        return bool(await list_keys(self._runs, names.cancel_key(run_id)))
 
     async def _reconcile_run(self, run: RunRecord, now: float, report: SweepReport) -> None:
         raw = await snapshot(self._tasks, names.task_prefix(run.id))

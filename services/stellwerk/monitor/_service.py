@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 import grpc
 from nats.aio.client import Client as NatsClient
 
+from stellwerk.core.checkpoints import CheckpointStore
 from stellwerk.core.jetstream import Topology
 from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.monitoring import Health, MonitorServicer, assess
-from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress
+from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress, Restarter
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.monitor._gauges import Gauges, refresh
@@ -56,6 +57,7 @@ class Monitor(Service):
             runs=topology.runs,
             tasks=topology.tasks,
             executors=topology.executors,
+            checkpoints=topology.checkpoints,
             settings=self.settings,
         )
         runs = run_store(topology.runs, cache_size=1)
@@ -69,12 +71,24 @@ class Monitor(Service):
         canceller = Canceller(
             runs=runs, tasks=task_store(topology.tasks, cache_size=1), cancelled=self._cancelled
         )
+        restarter = Restarter(
+            js=topology.js,
+            runs=runs,
+            tasks=task_store(topology.tasks, cache_size=1),
+            progress=progress,
+            cancelled=self._cancelled,
+            canceller=canceller,
+            checkpoints=CheckpointStore(
+                topology.checkpoints, part_bytes=self._dispatcher.limits.message
+            ),
+        )
         reconciler = Reconciler(
             runs=topology.runs,
             tasks=topology.tasks,
             progress=progress,
             canceller=canceller,
             cancelled=self._cancelled,
+            restarter=restarter,
             settings=self.settings,
         )
         self._loops = [

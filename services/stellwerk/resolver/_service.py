@@ -10,10 +10,11 @@ import grpc
 from nats.aio.client import Client as NatsClient
 
 from stellwerk.core.breaker_book import BreakerBook
+from stellwerk.core.checkpoints import CheckpointStore
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
 from stellwerk.core.monitoring import MonitorServicer
-from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress
+from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress, Restarter
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.resolver._events import EventConsumer, EventMetrics
@@ -129,12 +130,30 @@ class Resolver(Service):
             runs=run_store(topology.runs, cache_size=1),
             tasks=task_store(topology.tasks, cache_size=1),
         )
+        checkpoints = CheckpointStore(
+            topology.checkpoints, part_bytes=self._progress.dispatcher.limits.message
+        )
         canceller = Canceller(
             runs=run_store(topology.runs, cache_size=1),
             tasks=task_store(topology.tasks, cache_size=1),
             cancelled=self._cancelled,
         )
-        self._operator = Operator(reader=self._reader, canceller=canceller)
+        # Restarts write through the event loop's stores, so its caches see them at once.
+        restarter = Restarter(
+            js=topology.js,
+            runs=runs,
+            tasks=tasks,
+            progress=self._progress,
+            cancelled=self._cancelled,
+            canceller=canceller,
+            checkpoints=checkpoints,
+        )
+        self._operator = Operator(
+            reader=self._reader,
+            canceller=canceller,
+            restarter=restarter,
+            checkpoints=checkpoints,
+        )
         self._cancel_watch = self.supervise(
             self._cancelled.watch(topology.runs), name="cancel-watch"
         )

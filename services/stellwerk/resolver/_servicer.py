@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -13,6 +13,7 @@ from stellwerk.core.convert import run_to_proto, spec_mapping_from_proto, task_t
 from stellwerk.core.errors import InvalidArgumentError, Problem, WorkflowInvalidError, shorten
 from stellwerk.core.records import RunState
 from stellwerk.resolver._breakers import breakers_of_run, held_by_breakers
+from stellwerk.resolver._checkpoints import checkpoint_to_proto
 from stellwerk.resolver._explain import Explainer, Wait
 from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
@@ -41,6 +42,8 @@ _TASK_STATE = {
     "CANCELLED": pb.TASK_STATE_CANCELLED,
 }
 _MAX_REQUEST_ID = 256
+_MAX_TASK_IDS = 1000
+_MAX_TASK_ID = 200  # the longest task id a workflow may have
 _MAX_VALIDATION_BYTES = 1024 * 1024
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -92,6 +95,28 @@ def _check_request_id(request_id: str) -> None:
         raise InvalidArgumentError(
             problems=[Problem(None, "request_id", f"is longer than {_MAX_REQUEST_ID} characters")]
         )
+
+
+def _check_text(field: str, value: str) -> None:
+    if len(value) > _MAX_REQUEST_ID:
+        raise InvalidArgumentError(
+            problems=[Problem(None, field, f"is longer than {_MAX_REQUEST_ID} characters")]
+        )
+
+
+def _check_task_ids(task_ids: Sequence[str]) -> None:
+    """``from_task_ids``: shapes no task id has (unknown ids are the restart's to name)."""
+    if len(task_ids) > _MAX_TASK_IDS:
+        raise InvalidArgumentError(
+            problems=[Problem(None, "from_task_ids", f"more than {_MAX_TASK_IDS} task ids")]
+        )
+    problems = [
+        Problem(None, f"from_task_ids[{i}]", f"is no task id: {shorten(t)}")
+        for i, t in enumerate(task_ids)
+        if not t or len(t) > _MAX_TASK_ID
+    ]
+    if problems:
+        raise InvalidArgumentError(problems=problems)
 
 
 class WorkflowServicer(api_grpc.WorkflowServiceServicer):
@@ -204,28 +229,35 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         run = await self._operator().cancel(request.run_id)
         return api.CancelRunResponse(run=run_to_proto(run))
 
-    # The operator calls below are being built (issue 10); until each lands, it answers
-    # UNIMPLEMENTED rather than pretending.
     async def RetryRun(
         self, request: api.RetryRunRequest, context: Context
     ) -> api.RetryRunResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RetryRun is not available yet")
-        raise AssertionError("abort raises")
+        _check_request_id(request.request_id)
+        _check_task_ids(request.from_task_ids)
+        run = await self._operator().retry(
+            request.run_id, list(request.from_task_ids), request_id=request.request_id
+        )
+        return api.RetryRunResponse(run=run_to_proto(run))
 
     async def CreateCheckpoint(
         self, request: api.CreateCheckpointRequest, context: Context
     ) -> api.CreateCheckpointResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CreateCheckpoint is not available yet")
-        raise AssertionError("abort raises")
+        _check_request_id(request.request_id)
+        _check_text("label", request.label)
+        info = await self._operator().checkpoint(
+            request.run_id, label=request.label, request_id=request.request_id
+        )
+        return api.CreateCheckpointResponse(checkpoint=checkpoint_to_proto(info))
 
     async def ListCheckpoints(
         self, request: api.ListCheckpointsRequest, context: Context
     ) -> api.ListCheckpointsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListCheckpoints is not available yet")
-        raise AssertionError("abort raises")
+        found = await self._operator().checkpoints(request.run_id)
+        return api.ListCheckpointsResponse(checkpoints=[checkpoint_to_proto(i) for i in found])
 
     async def RestoreCheckpoint(
         self, request: api.RestoreCheckpointRequest, context: Context
     ) -> api.RestoreCheckpointResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RestoreCheckpoint is not available yet")
-        raise AssertionError("abort raises")
+        _check_request_id(request.request_id)
+        run = await self._operator().restore(request.checkpoint_id, request_id=request.request_id)
+        return api.RestoreCheckpointResponse(run=run_to_proto(run))

@@ -9,6 +9,7 @@ from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._cancel import CANCELLED_ERROR, CancelledRuns, Canceller
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
 from stellwerk.core.progress._outcome import Outcome, decode_outcome, unreadable_outcome
+from stellwerk.core.progress._restart import Restarter
 from stellwerk.core.progress._strategies import handoff_unfinished
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Dispatcher",
     "Outcome",
     "Progress",
+    "Restarter",
     "decode_outcome",
     "handoff_unfinished",
     "resolve_params",

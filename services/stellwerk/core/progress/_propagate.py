@@ -190,8 +190,12 @@ class Propagation:
             task = current.value
             if task.state is TaskState.CANCELLED:  # its run was cancelled: it stays so
                 return None
-            new_items = [(d, i) for d, i in items if not bitmap_test(task.settled_deps, i)]
+            current_items = [(d, i) for d, i in items if d.restart >= task.restart]  # else stale
+            new_items = [(d, i) for d, i in current_items if not bitmap_test(task.settled_deps, i)]
             if not new_items:
+                if not fresh:  # the cache's word; a restart may have reset the task
+                    fresh = True
+                    continue
                 return await self._already_settled(task, may_republish=may_republish)
             bits, failed, error = task.settled_deps, task.dep_failed, task.error
             for dep, index in new_items:
@@ -223,7 +227,8 @@ class Propagation:
         """``task`` DISPATCHED for its first attempt with its dispatch; or, when that cannot
         be built (a reference that does not resolve, a message too large), settled as failed
         (by its failure strategy) without one."""
-        new = task.evolve(state=TaskState.DISPATCHED, attempt=1, dispatched_at=time.time())
+        attempt = task.attempt + 1  # a re-run goes on from its last attempt (RetryRun)
+        new = task.evolve(state=TaskState.DISPATCHED, attempt=attempt, dispatched_at=time.time())
         try:
             return new, self._dispatcher.encode(new, await self.params(new, known))
         except (TaskError, StellwerkError) as exc:
@@ -275,7 +280,12 @@ class Propagation:
             if current is None:
                 return None
             task = current.value
+            if task.restart > failed.restart:  # ``failed`` predates the restart: stale
+                return None
             if task.state is not TaskState.PENDING:
+                if not fresh:  # the cache's word; a restart may have reset the task
+                    fresh = True
+                    continue
                 return await self._already_settled(task, may_republish=may_republish)
             new, dispatch = await self._ready(task, known)
             written = await self._store(key, new, current.revision, dispatch, may_republish)
@@ -312,7 +322,7 @@ class Propagation:
         been cut short: the dispatch publish, or the propagation of a BLOCKED/FAILED dependent."""
         if not may_republish:
             return None
-        if task.state is TaskState.DISPATCHED and task.generation == 0 and task.attempt == 1:
+        if task.state is TaskState.DISPATCHED and task.generation == 0 and task.retry_at is None:
             # Re-read: if recovery re-dispatched it meanwhile, our generation-0 copy is stale.
             fresh = await self._tasks.get(names.task_key(task.run_id, task.id), fresh=True)
             if (
@@ -337,18 +347,18 @@ class Propagation:
         outputs: dict[str, Any] = {}
         if targets:  # most tasks reference nothing: no gather for them
             found = await asyncio.gather(
-                *(self._result_of(task.run_id, t, known or {}) for t in targets)
+                *(self._result_of(task.run_id, t, known or {}, task.restart) for t in targets)
             )
             outputs = dict(zip(targets, found, strict=True))
         return resolve_params(task, outputs.__getitem__)
 
     async def _result_of(
-        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
+        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int
     ) -> Any:
         """A settled dependency's output (see :meth:`_output`); for one that failed and handed
         off to an alternative, the alternative's (along a chain of them: validated acyclic)."""
         seen = {task_id}
-        while isinstance(found := await self._output(run_id, task_id, known), _StandIn):
+        while isinstance(found := await self._output(run_id, task_id, known, since), _StandIn):
             task_id = found.task_id
             if task_id in seen:
                 raise StellwerkError(f"alternatives of {task_id!r} form a cycle")
@@ -356,7 +366,7 @@ class Propagation:
         return found
 
     async def _output(
-        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
+        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int
     ) -> Any:
         """A settled dependency's output: from the outcomes in hand, the cache, KV, or — when
         its document does not record it yet — its committed outcome in the events stream;
@@ -364,6 +374,8 @@ class Propagation:
         hit = known.get((run_id, task_id))
         key = names.task_key(run_id, task_id)
         cached = await self._tasks.get(key) if hit is None else None
+        if cached is not None and cached.value.restart < since:  # maybe from before a restart
+            cached = None
         for record in (hit, cached.value if cached is not None else None):
             if record is not None and (alternative := stand_in(record)) is not None:
                 return _StandIn(alternative)
@@ -398,7 +410,8 @@ class Propagation:
         def change(run: RunRecord) -> RunRecord | None:
             if run.state is not RunState.RUNNING:  # cancelled: it ended so
                 return None
-            fresh = [t for t in tasks if not bitmap_test(run.settled_sinks, t.sink_index or 0)]
+            current = [t for t in tasks if t.restart >= run.restarts]  # older copies: stale
+            fresh = [t for t in current if not bitmap_test(run.settled_sinks, t.sink_index or 0)]
             if not fresh:
                 return None
             bits, failed, error = run.settled_sinks, run.failed, run.error

@@ -78,11 +78,12 @@ def retry_of(
     """``task`` moved on to its next attempt after its current one failed with ``error``, due
     after the policy's delay; ``None`` when the failure is final (not retryable, or no attempt
     left)."""
-    if not retryable or task.attempt >= max_attempts(task):
+    made = task.attempt - task.attempt_base  # a re-run (RetryRun) starts a fresh budget
+    if not retryable or made >= max_attempts(task):
         return None
     assert task.retry is not None
     ended = end if end is not None else time.time()
-    delay = retry_delay(task.retry, task.attempt, seed=f"{task.run_id}\x00{task.id}")
+    delay = retry_delay(task.retry, made, seed=f"{task.run_id}\x00{task.id}")
     clipped = clip_error(error or "task failed")
     return task.evolve(
         state=TaskState.DISPATCHED,
