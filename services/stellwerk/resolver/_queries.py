@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from nats.js.kv import KeyValue
 
@@ -19,15 +18,13 @@ from stellwerk.core.progress import CANCELLED_ERROR
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
 
-__all__ = ["WATCH_INTERVAL", "RunReader", "TaskChange"]
+__all__ = ["RunReader", "TaskChange"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _CHUNK = 500
 # How long a watch waits, once its run has ended, for the last task changes to arrive.
 _TRAILING_GRACE = 0.05
-WATCH_INTERVAL = 0.025
-"""A watch sends at most this often (seconds): what it coalesces, the resolver is spared."""
 
 
 class TaskChange:
@@ -152,16 +149,12 @@ class RunReader:
         return page, ""
 
     async def watch(self, run_id: str) -> AsyncIterator[TaskChange]:
-        """Changes of the run until it ends: first its current state, then the task changes,
-        coalesced: sent at most every ``WATCH_INTERVAL`` seconds, each task's latest state only
-        (a state it passed through within one interval is not sent), a change that shows
-        nothing new (a dependency's bit in a PENDING task) not at all. A watch therefore costs
-        the resolver about one message per task, whatever the run's pace."""
+        """Changes of the run until it ends: first its current state, then each task change."""
         run = await self.header(run_id)
         yield TaskChange(run, None)
         if run.state is not RunState.RUNNING:
             return
-        queue: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
         task_watch = await self._tasks_kv.watch(names.task_prefix(run_id), ignore_deletes=True)
         run_watch = await self._runs_kv.watch(names.run_key(run_id), ignore_deletes=True)
 
@@ -171,54 +164,40 @@ class RunReader:
                     # A missed update (watcher recreated after a NATS hiccup) costs one tick.
                     entry = await watcher.updates(timeout=5)  # type: ignore[attr-defined]
                 except TimeoutError:  # nats-py also turns our cancellation into this
-                    queue.put_nowait(("tick", "", None))
+                    queue.put_nowait(("tick", None))
                     continue
                 if entry is not None and entry.value:
-                    queue.put_nowait((kind, entry.key, entry.value))
+                    queue.put_nowait((kind, entry.value))
 
         pumps = [
             asyncio.create_task(pump(task_watch, "task")),
             asyncio.create_task(pump(run_watch, "run")),
         ]
-        shown: dict[str, tuple[Any, ...]] = {}  # task id -> what a change last showed of it
-        loop = asyncio.get_running_loop()
-        next_send = 0.0
+        sent: dict[str, str] = {}  # task id -> the state a change last carried
         try:
             while True:
-                batch = [await queue.get()]
-                # Coalesce: wait out the interval since the last send, then take all that came.
-                if (wait := next_send - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                next_send = loop.time() + WATCH_INTERVAL
-                latest: dict[str, bytes] = {}  # key -> raw document; only the last is decoded
-                for kind, key, value in batch:
-                    if kind == "tick":
-                        run = await self.header(run_id)
-                    elif kind == "run" and value is not None:
-                        run = RunRecord.from_bytes(value)
-                    elif value is not None:
-                        latest[key] = value
-                for value in latest.values():
+                kind, value = await queue.get()
+                if kind == "tick":
+                    run = await self.header(run_id)
+                elif kind == "run" and value is not None:
+                    run = RunRecord.from_bytes(value)
+                elif value is not None:
                     task = TaskRecord.from_bytes(value)
-                    if shown.get(task.id) != (seen := _shown(task)):
-                        shown[task.id] = seen
-                        yield TaskChange(run, task)
+                    sent[task.id] = task.state.value
+                    yield TaskChange(run, task)
+                    continue
                 if run.state is not RunState.RUNNING:
                     # The header is written after its tasks' documents, but the two watchers
                     # deliver independently: let the tasks' last changes arrive first...
                     async for change in _trailing_changes(queue, run):
                         if change.task is not None:
-                            shown[change.task.id] = _shown(change.task)
+                            sent[change.task.id] = change.task.state.value
                         yield change
                     # ...and whatever a loaded machine delivers later still, read it: the
                     # documents are final now, so the stream always ends with every end state.
-                    # (Not needed when every task was shown settled: it never changes again.)
-                    if not _all_shown_settled(shown, run):
-                        for task in await self.tasks(run_id, as_of=run):
-                            if shown.get(task.id) != _shown(task):
-                                yield TaskChange(run, task)
+                    for task in await self.tasks(run_id, as_of=run):
+                        if sent.get(task.id) != task.state.value:
+                            yield TaskChange(run, task)
                     yield TaskChange(run, None)
                     return
         finally:
@@ -230,28 +209,6 @@ class RunReader:
             for w in (task_watch, run_watch):
                 with contextlib.suppress(Exception):
                     await w.stop()
-
-
-def _all_shown_settled(shown: dict[str, tuple[Any, ...]], run: RunRecord) -> bool:
-    """Whether the watch has shown every task of ``run`` in a settled state (which a cancel's
-    ``as_of_header`` does not change either)."""
-    return len(shown) >= run.task_count and all(seen[0].settled for seen in shown.values())
-
-
-def _shown(task: TaskRecord) -> tuple[Any, ...]:
-    """What a watcher sees of a task (``convert.task_to_proto``): a change of anything else
-    (the bits of settled dependencies, a re-run count) is not sent."""
-    return (
-        task.state,
-        task.attempt,
-        task.error,
-        task.executor_id,
-        task.dispatched_at,
-        task.ended_at,
-        task.retry_at,
-        task.has_result,
-        len(task.history),
-    )
 
 
 def as_of_header(run: RunRecord, task: TaskRecord) -> TaskRecord:
@@ -267,13 +224,13 @@ def as_of_header(run: RunRecord, task: TaskRecord) -> TaskRecord:
 
 
 async def _trailing_changes(
-    queue: asyncio.Queue[tuple[str, str, bytes | None]], run: RunRecord
+    queue: asyncio.Queue[tuple[str, bytes | None]], run: RunRecord
 ) -> AsyncIterator[TaskChange]:
     """Task changes that arrive within ``_TRAILING_GRACE`` seconds of the run's end."""
     deadline = asyncio.get_running_loop().time() + _TRAILING_GRACE
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
-            kind, _key, value = await asyncio.wait_for(queue.get(), left)
+            kind, value = await asyncio.wait_for(queue.get(), left)
         except TimeoutError:
             return
         if kind == "task" and value is not None:
