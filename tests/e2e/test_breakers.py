@@ -16,6 +16,7 @@ from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
 from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as mon_grpc
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
+from stellwerk_client import BreakerState, Client, MonitorClient
 from tests.e2e.helpers import submit, tasks_by_id, wait_done
 from tests.e2e.test_recovery import Cluster, cluster, js, stub_for  # noqa: F401 -- fixtures
 from tests.support.polling import eventually
@@ -141,7 +142,29 @@ async def test_open_method_breaker_shows_in_the_overview_and_the_cli(
     assert breaker.state == pb.BREAKER_STATE_OPEN and breaker.failures == 3
 
     _, out = await _cli(["health", "--address", resolver.address])
+    assert f"breaker {SCOPE}: OPEN (3 failures" in out and "resolution retries:" in out, out
+
+    # A task of the method submitted now is held: status, explain and the typed client say so.
+    held = await submit(stub, _switch_tasks(["later"], flag, attempts=1))
+    _, out = await _cli(["status", held.run_id, "--address", resolver.address])
     assert f"breaker {SCOPE}: OPEN" in out, out
+
+    async def explained() -> str | None:
+        _, text = await _cli(["explain", held.run_id, "--address", resolver.address])
+        return text if "BREAKER" in text else None
+
+    out = await eventually(explained, message="stellwerk explain: held by the breaker")
+    assert f"breaker {SCOPE}: OPEN" in out and "held by the open breaker" in out, out
+    async with await Client.connect(resolver.address) as client:
+        run = await client.get(held.run_id)
+        assert [(b.scope, b.state) for b in run.breakers] == [(SCOPE, BreakerState.OPEN)]
+        assert run.breakers[0].failures == 3 and run.breakers[0].retry_at is not None
+        explanation = await client.explain(held.run_id)
+        assert explanation.breakers[0].scope == SCOPE
+        assert explanation.tasks[0].reason == "BREAKER"
+    async with await MonitorClient.connect(resolver.address) as monitor_client:
+        overview = await monitor_client.get_overview()
+        assert [b.scope for b in overview.breakers] == [SCOPE]
 
 
 async def _cli(argv: list[str]) -> tuple[int, str]:

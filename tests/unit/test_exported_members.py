@@ -32,6 +32,8 @@ EXPORTED: dict[str, list[str]] = {
     ],
     "stellwerk_client": [
         "AlreadyExistsError",
+        "BreakerState",
+        "CircuitBreaker",
         "Client",
         "ConflictError",
         "DEFAULT_TIMEOUT",

@@ -26,6 +26,8 @@ from ._inspection import HealthCheck, HealthReport, QueueDepth, RunExplanation, 
 from ._services import ExecutorClient, MonitorClient
 from ._sync import SyncClient
 from ._types import (
+    BreakerState,
+    CircuitBreaker,
     ExecutorInfo,
     ExecutorStatus,
     Method,
@@ -56,6 +58,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "WATCH_SEGMENT",
     "AlreadyExistsError",
+    "BreakerState",
+    "CircuitBreaker",
     "Client",
     "ConflictError",
     "DeadlineExceededError",

@@ -10,7 +10,7 @@ from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 
-from ._types import Run, TaskState, _enum, _time
+from ._types import CircuitBreaker, Run, TaskState, _enum, _time
 
 __all__ = ["HealthCheck", "HealthReport", "QueueDepth", "RunExplanation", "TaskWait"]
 
@@ -19,8 +19,9 @@ __all__ = ["HealthCheck", "HealthReport", "QueueDepth", "RunExplanation", "TaskW
 class TaskWait:
     """What one task that has not ended waits for.
 
-    ``reason`` is ``DEPENDENCIES``, ``QUEUED``, ``CLAIMED``, ``BLOCKED``, ``LOST``, ``REPORTED``
-    (``RETRY`` and ``BREAKER`` are reserved), ``summary`` one line for people.
+    ``reason`` is ``DEPENDENCIES``, ``QUEUED``, ``CLAIMED``, ``RETRY``, ``BREAKER`` (held by an
+    open circuit breaker until ``until``), ``BLOCKED``, ``LOST`` or ``REPORTED``; ``summary``
+    one line for people.
     """
 
     task_id: str
@@ -40,6 +41,8 @@ class RunExplanation:
 
     run: Run
     tasks: tuple[TaskWait, ...]
+    breakers: tuple[CircuitBreaker, ...] = ()
+    """The circuit breakers that concern the run and are not CLOSED."""
 
     @classmethod
     def from_proto(cls, message: api.ExplainRunResponse) -> RunExplanation:
@@ -58,7 +61,8 @@ class RunExplanation:
             )
             for t in message.tasks
         )
-        return cls(Run.from_proto(message.run), waits)
+        breakers = tuple(CircuitBreaker.from_proto(b) for b in message.breakers)
+        return cls(Run.from_proto(message.run), waits, breakers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from .errors import NotFoundError, Problem, shorten
 
 __all__ = [
+    "BreakerState",
+    "CircuitBreaker",
     "ExecutorInfo",
     "ExecutorStatus",
     "Method",
@@ -188,6 +190,46 @@ class TaskRun:
         )
 
 
+class BreakerState(StrEnum):
+    """The state of a circuit breaker (``UNSPECIFIED``: one this client does not know)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    """Too many failures: what it guards waits (tasks of its method, without spending attempts;
+    or its run's resolution) until ``retry_at``."""
+    HALF_OPEN = "HALF_OPEN"
+    """The cool-down ended: one trial goes; its success closes the breaker."""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """A circuit breaker that is not CLOSED: ``scope`` is ``method:<method>`` (around the
+    method's executions) or ``run:<run id>`` (around the run's dependency resolution)."""
+
+    scope: str
+    state: BreakerState
+    failures: int
+    """Failures counted in its current window."""
+    retry_at: datetime | None
+    """While OPEN: when it turns HALF_OPEN."""
+    changed_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, message: pb.CircuitBreaker) -> CircuitBreaker:
+        """Convert the contract message."""
+        name = str(pb.BreakerState.Name(message.state)).removeprefix("BREAKER_STATE_")
+        return cls(
+            scope=message.scope,
+            state=BreakerState(name)
+            if name in BreakerState.__members__
+            else BreakerState.UNSPECIFIED,
+            failures=message.failures,
+            retry_at=_time(message, "retry_time"),
+            changed_at=_time(message, "change_time"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One execution of a workflow: its state and (in the full view) every task."""
@@ -205,6 +247,8 @@ class Run:
     ended_at: datetime | None = None
     request_id: str = ""
     error: str | None = None
+    breakers: tuple[CircuitBreaker, ...] = ()
+    """The circuit breakers that concern it and are not CLOSED (full view only)."""
 
     @property
     def finished(self) -> bool:
@@ -238,6 +282,7 @@ class Run:
             ended_at=_time(message, "end_time"),
             request_id=message.request_id,
             error=message.error or None,
+            breakers=tuple(CircuitBreaker.from_proto(b) for b in message.breakers),
         )
 
 
@@ -325,6 +370,10 @@ class Overview:
     tasks: dict[TaskState, int]
     executors: tuple[ExecutorStatus, ...]
     as_of: datetime | None
+    breakers: tuple[CircuitBreaker, ...] = ()
+    """Every circuit breaker that is not CLOSED."""
+    resolution_retries: int = 0
+    """Resolution retries counted by the resolvers (transient NATS/KV errors and the like)."""
 
     @classmethod
     def from_proto(cls, message: mon.GetOverviewResponse) -> Overview:
@@ -340,4 +389,11 @@ class Overview:
             ExecutorStatus(e.id, tuple(e.methods), _time(e, "last_seen_time"), e.alive)
             for e in message.executors
         )
-        return cls(runs, tasks, executors, _time(message, "as_of_time"))
+        return cls(
+            runs,
+            tasks,
+            executors,
+            _time(message, "as_of_time"),
+            breakers=tuple(CircuitBreaker.from_proto(b) for b in message.breakers),
+            resolution_retries=message.resolution_retries,
+        )

@@ -100,9 +100,21 @@ async def _follow(
 
 def _print_run(run: Run, *, as_json: bool) -> None:
     if as_json:
-        emit_json(run_json(run))
+        breakers = [
+            {
+                "scope": b.scope,
+                "state": b.state.value,
+                "failures": b.failures,
+                "retry_time": b.retry_at.isoformat() if b.retry_at else None,
+            }
+            for b in run.breakers
+        ]
+        emit_json({**run_json(run), "breakers": breakers})
     else:
         print("\n".join(run_summary(run)), flush=True)
+        for b in run.breakers:  # circuit breakers that hold (part of) the run
+            trial = f", trial at {b.retry_at:%H:%M:%S}Z" if b.retry_at else ""
+            print(f"  breaker {b.scope}: {b.state.value} ({b.failures} failures{trial})")
 
 
 async def with_client(args: argparse.Namespace, prog: str, body: _Body) -> int:
