@@ -52,6 +52,7 @@ def test_both_encoders_agree() -> None:
             "heartbeat_timeout",
             "on_failure",
             "alternative",
+            "stored_result",
             "restart",  # written once not 0
             "attempt_base",
         ):

@@ -60,13 +60,16 @@ def _json_text(value: Any) -> str:
 def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:
     """A task document as the ``TaskRun`` clients see."""
     waiting = retry_waiting(task, time.time())
+    stored = task.stored_result if task.has_result else None
     state = pb.TASK_STATE_RUNNING if running else _TASK_STATE[task.state.value]
     message = pb.TaskRun(
         task_id=task.id,
         name=task.name,
         method=task.method,
         state=pb.TASK_STATE_RETRY_WAIT if waiting else state,
-        result_json=_json_text(task.result) if task.has_result else "",
+        # A result stored out of line shows its size here; GetRun fills in its text.
+        result_json=_json_text(task.result) if task.has_result and not stored else "",
+        result_size=int(stored["size"]) if stored else 0,
         attempts=task.attempt - 1 if waiting else task.attempt,
         error=task.error or "" if task.state.settled else "",
         dependencies=task.dependencies,

@@ -195,6 +195,23 @@ def _outcomes(settings: Settings) -> StreamConfig:
     )
 
 
+def _blobs(settings: Settings) -> StreamConfig:
+    """Large results and parameters in chunks (``core/blobs.py``): the last message per chunk
+    subject stays, so storing the same text again replaces each chunk with itself; direct gets
+    read chunks without the JSON (base64) stream API."""
+    return StreamConfig(
+        name=names.BLOBS_STREAM,
+        subjects=[names.BLOBS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.dedup_window,
+        allow_direct=True,
+    )
+
+
 def _work_queue(name: str, subjects: str, settings: Settings) -> StreamConfig:
     return StreamConfig(
         name=name,
@@ -307,6 +324,7 @@ async def _ensure_topology(nc: NatsClient, settings: Settings) -> Topology:
     js = nc.jetstream(timeout=10)
     await _ensure_stream(js, _work_queue(names.DISPATCH_STREAM, names.DISPATCH_SUBJECTS, settings))
     await _ensure_stream(js, _outcomes(settings))
+    await _ensure_stream(js, _blobs(settings))
     runs = await _ensure_bucket(js, names.RUNS_BUCKET, settings)
     tasks = await _ensure_bucket(js, names.TASKS_BUCKET, settings)
     executors = await _ensure_bucket(js, names.EXECUTORS_BUCKET, settings)

@@ -5,8 +5,11 @@ server's ``max_payload`` (1 MiB by default; ``stellwerk dev`` and the tests run 
 beyond it is refused by the client (``MaxPayloadError``) — as "unavailable", which invites a
 retry that can never succeed. So sizes are checked where they enter, against these figures:
 
-* a **task result** may hold at most :attr:`Limits.result` bytes (JSON): half the message
-  limit, at most :data:`MAX_RESULT` (larger results are for an object store);
+* a **task result** travels inline (in its outcome event and its task document) up to
+  :attr:`Limits.result` bytes (JSON): half the message limit, at most :data:`MAX_RESULT`. A
+  larger one, up to ``STELLWERK_MAX_RESULT_BYTES`` (default :data:`DEFAULT_MAX_RESULT_BYTES`),
+  is stored in chunks (``core/blobs.py``) and referenced; beyond that cap it fails its task
+  (:func:`result_over_cap`);
 * a **task document as submitted** (definition: params, metadata, ids, dependents, ...) must
   leave room for its largest result plus :data:`BOOKKEEPING` (error, executor id, times);
 * the **run header** as submitted must leave :data:`BOOKKEEPING` for its request id and error;
@@ -25,6 +28,7 @@ from stellwerk_client.wire import GRPC_MAX_MESSAGE_BYTES  # shared with the clie
 
 __all__ = [
     "BOOKKEEPING",
+    "DEFAULT_MAX_RESULT_BYTES",
     "GRPC_MAX_MESSAGE_BYTES",
     "HEADROOM",
     "MAX_ERROR_CHARS",
@@ -33,6 +37,7 @@ __all__ = [
     "Limits",
     "TooLargeError",
     "clip_error",
+    "result_over_cap",
     "result_too_large",
 ]
 
@@ -49,6 +54,11 @@ executor id of at most :data:`MAX_EXECUTOR_ID_CHARS`, a request id of at most 25
 
 MAX_RESULT = 512 * 1024
 """Largest task result (JSON bytes) on servers whose ``max_payload`` would allow more."""
+
+DEFAULT_MAX_RESULT_BYTES = 32 * 1024 * 1024
+"""Default cap on a task result (and on a dependent's substituted parameters), in bytes of
+JSON, beyond which the task fails (``STELLWERK_MAX_RESULT_BYTES``). Half of gRPC's 64 MiB
+message limit, so ``GetRun`` can still return such a result inline."""
 
 MAX_ERROR_CHARS = 2000
 MAX_EXECUTOR_ID_CHARS = 200
@@ -75,6 +85,14 @@ def result_too_large(size: int, limit: int) -> str:
     return (
         f"the result is {size:,} bytes; this deployment stores at most {limit:,} bytes per "
         "task result"
+    )
+
+
+def result_over_cap(size: int, cap: int) -> str:
+    """The error of a task whose result exceeds the deployment's cap on stored results."""
+    return (
+        f"the result is {size:,} bytes; this deployment stores at most {cap:,} bytes per "
+        "task result (STELLWERK_MAX_RESULT_BYTES)"
     )
 
 

@@ -12,6 +12,8 @@ import hashlib
 from stellwerk_client.wire import is_run_id  # the client checks ids too
 
 __all__ = [
+    "BLOBS_STREAM",
+    "BLOBS_SUBJECTS",
     "CHECKPOINTS_BUCKET",
     "CLAIMS_BUCKET",
     "CLAIMS_TTL",
@@ -23,6 +25,7 @@ __all__ = [
     "RESOLVER_CONSUMER",
     "RUNS_BUCKET",
     "TASKS_BUCKET",
+    "blob_chunk_subject",
     "cancel_key",
     "checkpoint_key",
     "checkpoint_lookup",
@@ -45,6 +48,7 @@ __all__ = [
     "restart_key",
     "run_checkpoints_filter",
     "run_dispatches_filter",
+    "run_blobs_filter",
     "run_events_filter",
     "run_key",
     "run_of_event_subject",
@@ -62,6 +66,11 @@ attempt is stored, later ones are refused (first result wins, decided by JetStre
 the janitor removes the run."""
 EVENTS_SUBJECTS = "stellwerk.events.>"
 RESOLVER_CONSUMER = "resolver"
+BLOBS_STREAM = "STELLWERK_BLOBS"
+"""Large results and parameters (beyond one message), in chunks: one subject per chunk, named
+by run, kind, task, attempt and the text's SHA-256 (``core/blobs.py``). Kept until the janitor
+removes the run."""
+BLOBS_SUBJECTS = "stellwerk.blobs.>"
 
 EVENT_FORMAT_VERSION = 2
 """``format_version`` of the messages this code publishes on the streams (``TaskDispatch``,
@@ -119,6 +128,19 @@ def event_subject(run_id: str, task_id: str, attempt: int) -> str:
 def run_events_filter(run_id: str) -> str:
     """Every outcome subject of one run (for removing the run)."""
     return f"stellwerk.events.{run_id}.>"
+
+
+def blob_chunk_subject(
+    run_id: str, kind: str, task_id: str, attempt: int, sha256: str, index: int
+) -> str:
+    """Subject of chunk ``index`` of a stored text (``kind``: ``r`` result, ``p`` parameters):
+    the same text of the same attempt always lands on the same subjects, another never does."""
+    return f"stellwerk.blobs.{run_id}.{kind}.{encode_token(task_id)}.{attempt}.{sha256}.{index}"
+
+
+def run_blobs_filter(run_id: str) -> str:
+    """Every stored chunk of one run (for removing the run)."""
+    return f"stellwerk.blobs.{run_id}.>"
 
 
 def run_of_event_subject(subject: str) -> str:

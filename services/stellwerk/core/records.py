@@ -167,6 +167,8 @@ class _Document:
         for counter in ("restart", "attempt_base", "restarts"):  # written once not 0
             if doc.get(counter, None) == 0:
                 del doc[counter]
+        if doc.get("stored_result", "") is None:  # written only for a large result
+            del doc["stored_result"]
         return dumps(doc)
 
     @classmethod
@@ -229,6 +231,9 @@ class TaskRecord(_Document):
     alternative: str | None = None
     """Under ``alternative``: the task that runs when this one has failed for good (it takes
     this task's place: its ``dependents`` and ``sink_index`` are this task's)."""
+    stored_result: dict[str, Any] | None = None
+    """A result too large to keep inline (``has_result`` set, ``result`` ``None``): its
+    reference in ``STELLWERK_BLOBS`` (``core/blobs.StoredText``: size, sha256, chunk size)."""
     restart: int = 0
     """The run restart (``RunRecord.restarts``: a RetryRun or RestoreCheckpoint) that last
     reset or restored this document; a copy of it from before that restart (another

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stellwerk.core.limits import DEFAULT_MAX_RESULT_BYTES
+
 __all__ = ["Settings", "parse_listen"]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -68,6 +70,10 @@ class Settings(BaseSettings):
     replicas: int = Field(default=1, ge=1, le=5)
     """Replica count of every stream and bucket (3 on a 3-node cluster)."""
     connect_timeout: float = Field(default=2.0, gt=0)
+    max_result_bytes: int = Field(default=DEFAULT_MAX_RESULT_BYTES, ge=1, le=1024 * 1024 * 1024)
+    """Largest task result, in bytes of JSON (also the largest substituted parameters of a
+    dispatch). Results too large for one NATS message are stored in chunks (STELLWERK_BLOBS);
+    a result beyond this cap fails its task with an error naming it."""
 
     breaker_method_threshold: int = Field(default=0, ge=0, le=100_000)
     """Failed attempts of one method within the window that open its breaker (0: off)."""

@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
+from stellwerk.core.blobs import BlobStore
 from stellwerk.core.errors import StellwerkError
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
@@ -105,6 +106,8 @@ class TaskRunner:
             executor_id=executor_id,
             limits=Limits(max_payload),
             max_deliveries=settings.max_deliveries,
+            blobs=BlobStore(js, writer),
+            max_result_bytes=settings.max_result_bytes,
         )
         self._reporter = OutcomeReporter(writer, metrics)
         self._settings = settings

@@ -94,6 +94,8 @@ class Janitor:
         if self._checkpoints is not None:  # before the header: a cut-short sweep finds them
             await remove(self._checkpoints, names.run_checkpoints_filter(run_id))
         await self._js.purge_stream(names.EVENTS_STREAM, subject=names.run_events_filter(run_id))
+        # Its large results and parameters, with whatever a crashed executor left there.
+        await self._js.purge_stream(names.BLOBS_STREAM, subject=names.run_blobs_filter(run_id))
         # The header goes after the tasks and outcomes, the staging marker last: a sweep cut
         # short by a crash still finds the run through whatever is left.
         for key in (

@@ -9,11 +9,19 @@ from collections.abc import Awaitable, Callable
 import grpc
 from nats.aio.client import Client as NatsClient
 
+from stellwerk.core.blobs import BlobStore
 from stellwerk.core.checkpoints import CheckpointStore
 from stellwerk.core.jetstream import Topology
 from stellwerk.core.lifecycle import Service, cancel_requested
 from stellwerk.core.monitoring import Health, MonitorServicer, assess
-from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress, Restarter
+from stellwerk.core.progress import (
+    CancelledRuns,
+    Canceller,
+    Dispatcher,
+    LargeValues,
+    Progress,
+    Restarter,
+)
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.monitor._gauges import Gauges, refresh
@@ -61,7 +69,14 @@ class Monitor(Service):
             settings=self.settings,
         )
         runs = run_store(topology.runs, cache_size=1)
-        self._dispatcher = Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload)
+        self._dispatcher = Dispatcher(
+            topology.js,
+            topology.writer,
+            max_payload=nc.max_payload,
+            large=LargeValues(
+                BlobStore(topology.js, topology.writer), max_bytes=self.settings.max_result_bytes
+            ),
+        )
         progress = Progress(
             tasks=task_store(topology.tasks, cache_size=1),
             runs=runs,

@@ -158,9 +158,11 @@ class EventConsumer:
     async def _apply(self, batch: list[tuple[Msg, float]]) -> None:
         readable: list[tuple[Msg, float, Outcome]] = []
         max_result = self._progress.dispatcher.limits.result
+        max_stored = self._progress.dispatcher.max_stored
         for msg, received in batch:
             try:
-                readable.append((msg, received, decode_outcome(msg.data, max_result=max_result)))
+                outcome = decode_outcome(msg.data, max_result=max_result, max_stored=max_stored)
+                readable.append((msg, received, outcome))
             except (ValueError, UnicodeDecodeError) as exc:
                 # Being the first event of its attempt, it is that attempt's outcome: failing
                 # the task settles the run; dropping it would leave the run waiting for ever.

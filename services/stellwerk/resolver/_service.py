@@ -9,12 +9,20 @@ import logging
 import grpc
 from nats.aio.client import Client as NatsClient
 
+from stellwerk.core.blobs import BlobStore
 from stellwerk.core.breaker_book import BreakerBook
 from stellwerk.core.checkpoints import CheckpointStore
 from stellwerk.core.jetstream import Topology, ensure_resolver_consumer
 from stellwerk.core.lifecycle import Service
 from stellwerk.core.monitoring import MonitorServicer
-from stellwerk.core.progress import CancelledRuns, Canceller, Dispatcher, Progress, Restarter
+from stellwerk.core.progress import (
+    CancelledRuns,
+    Canceller,
+    Dispatcher,
+    LargeValues,
+    Progress,
+    Restarter,
+)
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import run_store, task_store
 from stellwerk.resolver._events import EventConsumer, EventMetrics
@@ -23,6 +31,7 @@ from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
 from stellwerk.resolver._resilience import ResolutionGuard
 from stellwerk.resolver._servicer import WorkflowServicer
+from stellwerk.resolver._stored import StoredResults
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.monitoring.v1 import monitor_service_pb2 as monitor_api
 from stellwerk_api.monitoring.v1 import monitor_service_pb2_grpc as monitor_api_grpc
@@ -58,6 +67,7 @@ class Resolver(Service):
                 reader=self._get_reader,
                 explainer=self._get_explainer,
                 operator=self._get_operator,
+                stored_results=self._get_stored_results,
             ),
             server,
         )
@@ -84,6 +94,11 @@ class Resolver(Service):
         assert self._progress is not None
         return topology, self._progress.dispatcher
 
+    def _get_stored_results(self) -> StoredResults:
+        _, dispatcher = self._monitor_parts()  # raises UnavailableError before NATS is ready
+        assert dispatcher.large is not None
+        return StoredResults(dispatcher.large.blobs)
+
     def _get_submitter(self) -> Submitter:
         if self._submitter is None:
             _ = self.topology  # raises UnavailableError
@@ -109,7 +124,14 @@ class Resolver(Service):
     async def start_work(self, nc: NatsClient, topology: Topology) -> None:
         tasks = task_store(topology.tasks, writer=topology.writer)
         runs = run_store(topology.runs, writer=topology.writer)
-        dispatcher = Dispatcher(topology.js, topology.writer, max_payload=nc.max_payload)
+        dispatcher = Dispatcher(
+            topology.js,
+            topology.writer,
+            max_payload=nc.max_payload,
+            large=LargeValues(
+                BlobStore(topology.js, topology.writer), max_bytes=self.settings.max_result_bytes
+            ),
+        )
         self._progress = Progress(
             tasks=tasks, runs=runs, dispatcher=dispatcher, cancelled=self._cancelled
         )

@@ -17,6 +17,7 @@ from stellwerk.resolver._checkpoints import checkpoint_to_proto
 from stellwerk.resolver._explain import Explainer, Wait
 from stellwerk.resolver._operator import Operator
 from stellwerk.resolver._queries import RunReader
+from stellwerk.resolver._stored import StoredResults
 from stellwerk.resolver._submit import Submitter
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
@@ -129,6 +130,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         reader: Callable[[], RunReader],
         explainer: Callable[[], Explainer],
         operator: Callable[[], Operator],
+        stored_results: Callable[[], StoredResults] | None = None,
     ) -> None:
         # Callables, because the parts exist only once NATS is connected; before that they raise
         # UnavailableError, which the interceptor maps to UNAVAILABLE.
@@ -136,6 +138,7 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         self._reader = reader
         self._explainer = explainer
         self._operator = operator
+        self._stored_results = stored_results  # GetRun reads results stored out of line
 
     async def StartRun(
         self, request: api.StartRunRequest, context: Context
@@ -167,6 +170,8 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
         full = request.view != pb.RUN_VIEW_BASIC
         tasks = await reader.tasks(run.id, as_of=run) if full else None
         message = run_to_proto(run, tasks)
+        if tasks and self._stored_results is not None:
+            await self._stored_results().inline(message, tasks)
         if tasks is not None:  # the breakers that concern it (full view only)
             for breaker in await breakers_of_run(reader.runs_kv, run.id, tasks):
                 message.breakers.append(breaker_to_proto(breaker, time.time()))

@@ -8,6 +8,7 @@ compare-and-set steps, so any number of them may act on one run at once.
 from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._cancel import CANCELLED_ERROR, CancelledRuns, Canceller
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.progress._large import LargeValues
 from stellwerk.core.progress._outcome import Outcome, decode_outcome, unreadable_outcome
 from stellwerk.core.progress._restart import Restarter
 from stellwerk.core.progress._strategies import handoff_unfinished
@@ -17,6 +18,7 @@ __all__ = [
     "CancelledRuns",
     "Canceller",
     "Dispatcher",
+    "LargeValues",
     "Outcome",
     "Progress",
     "Restarter",

@@ -138,6 +138,8 @@ class Progress:
         for outcome in outcomes:  # repeats of one attempt are redeliveries of one message
             unique.setdefault((outcome.run_id, outcome.task_id, outcome.attempt), outcome)
         distinct = list(unique.values())
+        if self._dispatcher.large is not None:  # a stored result must be there (forgeries)
+            distinct = await self._dispatcher.large.confirmed(distinct)
         # Most outcomes are decided by the cache alone; only the rest cost a task and a read.
         decided: list[Commit | TaskRecord | TooEarly | _Resend | _AskKv | None] = [
             self._decide_cached(o) for o in distinct
@@ -181,7 +183,7 @@ class Progress:
         """The dispatch of ``task``'s retry, or why it cannot be built (a reference that does
         not resolve, a message too large)."""
         try:
-            return self._dispatcher.encode(task, await self._propagation.params(task))
+            return await self._dispatcher.build(task, await self._propagation.params(task))
         except (TaskError, StellwerkError) as exc:
             if isinstance(exc, UnavailableError):
                 raise
@@ -304,7 +306,7 @@ class Progress:
             return False
         task = current.value
         try:
-            data = self._dispatcher.encode(task, await self._propagation.params(task))
+            data = await self._dispatcher.build(task, await self._propagation.params(task))
         except (TaskError, StellwerkError) as exc:
             if isinstance(exc, UnavailableError):
                 raise

@@ -15,10 +15,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from stellwerk.core import names, tracing
+from stellwerk.core.blobs import LargeResult, StoredText
 from stellwerk.core.errors import ReferenceResolutionError, StellwerkError, UnavailableError
 from stellwerk.core.jetstream import last_message
 from stellwerk.core.limits import Limits, TooLargeError
 from stellwerk.core.model import substitute
+from stellwerk.core.progress._large import LargeValues
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
 from stellwerk.core.publish import NATS_FAILURES, JetStreamWriter
 from stellwerk.core.records import TaskRecord
@@ -48,15 +50,47 @@ def resolve_params(task: TaskRecord, outputs: Callable[[str], Any]) -> dict[str,
 class Dispatcher:
     """Builds ``TaskDispatch`` messages and publishes them with deterministic ids."""
 
-    def __init__(self, js: JetStreamContext, writer: JetStreamWriter, *, max_payload: int) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        writer: JetStreamWriter,
+        *,
+        max_payload: int,
+        large: LargeValues | None = None,
+    ) -> None:
         self._js = js
         self._writer = writer
         self.max_payload = max_payload
         self.limits = Limits(max_payload)
+        self.large = large
+        """Stored results and parameters (``_large``); without it, values must fit inline."""
+
+    async def output(self, found: Any) -> Any:
+        """A dependency's output as its dependents' references read it: a result stored out
+        of line (``LargeResult``) is fetched and parsed."""
+        if not isinstance(found, LargeResult):
+            return found
+        if self.large is None:
+            raise StellwerkError("a stored result cannot be read here (no blob store)")
+        return await self.large.value(found)
+
+    async def build(self, task: TaskRecord, params: dict[str, Any]) -> bytes:
+        """The dispatch message of ``task``'s current attempt (see :meth:`encode`); parameters
+        too large for one message are stored first and the dispatch refers to them."""
+        text = json.dumps(params, ensure_ascii=False, allow_nan=False)
+        try:
+            return self._encoded(task, text, None)
+        except TooLargeError:
+            if self.large is None:
+                raise
+        return self._encoded(task, "", await self.large.store_params(task, text))
 
     def encode(self, task: TaskRecord, params: dict[str, Any]) -> bytes:
         """The dispatch message of ``task``'s current attempt; raises ``StellwerkError`` if it
         would exceed the server's message size limit."""
+        return self._encoded(task, json.dumps(params, ensure_ascii=False, allow_nan=False), None)
+
+    def _encoded(self, task: TaskRecord, params_json: str, stored: StoredText | None) -> bytes:
         message = events_pb2.TaskDispatch(
             format_version=names.EVENT_FORMAT_VERSION,
             run_id=task.run_id,
@@ -64,7 +98,7 @@ class Dispatcher:
             attempt=task.attempt,
             generation=task.generation,
             method=task.method,
-            params_json=json.dumps(params, ensure_ascii=False, allow_nan=False),
+            params_json=params_json,
             idempotency_key=names.idempotency_key(task.run_id, task.id, task.attempt),
             dispatch_time=Timestamp(seconds=int(time.time())),
         )
@@ -76,6 +110,8 @@ class Dispatcher:
             message.not_before.FromNanoseconds(int(task.retry_at * 1e9))
         if task.heartbeat_timeout is not None:
             message.heartbeat_timeout.FromNanoseconds(int(task.heartbeat_timeout * 1e9))
+        if stored is not None:
+            message.stored_params.CopyFrom(stored.to_proto())
         data = message.SerializeToString()
         if len(data) > self.limits.message:
             raise TooLargeError(
@@ -85,6 +121,11 @@ class Dispatcher:
                 f"{self.max_payload:,} bytes)"
             )
         return data
+
+    @property
+    def max_stored(self) -> int:
+        """Largest stored result an outcome may refer to (``STELLWERK_MAX_RESULT_BYTES``)."""
+        return self.large.max_bytes if self.large is not None else self.limits.result
 
     async def publish(self, task: TaskRecord, data: bytes) -> None:
         """Publish one dispatch; a repeat within the dedup window is dropped by JetStream."""
@@ -112,7 +153,9 @@ class Dispatcher:
         if found is None or not found.data:
             return None
         try:
-            return decode_outcome(found.data, max_result=self.limits.result)
+            return decode_outcome(
+                found.data, max_result=self.limits.result, max_stored=self.max_stored
+            )
         except (ValueError, UnicodeDecodeError):
             return None
 

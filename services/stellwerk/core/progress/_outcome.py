@@ -15,7 +15,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from stellwerk.core import names
-from stellwerk.core.limits import MAX_EXECUTOR_ID_CHARS, clip_error, result_too_large
+from stellwerk.core.blobs import LargeResult, StoredText
+from stellwerk.core.limits import (
+    DEFAULT_MAX_RESULT_BYTES,
+    MAX_EXECUTOR_ID_CHARS,
+    clip_error,
+    result_too_large,
+)
 from stellwerk.core.names import decode_token
 from stellwerk.core.progress._retry import attempt_entry, retry_of
 from stellwerk.core.records import TaskRecord, TaskState
@@ -33,7 +39,8 @@ __all__ = [
 
 
 class Outcome:
-    """A reported result of one attempt (decoded from a ``TaskEvent``)."""
+    """A reported result of one attempt (decoded from a ``TaskEvent``); a result stored out
+    of line reads as a :class:`~stellwerk.core.blobs.LargeResult` (fetched when needed)."""
 
     __slots__ = (
         "attempt",
@@ -108,6 +115,7 @@ def recorded(task: TaskRecord, outcome: Outcome) -> TaskRecord:
         if retry is not None:
             return retry
     error = None if outcome.succeeded else clip_error(outcome.error or "task failed")
+    large = outcome.result if isinstance(outcome.result, LargeResult) else None
     entry = attempt_entry(
         task.attempt,
         executor=outcome.executor_id,
@@ -117,7 +125,8 @@ def recorded(task: TaskRecord, outcome: Outcome) -> TaskRecord:
     )
     return task.evolve(
         state=TaskState.COMPLETED if outcome.succeeded else TaskState.FAILED,
-        result=outcome.result if outcome.succeeded else None,
+        result=outcome.result if outcome.succeeded and large is None else None,
+        stored_result=large.ref.to_record() if outcome.succeeded and large else None,
         has_result=outcome.succeeded,
         error=error,
         executor_id=outcome.executor_id,
@@ -140,13 +149,17 @@ def _parse_result(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
-def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
+def decode_outcome(
+    data: bytes, *, max_result: int | None = None, max_stored: int = DEFAULT_MAX_RESULT_BYTES
+) -> Outcome:
     """A ``TaskEvent`` as an ``Outcome``; raises ``ValueError`` on a message we cannot read.
 
-    A success whose result exceeds ``max_result`` bytes reads as a failure naming the cap: its
-    document could not hold it, and every reader of the event must decide alike (the executor
-    refuses such results before publishing; this covers older or other executors). Errors and
-    executor ids are clipped, so no outcome can make its task's document unwritable.
+    A success whose inline result exceeds ``max_result`` bytes reads as a failure naming the
+    cap: its document could not hold it, and every reader of the event must decide alike (the
+    executor stores such results out of line; this covers older or other executors). So does a
+    stored result whose reference is malformed or beyond ``max_stored`` (the deployment's
+    ``STELLWERK_MAX_RESULT_BYTES``). Errors and executor ids are clipped, so no outcome can
+    make its task's document unwritable.
     """
     event = events_pb2.TaskEvent()
     try:
@@ -168,12 +181,23 @@ def decode_outcome(data: bytes, *, max_result: int | None = None) -> Outcome:
         if size > max_result:
             succeeded, error = False, result_too_large(size, max_result)
             retryable = False
+    result: Any = None
+    if succeeded and event.HasField("stored_result"):
+        try:
+            ref = StoredText.from_proto(event.stored_result, max_size=max_stored)
+        except ValueError as exc:
+            succeeded, retryable = False, False
+            error = clip_error(f"the outcome's stored result cannot be used: {exc}")
+        else:
+            result = LargeResult.of(event.run_id, event.task_id, event.attempt, ref)
+    elif succeeded and event.result_json:
+        result = _parse_result(event.result_json)
     return Outcome(
         run_id=event.run_id,
         task_id=event.task_id,
         attempt=event.attempt,
         succeeded=succeeded,
-        result=_parse_result(event.result_json) if succeeded and event.result_json else None,
+        result=result,
         error=error,
         executor_id=event.executor_id[:MAX_EXECUTOR_ID_CHARS] or None,
         retryable=retryable,

@@ -230,7 +230,7 @@ class Propagation:
         attempt = task.attempt + 1  # a re-run goes on from its last attempt (RetryRun)
         new = task.evolve(state=TaskState.DISPATCHED, attempt=attempt, dispatched_at=time.time())
         try:
-            return new, self._dispatcher.encode(new, await self.params(new, known))
+            return new, await self._dispatcher.build(new, await self.params(new, known))
         except (TaskError, StellwerkError) as exc:
             if isinstance(exc, UnavailableError):
                 raise
@@ -331,7 +331,7 @@ class Propagation:
                 or fresh.value.state is not TaskState.DISPATCHED
             ):
                 return None
-            data = self._dispatcher.encode(fresh.value, await self.params(fresh.value))
+            data = await self._dispatcher.build(fresh.value, await self.params(fresh.value))
             await self._dispatcher.publish(fresh.value, data)
             return None
         if task.state in (TaskState.BLOCKED, TaskState.FAILED, TaskState.SKIPPED):
@@ -363,7 +363,7 @@ class Propagation:
             if task_id in seen:
                 raise StellwerkError(f"alternatives of {task_id!r} form a cycle")
             seen.add(task_id)
-        return found
+        return await self._dispatcher.output(found)  # a result stored out of line: fetched
 
     async def _output(
         self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stellwerk.core.blobs import LargeResult, StoredText
 from stellwerk.core.model import NULL_OUTPUT
 from stellwerk.core.records import TaskRecord, TaskState
 
@@ -67,5 +68,11 @@ def handoff_unfinished(task: TaskRecord, tasks: Mapping[str, TaskRecord]) -> boo
 
 def output_of(task: TaskRecord) -> Any:
     """What a dependent's references read from a settled dependency that lets it run: its
-    result, or ``NULL_OUTPUT`` (every reference ``null``) for a SKIPPED one."""
-    return NULL_OUTPUT if task.state is TaskState.SKIPPED else task.result
+    result (a ``LargeResult`` when stored out of line), or ``NULL_OUTPUT`` (every reference
+    ``null``) for a SKIPPED one."""
+    if task.state is TaskState.SKIPPED:
+        return NULL_OUTPUT
+    if task.stored_result is not None:
+        ref = StoredText.from_record(task.stored_result)
+        return LargeResult.of(task.run_id, task.id, task.attempt, ref)
+    return task.result
