@@ -458,6 +458,7 @@ def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
     assert document["state"] == "COMPLETED"
     assert document["created_at"] == "2023-11-14T22:13:20+00:00"
     assert document["error"] is None
+    assert document["restarts"] == 0
     done = document["tasks"]["sum"]
     assert done["result"]["result"] == 100 and type(done["result"]["result"]) is int
     assert done["result"]["big"] == 123456789012345678901234567890

@@ -33,6 +33,7 @@ EXPORTED: dict[str, list[str]] = {
     "stellwerk_client": [
         "AlreadyExistsError",
         "BreakerState",
+        "Checkpoint",
         "CircuitBreaker",
         "Client",
         "ConflictError",

@@ -23,6 +23,7 @@ from ._channel import DEFAULT_TIMEOUT, RetryConfig
 from ._client import WATCH_SEGMENT, Client, RunPage, Workflow
 from ._health import HealthProbe, wait_for_health
 from ._inspection import HealthCheck, HealthReport, QueueDepth, RunExplanation, TaskWait
+from ._operations import Checkpoint
 from ._services import ExecutorClient, MonitorClient
 from ._sync import SyncClient
 from ._types import (
@@ -59,6 +60,7 @@ __all__ = [
     "WATCH_SEGMENT",
     "AlreadyExistsError",
     "BreakerState",
+    "Checkpoint",
     "CircuitBreaker",
     "Client",
     "ConflictError",

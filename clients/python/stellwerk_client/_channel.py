@@ -120,7 +120,8 @@ class BaseClient:
         """The ``HOST:PORT`` this client talks to."""
         self.timeout = check_timeout(timeout)
         """Default deadline of each unary call, in seconds."""
-        self.retry = retry or RetryConfig()
+        # Not ``retry``: that name is Client.retry, the operator call that re-runs a run.
+        self.retry_config = retry or RetryConfig()
         """How UNAVAILABLE is retried."""
 
     async def _unary(
@@ -134,7 +135,7 @@ class BaseClient:
         deadline = self.timeout if timeout is None else check_timeout(timeout)
         if not retry:
             return await call(invoke(deadline))
-        async for attempt in self.retry.retrying():
+        async for attempt in self.retry_config.retrying():
             with attempt:
                 return await call(invoke(deadline))
         raise AssertionError("unreachable: tenacity re-raises the last failure")

@@ -17,8 +17,9 @@ from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
-from ._channel import BaseClient, RetryConfig, check_timeout
+from ._channel import RetryConfig, check_timeout
 from ._inspection import HealthReport, RunExplanation
+from ._operations import OperatorCalls
 from ._types import Run, RunChange, RunState, TaskRun, Validation
 from .errors import InvalidArgumentError, Problem, UnavailableError
 from .model import WorkflowSpec
@@ -74,7 +75,7 @@ class RunPage:
     next_page_token: str
 
 
-class Client(BaseClient):
+class Client(OperatorCalls):
     """Async client of the resolver's ``WorkflowService``.
 
     ``client = await Client.connect("127.0.0.1:50051")`` (or ``async with await

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Self, TypeVar
 
 from ._channel import DEFAULT_TIMEOUT, RetryConfig
 from ._client import Client, RunPage, Workflow
 from ._inspection import HealthReport, RunExplanation
+from ._operations import Checkpoint
 from ._types import Run, RunChange, RunState, Validation
 
 __all__ = ["SyncClient"]
@@ -91,6 +92,43 @@ class SyncClient:
     ) -> Run:
         """See :meth:`Client.cancel`."""
         return self._runner.run(self._client.cancel(run_id, request_id=request_id, timeout=timeout))
+
+    def retry(
+        self,
+        run_id: str,
+        *,
+        from_tasks: Iterable[str] = (),
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Run:
+        """See :meth:`Client.retry`."""
+        call = self._client.retry(
+            run_id, from_tasks=from_tasks, request_id=request_id, timeout=timeout
+        )
+        return self._runner.run(call)
+
+    def checkpoint(
+        self,
+        run_id: str,
+        *,
+        label: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Checkpoint:
+        """See :meth:`Client.checkpoint`."""
+        call = self._client.checkpoint(run_id, label=label, request_id=request_id, timeout=timeout)
+        return self._runner.run(call)
+
+    def checkpoints(self, run_id: str, *, timeout: float | None = None) -> list[Checkpoint]:
+        """See :meth:`Client.checkpoints`."""
+        return self._runner.run(self._client.checkpoints(run_id, timeout=timeout))
+
+    def restore(
+        self, checkpoint_id: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> Run:
+        """See :meth:`Client.restore`."""
+        call = self._client.restore(checkpoint_id, request_id=request_id, timeout=timeout)
+        return self._runner.run(call)
 
     def explain(self, run_id: str, *, timeout: float | None = None) -> RunExplanation:
         """See :meth:`Client.explain`."""

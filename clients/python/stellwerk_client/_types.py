@@ -247,6 +247,8 @@ class Run:
     ended_at: datetime | None = None
     request_id: str = ""
     error: str | None = None
+    restarts: int = 0
+    """How many times the run was re-run (:meth:`Client.retry`) or restored."""
     breakers: tuple[CircuitBreaker, ...] = ()
     """The circuit breakers that concern it and are not CLOSED (full view only)."""
 
@@ -282,6 +284,7 @@ class Run:
             ended_at=_time(message, "end_time"),
             request_id=message.request_id,
             error=message.error or None,
+            restarts=message.restarts,
             breakers=tuple(CircuitBreaker.from_proto(b) for b in message.breakers),
         )
 

@@ -1,5 +1,6 @@
 """The ``stellwerk`` command line: ``serve``, ``dev``, ``run``, ``submit``, ``status``,
-``watch``, ``list``, ``validate``, ``health``, ``explain`` and ``cancel``.
+``watch``, ``list``, ``validate``, ``health``, ``explain``, ``cancel``, ``retry``,
+``checkpoint``, ``checkpoints`` and ``restore``.
 
 Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or was CANCELLED, or an unexpected
 error, 2 invalid
@@ -23,7 +24,7 @@ from ._common import (
     EXIT_UNAVAILABLE,
 )
 from ._inspect import cmd_explain, cmd_health
-from ._operator import cmd_cancel
+from ._operator import cmd_cancel, cmd_checkpoint, cmd_checkpoints, cmd_restore, cmd_retry
 from ._parser import build_parser
 from ._runs import cmd_list, cmd_run, cmd_status, cmd_submit, cmd_watch
 from ._serve import cmd_serve, server_missing
@@ -66,6 +67,10 @@ _ASYNC: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "health": cmd_health,
     "explain": cmd_explain,
     "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "checkpoint": cmd_checkpoint,
+    "checkpoints": cmd_checkpoints,
+    "restore": cmd_restore,
 }
 
 

@@ -70,6 +70,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "created_at": iso_time(run.created_at),
         "ended_at": iso_time(run.ended_at),
         "error": run.error,
+        "restarts": run.restarts,
     }
 
 
