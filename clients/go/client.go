@@ -40,6 +40,8 @@ const (
 	RunCompleted     = workflowv1.RunState_RUN_STATE_COMPLETED
 	RunFailed        = workflowv1.RunState_RUN_STATE_FAILED
 	RunCancelled     = workflowv1.RunState_RUN_STATE_CANCELLED
+	RunCompensating  = workflowv1.RunState_RUN_STATE_COMPENSATING
+	RunCompensated   = workflowv1.RunState_RUN_STATE_COMPENSATED
 	TaskCompleted    = workflowv1.TaskState_TASK_STATE_COMPLETED
 	TaskFailed       = workflowv1.TaskState_TASK_STATE_FAILED
 	TaskBlocked      = workflowv1.TaskState_TASK_STATE_BLOCKED
@@ -257,10 +259,10 @@ func FindTask(run *Run, taskID string) *TaskRun {
 	return nil
 }
 
-// Ended tells whether a run reached COMPLETED, FAILED or CANCELLED.
+// Ended tells whether a run reached COMPLETED, FAILED, CANCELLED or COMPENSATED.
 func Ended(run *Run) bool {
 	s := run.GetState()
-	return s == RunCompleted || s == RunFailed || s == RunCancelled
+	return s == RunCompleted || s == RunFailed || s == RunCancelled || s == RunCompensated
 }
 
 func newRequestID() string {

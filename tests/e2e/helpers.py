@@ -9,7 +9,12 @@ from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from tests.support.polling import eventually
 
-TERMINAL = (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
+TERMINAL = (
+    pb.RUN_STATE_COMPLETED,
+    pb.RUN_STATE_FAILED,
+    pb.RUN_STATE_CANCELLED,
+    pb.RUN_STATE_COMPENSATED,
+)
 
 
 async def submit(stub: Any, document: str, **kwargs: Any) -> pb.Run:

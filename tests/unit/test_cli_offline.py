@@ -477,6 +477,7 @@ def test_run_json_keeps_json_types_and_shapes_every_field() -> None:
         "dispatched_at": None,
         "ended_at": None,
         "retry_at": None,
+        "role": "",
         "attempt_history": [],
     }
     # Exact big integers survive a round trip through the printed JSON.

@@ -38,9 +38,8 @@ def test_the_strategy_is_read_from_either_spelling(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"on_failure": "compensate"}, "'compensate' is not supported yet"),
-        ({"on_failure": "retry-harder"}, "must be block, skip or alternative"),
-        ({"on_failure": 3}, "must be block, skip or alternative"),
+        ({"on_failure": "retry-harder"}, "must be block, skip, alternative or compensate"),
+        ({"on_failure": 3}, "must be block, skip, alternative or compensate"),
         ({"on_failure": "alternative"}, "needs alternative_task"),
         ({"alternative_task": "t"}, "only with on_failure: alternative"),
         ({"on_failure": "alternative", "alternative_task": "t"}, "its own alternative"),
@@ -72,8 +71,8 @@ def test_the_builder_takes_a_strategy() -> None:
 def test_the_model_built_directly_agrees_with_the_loader() -> None:
     built = TaskSpec(id="t", method="m", metadata={"failure_strategy": "skip"})
     assert built.on_failure is FailureStrategy.SKIP
-    with pytest.raises(ValueError, match="not supported yet"):
-        TaskSpec(id="t", method="m", on_failure="compensate")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be block, skip, alternative or compensate"):
+        TaskSpec(id="t", method="m", on_failure="undo")  # type: ignore[arg-type]
 
 
 def test_references_into_a_skipped_task_are_null_whatever_their_path() -> None:

@@ -55,6 +55,8 @@ def test_both_encoders_agree() -> None:
             "stored_result",
             "restart",  # written once not 0
             "attempt_base",
+            "compensation",
+            "role",
         ):
             del fields[name]  # written only when set
         stdlib = json.dumps({**fields, "v": 1}, separators=(",", ":"), ensure_ascii=False).encode()

@@ -46,11 +46,22 @@ class RunState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     """Cancelled by an operator (:meth:`Client.cancel`)."""
+    COMPENSATED = "COMPENSATED"
+    """A task under ``on_failure: compensate`` failed; the compensations of the completed
+    tasks ran (in reverse completion order) and the run ended. ``error`` names any
+    compensation that failed."""
+    COMPENSATING = "COMPENSATING"
+    """A task under ``on_failure: compensate`` failed; the compensations are running."""
 
     @property
     def finished(self) -> bool:
-        """Whether the run has ended (COMPLETED, FAILED or CANCELLED)."""
-        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
+        """Whether the run has ended (COMPLETED, FAILED, CANCELLED or COMPENSATED)."""
+        return self in (
+            RunState.COMPLETED,
+            RunState.FAILED,
+            RunState.CANCELLED,
+            RunState.COMPENSATED,
+        )
 
     def to_proto(self) -> pb.RunState.ValueType:
         """The contract's enum value."""
@@ -162,6 +173,9 @@ class TaskRun:
     """In RETRY_WAIT: when the next attempt is due."""
     attempt_history: tuple[TaskAttempt, ...] = ()
     """The attempts that ended, in order."""
+    role: str = ""
+    """``""`` on the normal path; ``"alternative"`` or ``"compensation"`` for a task that runs
+    only on that path."""
 
     @property
     def duration(self) -> float | None:
@@ -187,6 +201,7 @@ class TaskRun:
             executor_id=message.executor_id or None,
             retry_at=_time(message, "retry_time"),
             attempt_history=tuple(TaskAttempt.from_proto(a) for a in message.attempt_history),
+            role=message.role,
         )
 
 

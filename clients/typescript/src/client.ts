@@ -56,12 +56,13 @@ export interface Update {
   task?: TaskRun;
 }
 
-/** Whether a run reached COMPLETED, FAILED or CANCELLED. */
+/** Whether a run reached COMPLETED, FAILED, CANCELLED or COMPENSATED. */
 export function ended(run: Run): boolean {
   return (
     run.state === RunState.RUN_STATE_COMPLETED ||
     run.state === RunState.RUN_STATE_FAILED ||
-    run.state === RunState.RUN_STATE_CANCELLED
+    run.state === RunState.RUN_STATE_CANCELLED ||
+    run.state === RunState.RUN_STATE_COMPENSATED
   );
 }
 

@@ -31,6 +31,8 @@ _RUN_STATE = {
     "COMPLETED": pb.RUN_STATE_COMPLETED,
     "FAILED": pb.RUN_STATE_FAILED,
     "CANCELLED": pb.RUN_STATE_CANCELLED,
+    "COMPENSATING": pb.RUN_STATE_COMPENSATING,
+    "COMPENSATED": pb.RUN_STATE_COMPENSATED,
 }
 _TASK_STATE = {
     "PENDING": pb.TASK_STATE_PENDING,
@@ -74,6 +76,7 @@ def task_to_proto(task: TaskRecord, *, running: bool = False) -> pb.TaskRun:
         error=task.error or "" if task.state.settled else "",
         dependencies=task.dependencies,
         executor_id=task.executor_id or "",
+        role=task.role or "",
     )
     if (dispatched := timestamp(task.dispatched_at)) is not None:
         message.dispatch_time.CopyFrom(dispatched)

@@ -88,6 +88,16 @@ class RunState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     """Cancelled by an operator: nothing more of it is dispatched or started."""
+    COMPENSATING = "COMPENSATING"
+    """A task under ``on_failure: compensate`` failed and the normal part ended: the
+    compensations of the completed tasks run, one at a time (``core/progress/_saga``)."""
+    COMPENSATED = "COMPENSATED"
+    """The saga ended: every compensation due ran (``error`` names any that failed)."""
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run has ended (nothing of it runs any more)."""
+        return self not in (RunState.RUNNING, RunState.COMPENSATING)
 
 
 def dumps(value: Any) -> bytes:
@@ -162,8 +172,9 @@ class _Document:
             del doc["heartbeat_timeout"]
         if doc.get("on_failure", "") is None:  # written only when not the default, block
             del doc["on_failure"]
-        if doc.get("alternative", "") is None:
-            del doc["alternative"]
+        for optional in ("alternative", "compensation", "role", "saga_cause"):
+            if doc.get(optional, "") is None:  # written only when set
+                del doc[optional]
         for counter in ("restart", "attempt_base", "restarts"):  # written once not 0
             if doc.get(counter, None) == 0:
                 del doc[counter]
@@ -241,6 +252,11 @@ class TaskRecord(_Document):
     attempt_base: int = 0
     """Attempts made before the latest restart re-ran this task: its retry policy counts
     attempts from here, so a re-run gets the policy's whole budget again."""
+    compensation: str | None = None
+    """The task that undoes this one in the run's saga, if this one completed."""
+    role: str | None = None
+    """``alternative`` or ``compensation`` for a task that runs only on that path (never a
+    root, nobody's dependent, no sink); ``None`` on the normal path."""
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes`` applied."""
@@ -276,6 +292,9 @@ class RunRecord(_Document):
     """W3C ``traceparent`` of the submit (tracing on): the run's trace."""
     restarts: int = 0
     """How many restarts (RetryRun, RestoreCheckpoint) have been applied to the run."""
+    saga_cause: str | None = None
+    """The task under ``on_failure: compensate`` whose failure started the saga: once set, no
+    normal task is started any more, and the normal part's end is COMPENSATING."""
 
     def evolve(self, **changes: Any) -> RunRecord:
         """A copy with ``changes`` applied."""

@@ -12,6 +12,8 @@ to move it: a dispatch waiting or held in ``STELLWERK_DISPATCH``, or an outcome 
 
 Before those, restarts (RetryRun, RestoreCheckpoint) committed but not finished — their intent
 ``restart.<run>`` ahead of the header's ``restarts`` — are finished (``Restarter``).
+A COMPENSATING run (``on_failure: compensate``) has its saga moved on first
+(``Saga.advance``: the next compensation started, or the saga ended), then the same checks.
 
 Both act only on tasks older than ``stale_after``: half the dedup window plus a margin. The
 resolver re-sends a cut-short dispatch only while its event is younger than half the window, so the
@@ -91,6 +93,11 @@ class Reconciler:
             report.moved_runs.update(restarted)  # their headers changed: next sweep's
             headers = [h for h in headers if h.id not in restarted]
         for run in headers:
+            if run.state is RunState.COMPENSATING:  # a saga: its steps, then lost dispatches
+                report.runs += 1
+                await self._progress.saga.advance(run.id, may_republish=False)
+                await self._reconcile_run(run, now, report)
+                continue
             if run.state is not RunState.RUNNING:
                 continue
             report.runs += 1

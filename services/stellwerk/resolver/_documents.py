@@ -10,6 +10,7 @@ from stellwerk.core.model import (
     WorkflowGraph,
     WorkflowSpec,
     alternatives,
+    compensations,
     find_references,
     replaced_by,
 )
@@ -54,11 +55,18 @@ def build_run_documents(
     # sinks of their own; they take over that task's dependents and sink place.
     stands_for = replaced_by(spec)
     alternative_of = {owner: alt for alt, owner in alternatives(spec).items()}
-    sinks = [t for t in graph.sinks if t not in stands_for]
+    # Compensations run only in the run's saga (``core/progress/_saga``): never roots,
+    # dependents or sinks either, though they may depend on the task they undo.
+    undoes = compensations(spec)
+    compensation_of = {owner: undo for undo, owner in undoes.items()}
+    roles = dict.fromkeys(stands_for, "alternative") | dict.fromkeys(undoes, "compensation")
+    sinks = [
+        t for t in graph.task_ids if t not in roles and all(d in roles for d in graph.dependents(t))
+    ]
     sink_index = {task_id: i for i, task_id in enumerate(sinks)}
 
     def dependents(task_id: str) -> list[tuple[str, int]]:
-        return [(d, position[d][task_id]) for d in graph.dependents(task_id) if d not in stands_for]
+        return [(d, position[d][task_id]) for d in graph.dependents(task_id) if d not in roles]
 
     now = time.time()
     tasks: list[TaskRecord] = []
@@ -69,7 +77,7 @@ def build_run_documents(
             if target is not None:
                 refs[ref.task] = target
         place = stands_for.get(task.id, task.id)  # whose dependents and sink place it has
-        is_root = not task.dependencies and task.id not in stands_for
+        is_root = not task.dependencies and task.id not in roles
         tasks.append(
             TaskRecord(
                 run_id=run_id,
@@ -86,6 +94,8 @@ def build_run_documents(
                 heartbeat_timeout=task.heartbeat_timeout,
                 on_failure=None if task.on_failure == "block" else str(task.on_failure),
                 alternative=alternative_of.get(task.id),
+                compensation=compensation_of.get(task.id),
+                role=roles.get(task.id),
                 retry=task.retry.model_dump(mode="json") if task.retry is not None else None,
                 metadata=task.metadata,
                 state=TaskState.DISPATCHED if is_root else TaskState.PENDING,

@@ -152,7 +152,7 @@ class RunReader:
         """Changes of the run until it ends: first its current state, then each task change."""
         run = await self.header(run_id)
         yield TaskChange(run, None)
-        if run.state is not RunState.RUNNING:
+        if run.state.ended:
             return
         queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
         task_watch = await self._tasks_kv.watch(names.task_prefix(run_id), ignore_deletes=True)
@@ -186,7 +186,7 @@ class RunReader:
                     sent[task.id] = task.state.value
                     yield TaskChange(run, task)
                     continue
-                if run.state is not RunState.RUNNING:
+                if run.state.ended:
                     # The header is written after its tasks' documents, but the two watchers
                     # deliver independently: let the tasks' last changes arrive first...
                     async for change in _trailing_changes(queue, run):

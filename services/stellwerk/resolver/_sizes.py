@@ -22,7 +22,13 @@ from typing import Any
 
 from stellwerk.core.errors import Problem
 from stellwerk.core.limits import BOOKKEEPING, Limits
-from stellwerk.core.model import WorkflowSpec, alternatives, find_references, replaced_by
+from stellwerk.core.model import (
+    WorkflowSpec,
+    alternatives,
+    compensations,
+    find_references,
+    replaced_by,
+)
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState, dumps, new_bitmap
 from stellwerk.resolver._documents import new_run_id
 
@@ -97,6 +103,9 @@ def task_problems(spec: WorkflowSpec, limits: Limits) -> list[Problem]:
     for alternative, replaced in replaced_by(spec).items():  # it holds that task's place
         dependents[alternative] = list(dependents.get(replaced, []))
     owner_of = {owner: alternative for alternative, owner in alternatives(spec).items()}
+    undone_by = {owner: undo for undo, owner in compensations(spec).items()}
+    roles = dict.fromkeys(replaced_by(spec), "alternative")
+    roles.update(dict.fromkeys(compensations(spec), "compensation"))
     longest = max((max(len(t.id), len(t.name)) for t in spec.tasks), default=0)
     ref_bound = 2 * (6 * longest + 2) + 2  # "token":"task id", each char escaped at worst
     skeleton = _skeleton()
@@ -115,6 +124,10 @@ def task_problems(spec: WorkflowSpec, limits: Limits) -> list[Problem]:
         strategy = {} if task.on_failure == "block" else {"on_failure": str(task.on_failure)}
         if task.id in owner_of:
             strategy["alternative"] = owner_of[task.id]
+        if task.id in undone_by:
+            strategy["compensation"] = undone_by[task.id]
+        if task.id in roles:
+            strategy["role"] = roles[task.id]
         total += len(dumps(strategy)) if strategy else 0  # written only when not the default
         refs = 2 + encoded.count(b"${") * ref_bound if b"${" in encoded else 0
         if total + refs > limits.task_definition and refs:

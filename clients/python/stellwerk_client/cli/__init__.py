@@ -2,10 +2,9 @@
 ``watch``, ``list``, ``validate``, ``health``, ``explain``, ``cancel``, ``retry``,
 ``checkpoint``, ``checkpoints`` and ``restore``.
 
-Exit codes: 0 success (a run COMPLETED), 1 the run FAILED or was CANCELLED, or an unexpected
-error, 2 invalid
-input or unknown run id, 3 resolver unreachable or UNAVAILABLE, 4 ``--timeout`` expired while
-the run goes on.
+Exit codes: 0 success (a run COMPLETED), 1 the run FAILED, was CANCELLED or COMPENSATED, or an
+unexpected error, 2 invalid input or unknown run id, 3 resolver unreachable or UNAVAILABLE, 4
+``--timeout`` expired while the run goes on.
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ _RUN_STYLES = {
     RunState.COMPLETED: "bold green",
     RunState.FAILED: "bold red",
     RunState.CANCELLED: "bold magenta",
+    RunState.COMPENSATING: "bold yellow",
+    RunState.COMPENSATED: "bold red",
 }
 # Rows kept off the table in a short terminal: the title, the header, the bar and a margin.
 _CHROME_LINES = 8
@@ -117,7 +119,8 @@ class LiveRun:
         for task in rows:
             state = Text(task.state.value, style=_STYLES.get(task.state, ""))
             attempt = str(task.attempts) if task.attempts else ""
-            table.add_row(task.task_id, state, attempt, _duration(task, now))
+            label = f"{task.task_id} ({task.role})" if task.role else task.task_id
+            table.add_row(label, state, attempt, _duration(task, now))
         hidden = len(self._tasks) - len(rows)
         if hidden > 0:
             table.add_row(Text(f"... {hidden} more tasks", style="dim"), "", "", "")

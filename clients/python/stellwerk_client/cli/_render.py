@@ -41,6 +41,7 @@ def _task_json(task: TaskRun) -> dict[str, Any]:
         "dispatched_at": iso_time(task.dispatched_at),
         "ended_at": iso_time(task.ended_at),
         "retry_at": iso_time(task.retry_at),
+        "role": task.role,
         "attempt_history": [
             {
                 "number": a.number,
@@ -99,12 +100,13 @@ def run_summary(run: Run) -> list[str]:
     lines = [f"run {run.run_id} ({title}): {run.state.value}"]
     if run.error:
         lines.append(f"  error: {run.error}")
-    width = max((len(task.task_id) for task in run.tasks), default=0)
-    for task in run.tasks:
+    labels = [f"{t.task_id} ({t.role})" if t.role else t.task_id for t in run.tasks]
+    width = max((len(label) for label in labels), default=0)
+    for task, label in zip(run.tasks, labels, strict=True):
         detail = task_detail(task)
         if task.state.value == "RETRY_WAIT" and task.retry_at is not None:
             detail = f"attempt {task.attempts + 1} due {iso_time(task.retry_at)}"
-        lines.append(f"  {task.task_id:<{width}}  {task.state.value:<10} {detail}".rstrip())
+        lines.append(f"  {label:<{width}}  {task.state.value:<10} {detail}".rstrip())
     return lines
 
 

@@ -7,6 +7,7 @@ Pure Python (no NATS, no gRPC): the client, the CLI and every service validate w
 from __future__ import annotations
 
 from ._builder import Ref, TaskHandle, WorkflowBuilder
+from ._compensations import compensations
 from ._graph import WorkflowGraph
 from ._loader import load_workflow, load_workflow_file
 from ._parse import MAX_DOCUMENT_BYTES, read_document
@@ -43,6 +44,7 @@ __all__ = [
     "WorkflowSpec",
     "alternatives",
     "check_workflow",
+    "compensations",
     "find_references",
     "load_workflow",
     "load_workflow_file",

@@ -120,6 +120,7 @@ class WorkflowBuilder:
         metadata: Mapping[str, Any] | None = None,
         on_failure: str | None = None,
         alternative_task: TaskHandle | str | None = None,
+        compensation_task: TaskHandle | str | None = None,
     ) -> TaskHandle:
         """Add a task; returns its handle.
 
@@ -133,9 +134,11 @@ class WorkflowBuilder:
             timeout: seconds one attempt may run.
             retry: ``{"max_attempts", "backoff", "base_delay", "max_delay", "jitter"}``.
             metadata: JSON values kept with the task.
-            on_failure: ``"block"`` (default), ``"skip"`` or ``"alternative"`` once no retry
-                is left.
+            on_failure: ``"block"`` (default), ``"skip"``, ``"alternative"`` or
+                ``"compensate"`` once no retry is left.
             alternative_task: with ``on_failure="alternative"``, the task to run instead.
+            compensation_task: the task that undoes this one if it completed and the run's
+                saga runs (a task with ``on_failure="compensate"`` failed).
 
         Nothing is checked here; :meth:`build` reports every problem at once.
         """
@@ -161,6 +164,11 @@ class WorkflowBuilder:
                 str(alternative_task.id)
                 if isinstance(alternative_task, TaskHandle)
                 else alternative_task
+            ),
+            "compensation_task": (
+                str(compensation_task.id)
+                if isinstance(compensation_task, TaskHandle)
+                else compensation_task
             ),
         }
         task.update({key: value for key, value in optional.items() if value is not None})

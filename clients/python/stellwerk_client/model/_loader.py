@@ -69,6 +69,7 @@ TASK_KEYS = (
     "metadata",
     "on_failure",
     "alternative_task",
+    "compensation_task",
 )
 IGNORED_TASK_KEYS = ("description", "tags")
 _RETRY_KEYS = tuple(RetryPolicy.model_fields)
@@ -252,22 +253,19 @@ class _Builder:
             self.report(label, "on_failure", "on_failure and metadata.failure_strategy disagree")
         return named.pop() if len(named) == 1 else FailureStrategy.BLOCK
 
-    def alternative_task(self, label: str, raw: Mapping[Any, Any]) -> str | None:
-        """``alternative_task``, or ``metadata.alternative_task`` (both given, they must agree)."""
+    def named_task(self, label: str, raw: Mapping[Any, Any], key: str) -> str | None:
+        """The task named by ``key`` (``alternative_task``, ``compensation_task``), or by
+        ``metadata.<key>`` (both given, they must agree)."""
         metadata = raw.get("metadata")
-        given = raw.get("alternative_task")
-        if isinstance(metadata, Mapping) and metadata.get("alternative_task") is not None:
-            if given is not None and given != metadata["alternative_task"]:
-                self.report(
-                    label,
-                    "alternative_task",
-                    "alternative_task and metadata.alternative_task disagree",
-                )
-            given = metadata["alternative_task"] if given is None else given
+        given = raw.get(key)
+        if isinstance(metadata, Mapping) and metadata.get(key) is not None:
+            if given is not None and given != metadata[key]:
+                self.report(label, key, f"{key} and metadata.{key} disagree")
+            given = metadata[key] if given is None else given
         if given is None:
             return None
         if (problem := identifier_problem(given, "task id")) is not None:
-            self.report(label, "alternative_task", problem)
+            self.report(label, key, problem)
             return None
         return str(given)
 
@@ -303,7 +301,8 @@ class _Builder:
             "retry": self.retry(label, self.retry_block(label, raw)),
             "metadata": self.json_field(label, raw.get("metadata"), "metadata", "per task"),
             "on_failure": self.on_failure(label, raw),
-            "alternative_task": self.alternative_task(label, raw),
+            "alternative_task": self.named_task(label, raw, "alternative_task"),
+            "compensation_task": self.named_task(label, raw, "compensation_task"),
         }
         return _Draft(values, self.dependencies(label, raw.get("dependencies")))
 

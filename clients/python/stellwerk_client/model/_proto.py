@@ -44,6 +44,16 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
+def _metadata_json(task: Any) -> str:
+    """A task's metadata as text. ``TaskSpec`` has no field for ``compensation_task`` (the
+    contract is not changed for it): it travels as ``metadata.compensation_task``, the design
+    analysis's spelling, which the server reads the same way."""
+    metadata = dict(task.metadata)
+    if task.compensation_task is not None:
+        metadata["compensation_task"] = task.compensation_task
+    return _json_text(metadata) if metadata else ""
+
+
 def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
     """A ``WorkflowSpec`` model as its contract message."""
     message = pb.WorkflowSpec(
@@ -61,7 +71,7 @@ def spec_to_proto(spec: Any) -> pb.WorkflowSpec:
             params_json=_json_text(task.params),
             dependencies=list(task.dependencies),
             priority=_PRIORITY_TO_PB[str(task.priority)],
-            metadata_json=_json_text(task.metadata) if task.metadata else "",
+            metadata_json=_metadata_json(task),
         )
         if task.timeout is not None:
             item.timeout.CopyFrom(_duration(task.timeout))

@@ -78,27 +78,23 @@ class FailureStrategy(StrEnum):
     """What a task's failure (no retry left) means for its run: ``block`` (the default) fails
     the task and blocks its dependents; ``skip`` marks it SKIPPED and lets its dependents run,
     references to its result resolving to ``null``; ``alternative`` runs its
-    ``alternative_task`` instead, whose result stands in for its own."""
+    ``alternative_task`` instead, whose result stands in for its own; ``compensate`` fails the
+    task and starts the run's saga: the ``compensation_task`` of each completed task runs, in
+    reverse completion order, and the run ends COMPENSATED."""
 
     BLOCK = "block"
     SKIP = "skip"
     ALTERNATIVE = "alternative"
-
-
-PLANNED_STRATEGIES = ("compensate",)
-"""Failure strategies of the design that are refused with "not supported yet"."""
+    COMPENSATE = "compensate"
 
 
 def failure_strategy_problem(value: object) -> str | None:
     """Why ``value`` cannot be a failure strategy, or ``None`` if it can."""
     if isinstance(value, str) and value.lower() in FailureStrategy._value2member_map_:
         return None
-    if isinstance(value, str) and value.lower() in PLANNED_STRATEGIES:
-        return (
-            f"the failure strategy {value.lower()!r} is not supported yet "
-            "(block, skip or alternative)"
-        )
-    return f"the failure strategy must be block, skip or alternative, got {shorten(value)}"
+    return (
+        f"the failure strategy must be block, skip, alternative or compensate, got {shorten(value)}"
+    )
 
 
 def identifier_problem(value: object, what: str = "id") -> str | None:
@@ -237,6 +233,8 @@ class TaskSpec(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     on_failure: FailureStrategy = FailureStrategy.BLOCK
     alternative_task: str | None = None
+    compensation_task: str | None = None
+    """The task that undoes this one if it completed and the run's saga runs (any strategy)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +258,12 @@ class TaskSpec(BaseModel):
             and "alternative_task" in metadata
         ):
             filled["alternative_task"] = metadata["alternative_task"]
+        if (
+            "compensation_task" not in filled
+            and isinstance(metadata, dict)
+            and "compensation_task" in metadata
+        ):
+            filled["compensation_task"] = metadata["compensation_task"]
         method = filled.get("method")
         if "protocol" not in filled and isinstance(method, str):
             filled["protocol"] = default_protocol(method)
@@ -291,7 +295,7 @@ class TaskSpec(BaseModel):
         _checked(failure_strategy_problem(value), value)
         return FailureStrategy(str(value).lower())
 
-    @field_validator("alternative_task", mode="before")
+    @field_validator("alternative_task", "compensation_task", mode="before")
     @classmethod
     def _alternative(cls, value: Any) -> Any:
         return None if value is None else _checked(identifier_problem(value, "task id"), value)

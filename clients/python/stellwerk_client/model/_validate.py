@@ -8,6 +8,7 @@ from collections.abc import Collection
 
 from stellwerk_client.errors import Problem, WorkflowInvalidError, clip, shorten
 
+from ._compensations import compensation_problems
 from ._graph import WorkflowGraph, cycle_problem
 from ._references import scan_references
 from ._spec import TaskSpec, WorkflowSpec
@@ -133,8 +134,9 @@ def validate_workflow(
 
     Checks: at least one task; unique ids; dependencies that exist, are not the task itself and
     are not ambiguous names; no cycles (one problem per cycle); well-formed references to known
-    tasks that the referencing task (transitively) depends on; alternatives that exist, are
-    off the normal path and form no cycle (``_strategies``); and, when ``known_methods`` is
+    tasks that the referencing task (transitively) depends on; alternatives and compensations
+    that exist, are off the normal path and form no cycle (``_strategies``,
+    ``_compensations``); and, when ``known_methods`` is
     given, that every method is one of them.
     """
     problems: list[Problem] = []
@@ -153,6 +155,7 @@ def validate_workflow(
     for task in spec.tasks:
         problems.extend(checker.check(task))
     problems.extend(strategy_problems(spec, graph))
+    problems.extend(compensation_problems(spec, graph))
     return problems
 
 

@@ -18,7 +18,7 @@ from stellwerk.core import names
 from stellwerk.core.kvscan import snapshot
 from stellwerk.core.progress import Dispatcher, handoff_unfinished
 from stellwerk.core.publish import NATS_FAILURES
-from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState, bitmap_test
+from stellwerk.core.records import RunRecord, TaskRecord, TaskState, bitmap_test
 from stellwerk.core.settings import Settings
 
 __all__ = ["Check", "Health", "Queue", "StuckRun", "assess"]
@@ -94,7 +94,7 @@ async def assess(
     for data in (await snapshot(runs, "run.*")).values():
         run = RunRecord.from_bytes(data)
         health.runs_by_state[run.state.value] += 1
-        if run.state is RunState.RUNNING:
+        if not run.state.ended:  # RUNNING, or COMPENSATING (a saga moves it on)
             running.append(run)
     stale = (settings.dedup_window / 2 + 1.0) * _REPAIR_FACTOR
     for run in running:

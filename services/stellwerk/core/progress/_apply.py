@@ -36,6 +36,7 @@ from stellwerk.core.progress._cancel import CancelledRuns
 from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
 from stellwerk.core.progress._propagate import Propagation, run_all
+from stellwerk.core.progress._saga import Saga
 from stellwerk.core.progress._strategies import settle_failure
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore, Versioned
@@ -102,6 +103,10 @@ class Progress:
         self._propagation = Propagation(
             tasks=tasks, runs=runs, dispatcher=dispatcher, cancelled=cancelled
         )
+        self.saga = Saga(
+            tasks=tasks, runs=runs, dispatcher=dispatcher, params=self._propagation.params
+        )
+        """Moves runs in a saga on (``on_failure: compensate``; the reconciler uses it too)."""
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -177,6 +182,7 @@ class Progress:
         # Sinks last: the write that ends a run comes after its tasks' own documents, so a
         # reader that sees the run ended also sees every result.
         await self._propagation.settle_sinks_of(settled)
+        await self.saga.after(settled, may_republish=may_republish)  # compensations due
         return early
 
     async def _retry_dispatch(self, task: TaskRecord) -> bytes | str:

@@ -189,7 +189,9 @@ class Canceller:
 
 
 def _refuse_ended(run: RunRecord) -> None:
-    if run.state in (RunState.COMPLETED, RunState.FAILED):
+    if run.state is RunState.COMPENSATING:  # a saga's compensations are never dropped
+        raise WrongStateError(f"run {run.id} is compensating; only a running run can be cancelled")
+    if run.state.ended and run.state is not RunState.CANCELLED:
         raise WrongStateError(
             f"run {run.id} ended {run.state.value}; only a running run can be cancelled"
         )

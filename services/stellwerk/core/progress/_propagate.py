@@ -26,6 +26,7 @@ from stellwerk.core.errors import (
 from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._cancel import CancelledRuns
 from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.progress._saga import begin_saga, normal_part_ended, saga_halt
 from stellwerk.core.progress._strategies import (
     handed_off,
     output_of,
@@ -135,6 +136,7 @@ class Propagation:
         worklist = settled
         first_round = True
         while worklist:
+            await begin_saga(self._runs, worklist)  # before its failure blocks anything
             groups: dict[tuple[str, str], list[tuple[TaskRecord, int]]] = defaultdict(list)
             sinks: dict[str, list[TaskRecord]] = defaultdict(list)
             handoffs: list[TaskRecord] = []
@@ -226,7 +228,9 @@ class Propagation:
     ) -> tuple[TaskRecord, bytes | None]:
         """``task`` DISPATCHED for its first attempt with its dispatch; or, when that cannot
         be built (a reference that does not resolve, a message too large), settled as failed
-        (by its failure strategy) without one."""
+        (by its failure strategy) without one; BLOCKED when its run's saga has begun."""
+        if (halted := saga_halt(self._runs, task)) is not None:
+            return halted, None
         attempt = task.attempt + 1  # a re-run goes on from its last attempt (RetryRun)
         new = task.evolve(state=TaskState.DISPATCHED, attempt=attempt, dispatched_at=time.time())
         try:
@@ -423,10 +427,7 @@ class Propagation:
                         error = clip_error(f"task {task.id!r} {task.state.lower()}: {task.error}")
             new = run.evolve(settled_sinks=bits, failed=failed, error=error)
             if bitmap_count(bits) == run.sink_count:
-                new = new.evolve(
-                    state=RunState.FAILED if new.failed else RunState.COMPLETED,
-                    ended_at=time.time(),
-                )
+                new = normal_part_ended(new)  # COMPENSATING under a saga
             return new
 
         try:

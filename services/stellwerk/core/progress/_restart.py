@@ -136,6 +136,7 @@ class Restarter:
         async def plan(run: RunRecord) -> _Plan:
             if run.state is RunState.RUNNING:
                 raise WrongStateError(f"run {run.id} is running; only an ended run can be retried")
+            _refuse_saga(run)
             current = await self._documents(run.id)
             unknown = [t for t in wanted if t not in current]
             if unknown:
@@ -165,6 +166,7 @@ class Restarter:
         async def plan(run: RunRecord) -> _Plan:
             if run.state is RunState.RUNNING:
                 raise ConflictError(f"run {run.id} was restarted meanwhile; try again")
+            _refuse_saga(run)
             return _Plan("restore", rerun_set(saved, ()), checkpoint=info.id)
 
         return await self._restart(info.run_id, request_id, plan, prepare=prepare)
@@ -360,3 +362,13 @@ class Restarter:
             )
             found.update((d.value.id, d.value) for d in docs if d is not None)
         return found
+
+
+def _refuse_saga(run: RunRecord) -> None:
+    """A run in or after a saga (``on_failure: compensate``) is not restarted: its completed
+    tasks are being, or were, undone by their compensations."""
+    if run.state in (RunState.COMPENSATING, RunState.COMPENSATED):
+        raise WrongStateError(
+            f"run {run.id} is {run.state.value}: its completed tasks were undone, so it is not "
+            "run again"
+        )
