@@ -1,10 +1,14 @@
-"""CPU per task of each process (resolver, executor, nats-server) during W2-like bursts.
+"""CPU per task of each process (resolver, executor, nats-server) during W2-like bursts, or
+per hop of the user's chain (``bench/user_path.py``) followed with ``stellwerk run`` or polled.
 
 .venv/bin/python -m bench.cpu_split --rounds 4
+.venv/bin/python -m bench.cpu_split --rounds 5 --chain cli     # or --chain poll
 
-Each round submits 100 diamonds of 20 no-op tasks at once and waits for all of them; the CPU
-time each process spent (``/proc/<pid>/stat``: user + system) is divided by the tasks run. This
-is where a round's time goes, not a throughput figure (`make bench` gives that).
+Each burst round submits 100 diamonds of 20 no-op tasks at once and waits for all of them; the
+CPU time each process spent (``/proc/<pid>/stat``: user + system) is divided by the tasks run.
+A chain round runs the 200-task ``mcp/tool.add`` chain and a 1-task one, and divides the
+difference by 199 (the CLI's CPU from ``RUSAGE_CHILDREN``: start-up taken out the same way).
+This is where a round's time goes, not a throughput figure (`make bench` gives that).
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
 from tests.e2e.conftest import HANDLER_ENV, serving
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, ServiceProcess
 
-from bench import shapes
+from bench import shapes, user_path
+from bench.client import Client, document
 from bench.cpu import cpu_seconds
-from bench.stellwerk_bench import document
 from stellwerk.core.natsd import NatsServer
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
@@ -52,7 +60,35 @@ async def one_round(stub: wf_grpc.WorkflowServiceAsyncStub, pids: dict[str, int]
     )
 
 
-async def main(rounds: int) -> None:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def chain_round(
+    stub: wf_grpc.WorkflowServiceAsyncStub, address: str, pids: dict[str, int], follow: str
+) -> dict[str, float]:
+    """CPU µs per hop of each process (and the CLI's) for the user's chain."""
+    client = Client(stub)
+    spent: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+        for n in (1, user_path.CHAIN_TASKS):
+            path = Path(tmp) / f"chain{n}.json"
+            path.write_text(user_path.reference_chain(n))
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cli_before = _children_cpu()
+            if follow == "cli":
+                await user_path.cli_seconds(address, path)
+            else:
+                await user_path.polled_seconds(client, path.read_text())
+            for name, pid in pids.items():
+                spent.setdefault(name, []).append(cpu_seconds(pid) - before[name])
+            spent.setdefault("cli", []).append(_children_cpu() - cli_before)
+    hops = user_path.CHAIN_TASKS - 1
+    return {name: (many - one) / hops * 1e6 for name, (one, many) in spent.items()}
+
+
+async def main(rounds: int, chain: str = "") -> None:
     server = NatsServer.start_new()
     env = {
         **HANDLER_ENV,
@@ -72,8 +108,24 @@ async def main(rounds: int) -> None:
         }
         async with grpc.aio.insecure_channel(resolver.address) as channel:
             stub = wf_grpc.WorkflowServiceStub(channel)
-            for _ in range(rounds):
-                print(await one_round(stub, pids), flush=True)
+            if not chain:
+                for _ in range(rounds):
+                    print(await one_round(stub, pids), flush=True)
+                return
+            await chain_round(stub, resolver.address, pids, chain)  # warm up
+            per_hop = [
+                await chain_round(stub, resolver.address, pids, chain) for _ in range(rounds)
+            ]
+            print(
+                f"CPU µs per hop, 200-task mcp/tool.add chain, {chain}: "
+                + ", ".join(
+                    f"{name} {statistics.median(r[name] for r in per_hop):.0f} "
+                    f"({min(r[name] for r in per_hop):.0f}..{max(r[name] for r in per_hop):.0f})"
+                    for name in per_hop[0]
+                )
+                + f"; total {statistics.median(sum(r.values()) for r in per_hop):.0f}",
+                flush=True,
+            )
     finally:
         resolver.terminate()
         executor.terminate()
@@ -83,4 +135,8 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument(
+        "--chain", choices=["cli", "poll"], default="", help="the user's chain, not bursts"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.rounds, args.chain))

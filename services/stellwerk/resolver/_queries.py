@@ -7,24 +7,35 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
-from stellwerk.core.errors import InvalidArgumentError, NotFoundError, Problem, clip, shorten
+from stellwerk.core.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    Problem,
+    UnavailableError,
+    clip,
+    shorten,
+)
 from stellwerk.core.jetstream import cancel_requested
 from stellwerk.core.kvscan import list_keys
 from stellwerk.core.progress import CANCELLED_ERROR
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
+from stellwerk.resolver._feed import KeyFeed
 
-__all__ = ["RunReader", "TaskChange"]
+__all__ = ["WATCH_INTERVAL", "RunReader", "TaskChange"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _CHUNK = 500
 # How long a watch waits, once its run has ended, for the last task changes to arrive.
 _TRAILING_GRACE = 0.05
+WATCH_INTERVAL = 0.025
+"""A watch sends at most this often (seconds): what it coalesces, the resolver is spared."""
 
 
 class TaskChange:
@@ -149,14 +160,34 @@ class RunReader:
         return page, ""
 
     async def watch(self, run_id: str) -> AsyncIterator[TaskChange]:
-        """Changes of the run until it ends: first its current state, then each task change."""
+        """Changes of the run until it ends: first its current state, then the task changes,
+        coalesced: sent at most every ``WATCH_INTERVAL`` seconds, each task's latest state only
+        (a state it passed through within one interval is not sent), a change that shows
+        nothing new (a dependency's bit in a PENDING task) not at all. A watch therefore costs
+        the resolver about one message per task, whatever the run's pace."""
         run = await self.header(run_id)
         yield TaskChange(run, None)
         if run.state.ended:
             return
-        queue: asyncio.Queue[tuple[str, bytes | None]] = asyncio.Queue()
-        task_watch = await self._tasks_kv.watch(names.task_prefix(run_id), ignore_deletes=True)
+        queue: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue()
+        # Task documents change several times per hop: fetched in batches (see _feed), at most
+        # every interval. The header changes about once per run: a plain KV watch.
+        feed = await KeyFeed(self._tasks_kv, names.task_prefix(run_id)).open()
         run_watch = await self._runs_kv.watch(names.run_key(run_id), ignore_deletes=True)
+
+        async def pump_tasks() -> None:
+            while not cancel_requested():
+                try:
+                    changes = await feed.changes(wait=5)
+                except TimeoutError:
+                    queue.put_nowait(("tick", "", None))
+                    continue
+                except UnavailableError:
+                    queue.put_nowait(("lost", "", None))
+                    return
+                for key, value in changes:
+                    queue.put_nowait(("task", key, value))
+                await asyncio.sleep(WATCH_INTERVAL)  # what comes meanwhile is the next batch
 
         async def pump(watcher: object, kind: str) -> None:
             while not cancel_requested():
@@ -164,40 +195,53 @@ class RunReader:
                     # A missed update (watcher recreated after a NATS hiccup) costs one tick.
                     entry = await watcher.updates(timeout=5)  # type: ignore[attr-defined]
                 except TimeoutError:  # nats-py also turns our cancellation into this
-                    queue.put_nowait(("tick", None))
+                    queue.put_nowait(("tick", "", None))
                     continue
                 if entry is not None and entry.value:
-                    queue.put_nowait((kind, entry.value))
+                    queue.put_nowait((kind, entry.key, entry.value))
 
-        pumps = [
-            asyncio.create_task(pump(task_watch, "task")),
-            asyncio.create_task(pump(run_watch, "run")),
-        ]
-        sent: dict[str, str] = {}  # task id -> the state a change last carried
+        pumps = [asyncio.create_task(pump_tasks()), asyncio.create_task(pump(run_watch, "run"))]
+        shown: dict[str, tuple[Any, ...]] = {}  # task id -> what a change last showed of it
+        loop = asyncio.get_running_loop()
+        next_send = 0.0
         try:
             while True:
-                kind, value = await queue.get()
-                if kind == "tick":
-                    run = await self.header(run_id)
-                elif kind == "run" and value is not None:
-                    run = RunRecord.from_bytes(value)
-                elif value is not None:
+                batch = [await queue.get()]
+                # Coalesce: wait out the interval since the last send, then take all that came.
+                if (wait := next_send - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                next_send = loop.time() + WATCH_INTERVAL
+                latest: dict[str, bytes] = {}  # key -> raw document; only the last is decoded
+                for kind, key, value in batch:
+                    if kind == "lost":
+                        raise UnavailableError("the watch lost its feed; watch again")
+                    if kind == "tick":
+                        run = await self.header(run_id)
+                    elif kind == "run" and value is not None:
+                        run = RunRecord.from_bytes(value)
+                    elif value is not None:
+                        latest[key] = value
+                for value in latest.values():
                     task = TaskRecord.from_bytes(value)
-                    sent[task.id] = task.state.value
-                    yield TaskChange(run, task)
-                    continue
+                    if shown.get(task.id) != (seen := _shown(task)):
+                        shown[task.id] = seen
+                        yield TaskChange(run, task)
                 if run.state.ended:
                     # The header is written after its tasks' documents, but the two watchers
                     # deliver independently: let the tasks' last changes arrive first...
                     async for change in _trailing_changes(queue, run):
                         if change.task is not None:
-                            sent[change.task.id] = change.task.state.value
+                            shown[change.task.id] = _shown(change.task)
                         yield change
                     # ...and whatever a loaded machine delivers later still, read it: the
                     # documents are final now, so the stream always ends with every end state.
-                    for task in await self.tasks(run_id, as_of=run):
-                        if sent.get(task.id) != task.state.value:
-                            yield TaskChange(run, task)
+                    # (Not needed when every task was shown settled: it never changes again.)
+                    if not _all_shown_settled(shown, run):
+                        for task in await self.tasks(run_id, as_of=run):
+                            if shown.get(task.id) != _shown(task):
+                                yield TaskChange(run, task)
                     yield TaskChange(run, None)
                     return
         finally:
@@ -206,9 +250,31 @@ class RunReader:
             for p in pumps:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await p
-            for w in (task_watch, run_watch):
-                with contextlib.suppress(Exception):
-                    await w.stop()
+            await feed.close()
+            with contextlib.suppress(Exception):
+                await run_watch.stop()
+
+
+def _all_shown_settled(shown: dict[str, tuple[Any, ...]], run: RunRecord) -> bool:
+    """Whether the watch has shown every task of ``run`` in a settled state (which a cancel's
+    ``as_of_header`` does not change either)."""
+    return len(shown) >= run.task_count and all(seen[0].settled for seen in shown.values())
+
+
+def _shown(task: TaskRecord) -> tuple[Any, ...]:
+    """What a watcher sees of a task (``convert.task_to_proto``): a change of anything else
+    (the bits of settled dependencies, a re-run count) is not sent."""
+    return (
+        task.state,
+        task.attempt,
+        task.error,
+        task.executor_id,
+        task.dispatched_at,
+        task.ended_at,
+        task.retry_at,
+        task.has_result,
+        len(task.history),
+    )
 
 
 def as_of_header(run: RunRecord, task: TaskRecord) -> TaskRecord:
@@ -224,13 +290,13 @@ def as_of_header(run: RunRecord, task: TaskRecord) -> TaskRecord:
 
 
 async def _trailing_changes(
-    queue: asyncio.Queue[tuple[str, bytes | None]], run: RunRecord
+    queue: asyncio.Queue[tuple[str, str, bytes | None]], run: RunRecord
 ) -> AsyncIterator[TaskChange]:
     """Task changes that arrive within ``_TRAILING_GRACE`` seconds of the run's end."""
     deadline = asyncio.get_running_loop().time() + _TRAILING_GRACE
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
-            kind, value = await asyncio.wait_for(queue.get(), left)
+            kind, _key, value = await asyncio.wait_for(queue.get(), left)
         except TimeoutError:
             return
         if kind == "task" and value is not None:

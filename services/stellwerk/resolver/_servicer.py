@@ -195,8 +195,11 @@ class WorkflowServicer(api_grpc.WorkflowServiceServicer):
     async def WatchRun(
         self, request: api.WatchRunRequest, context: Context
     ) -> AsyncIterator[api.WatchRunResponse]:
+        header, header_proto = None, None
         async for change in self._reader().watch(request.run_id):
-            response = api.WatchRunResponse(run=run_to_proto(change.run))
+            if change.run is not header:  # the header rarely changes: convert it once each time
+                header, header_proto = change.run, run_to_proto(change.run)
+            response = api.WatchRunResponse(run=header_proto)
             if change.task is not None:
                 response.task.CopyFrom(task_to_proto(change.task))
             yield response
