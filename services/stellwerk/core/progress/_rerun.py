@@ -51,6 +51,11 @@ def _owners(tasks: Mapping[str, TaskRecord]) -> dict[str, str]:
     return {t.alternative: t.id for t in tasks.values() if t.alternative is not None}
 
 
+def _role(task: TaskRecord) -> str | None:
+    role: str | None = getattr(task, "role", None)  # documents written before roles: none
+    return role
+
+
 def alternatives_of(tasks: Mapping[str, TaskRecord]) -> set[str]:
     """The tasks named as another's alternative (they run only on a hand-off)."""
     return set(_owners(tasks))
@@ -92,7 +97,8 @@ def rerun_set(tasks: Mapping[str, TaskRecord], from_ids: Iterable[str] = ()) -> 
     an alternative stands for the place it holds), everything downstream of them, and the
     alternatives of each such place."""
     owners = _owners(tasks)
-    normal = [t for t in tasks if t not in owners]
+    # Compensation tasks (a saga's, ``role``) run only on that path: never a place of their own.
+    normal = [t for t in tasks if t not in owners and _role(tasks[t]) != "compensation"]
     todo = [t for t in normal if not _done(t, tasks)]
     todo += [place_of(t, tasks) for t in from_ids]
     places: set[str] = set()

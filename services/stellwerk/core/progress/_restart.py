@@ -91,6 +91,19 @@ class _Intent:
         return cls(**doc)
 
 
+_RESTARTABLE = frozenset((RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED))
+
+
+def _refuse_unended(run: RunRecord, what: str) -> None:
+    """Only a run that ended COMPLETED, FAILED or CANCELLED restarts (a running one, or one
+    whose saga runs or ran, is refused: FAILED_PRECONDITION)."""
+    if run.state not in _RESTARTABLE:
+        raise WrongStateError(
+            f"run {run.id} is {run.state.value.lower()}; only a run that ended completed, "
+            f"failed or cancelled can be {what}"
+        )
+
+
 def _request_hash(request_id: str) -> str:
     return hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:32]
 
@@ -134,9 +147,7 @@ class Restarter:
         wanted = list(dict.fromkeys(from_ids))
 
         async def plan(run: RunRecord) -> _Plan:
-            if run.state is RunState.RUNNING:
-                raise WrongStateError(f"run {run.id} is running; only an ended run can be retried")
-            _refuse_saga(run)
+            _refuse_unended(run, "retried")
             current = await self._documents(run.id)
             unknown = [t for t in wanted if t not in current]
             if unknown:
@@ -164,9 +175,7 @@ class Restarter:
                     await self._canceller.cancel(run.id)
 
         async def plan(run: RunRecord) -> _Plan:
-            if run.state is RunState.RUNNING:
-                raise ConflictError(f"run {run.id} was restarted meanwhile; try again")
-            _refuse_saga(run)
+            _refuse_unended(run, "restored")
             return _Plan("restore", rerun_set(saved, ()), checkpoint=info.id)
 
         return await self._restart(info.run_id, request_id, plan, prepare=prepare)
@@ -362,13 +371,3 @@ class Restarter:
             )
             found.update((d.value.id, d.value) for d in docs if d is not None)
         return found
-
-
-def _refuse_saga(run: RunRecord) -> None:
-    """A run in or after a saga (``on_failure: compensate``) is not restarted: its completed
-    tasks are being, or were, undone by their compensations."""
-    if run.state in (RunState.COMPENSATING, RunState.COMPENSATED):
-        raise WrongStateError(
-            f"run {run.id} is {run.state.value}: its completed tasks were undone, so it is not "
-            "run again"
-        )
