@@ -345,12 +345,13 @@ async def _holdings(nc: NatsClient) -> Leftovers:
 
 
 def _owner(key: str) -> str | None:
-    """The run a key belongs to (``None``: a request-id key, checked separately)."""
-    if key.startswith(("run.", "order.", "staging.")):
+    """The run a key belongs to (``None``: a request-id key, checked separately, or a key of
+    the installation rather than of a run: a method's breaker, a resolver's retry count)."""
+    if key.startswith(("run.", "order.", "staging.", "cancel.", "restart.")):
         return key.split(".", 1)[1]
-    if key.startswith("fin."):
+    if key.startswith(("fin.", "breaker.run.")):
         return key.split(".", 2)[2]
-    if key.startswith("req."):
+    if key.startswith(("req.", "breaker.method.", "resolution-retries.")):
         return None
     return key.split(".", 1)[0]
 
