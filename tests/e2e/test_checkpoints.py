@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from stellwerk.core import names
+from stellwerk.core.breakers import breaker_key, run_scope
 from stellwerk.core.kvscan import list_keys
 from stellwerk.core.settings import Settings
 from stellwerk.monitor._janitor import Janitor
@@ -187,3 +188,28 @@ async def test_checkpoint_calls_refuse_bad_input_and_change_nothing(
     assert len(await list_keys(checkpoints_kv, ">")) == 2  # the one taken: a part, its meta
     header = (await stub.GetRun(api.GetRunRequest(run_id=run.run_id), timeout=30)).run
     assert header.restarts == 0 and header.state == pb.RUN_STATE_COMPLETED
+
+
+async def test_the_janitor_removes_a_runs_breaker_record_with_the_run(
+    cluster: Cluster,  # noqa: F811
+    js: Any,  # noqa: F811
+) -> None:
+    """A run that ended while its resolution breaker was open leaves the breaker's record in
+    stellwerk-runs; the janitor removes it with the run (nothing else would)."""
+    resolver = await cluster.start("resolver")
+    await cluster.start("executor")
+    stub = await stub_for(resolver)
+    run = await submit(stub, "tasks: [{id: a, method: test/noop}]")
+    await wait_done(stub, run.run_id)
+    runs_kv = await js.key_value(names.RUNS_BUCKET)
+    record = breaker_key(run_scope(run.run_id))
+    await runs_kv.put(record, b'{"state": "OPEN"}')
+    janitor = Janitor(
+        js=js,
+        runs=runs_kv,
+        tasks=await js.key_value(names.TASKS_BUCKET),
+        executors=await js.key_value(names.EXECUTORS_BUCKET),
+        settings=Settings(retention=0.001),
+    )
+    assert await janitor.sweep(now=time.time() + 5) >= 1
+    assert await list_keys(runs_kv, record) == []

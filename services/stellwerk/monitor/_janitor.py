@@ -12,6 +12,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
+from stellwerk.core.breakers import breaker_key, run_scope
 from stellwerk.core.kvscan import list_keys, remove, snapshot
 from stellwerk.core.records import ExecutorRecord, RunRecord, RunState
 from stellwerk.core.settings import Settings
@@ -103,6 +104,7 @@ class Janitor:
             names.order_key(run_id),
             names.cancel_key(run_id),
             names.restart_key(run_id),
+            breaker_key(run_scope(run_id)),  # left behind when the run ended with it open
             names.run_key(run_id),
             names.staging_key(run_id),
         ):
