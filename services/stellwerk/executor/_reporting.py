@@ -66,9 +66,26 @@ class OutcomeReporter:
         self._metrics = metrics
         self.completed = 0
         self.failed = 0
+        # Attempts whose outcome this executor is publishing right now (NATS may be away for
+        # a while): a delivery of one of them must wait for the report, not run again.
+        self._in_flight: set[tuple[str, str, int]] = set()
+
+    def reporting(self, dispatch: events_pb2.TaskDispatch) -> bool:
+        """Whether an outcome of ``dispatch``'s attempt is being published by this executor."""
+        return (dispatch.run_id, dispatch.task_id, dispatch.attempt) in self._in_flight
 
     async def report(self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent) -> None:
         """Publish the outcome, retrying with the same id until JetStream has it."""
+        attempt = (dispatch.run_id, dispatch.task_id, dispatch.attempt)
+        self._in_flight.add(attempt)
+        try:
+            await self._publish(dispatch, event)
+        finally:
+            self._in_flight.discard(attempt)
+
+    async def _publish(
+        self, dispatch: events_pb2.TaskDispatch, event: events_pb2.TaskEvent
+    ) -> None:
         msg_id = names.event_msg_id(
             dispatch.run_id, dispatch.task_id, dispatch.attempt, dispatch.generation
         )

@@ -220,6 +220,10 @@ class TaskRunner:
         delivery = delivery_of(msg)
         delivered = delivery.num_delivered
         if self._redelivery.suspicious(dispatch, delivery):
+            if self._reporter.reporting(dispatch):  # our report of it is still on its way
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+                return
             try:
                 done = await self._redelivery.already_done(dispatch)
             except StellwerkError as exc:
@@ -278,15 +282,18 @@ class TaskRunner:
         if claim.lost:
             # The handler finished before the claim lapsed: report what it returned (the events
             # stream keeps the first outcome of an attempt, so this cannot overrule another
-            # run), and leave the delivery to whoever holds it now: its check finds the outcome.
+            # run), then acknowledge, so the message is not handed out again; a redelivery
+            # someone already holds finds the outcome in its check.
             logger.warning(
                 "lost the claim on %s/%s attempt %d after its handler returned; reporting "
-                "its outcome, leaving the delivery",
+                "its outcome",
                 dispatch.run_id,
                 dispatch.task_id,
                 dispatch.attempt,
             )
             await self._reporter.report(dispatch, event)
+            with contextlib.suppress(Exception):
+                await msg.ack()
             return
         if self._settings.fault_drop_events and random.random() < self._settings.fault_drop_events:
             logger.warning(
