@@ -29,7 +29,7 @@ from tests.support.processes import ROOT, ServiceProcess
 
 from bench import shapes, user_path
 from bench.client import Client, document
-from bench.cpu import cpu_seconds
+from bench.cpu import precise_cpu_seconds as cpu_seconds
 from stellwerk.core.natsd import NatsServer
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api

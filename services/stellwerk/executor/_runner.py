@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -44,6 +45,7 @@ from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.executor._holds import Holds
 from stellwerk.executor._outcomes import AttemptInvoker, now_ts
+from stellwerk.executor._puller import Puller
 from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._reporting import OutcomeReporter, TaskMetrics
 from stellwerk.executor._slots import Slots
@@ -70,6 +72,28 @@ class _Claim:
         self.lost = False
         self.cancelled = False  # its run was cancelled: acknowledge, report nothing
         self.handed_back = False  # its remote worker went away: give the delivery back now
+
+
+class _Heartbeat:
+    """An attempt's heartbeat task, started only when its first beat is due: most attempts
+    end sooner, and then cost a timer instead of a task that is created and cancelled."""
+
+    __slots__ = ("_handle", "_task")
+
+    def __init__(self, delay: float, beats: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(delay, self._start, beats)
+
+    def _start(self, beats: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._task = asyncio.create_task(beats())
+
+    async def stop(self) -> None:
+        """No more beats (waits for a beat under way to end)."""
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
 
 class TaskRunner:
@@ -118,6 +142,9 @@ class TaskRunner:
         self._stopping = asyncio.Event()
         self._suspects = asyncio.Lock()
         self._claims: set[_Claim] = set()
+        self._pullers: list[Puller] = []
+        # local deliveries (by id) that will take a slot and have not yet
+        self._unslotted: set[int] = set()
 
     @property
     def completed(self) -> int:
@@ -166,6 +193,9 @@ class TaskRunner:
     async def _fetch_loop(self, durable: str, *, remote: str | None = None) -> None:
         # Know every cancelled run and open breaker before taking work.
         await asyncio.gather(self.cancelled.loaded(), self.holds.breakers.loaded())
+        if remote is None:
+            await self._pull_loop(durable)
+            return
         sub = await self._js.pull_subscribe_bind(durable, stream=names.DISPATCH_STREAM)
         try:
             while not self._stopping.is_set() and not cancel_requested():
@@ -189,12 +219,38 @@ class TaskRunner:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _pull_loop(self, durable: str) -> None:
+        """Deliveries of a locally served method through long-lived pull requests
+        (``_puller.py``): room is the free slots less the deliveries still waiting to take one."""
+        window = min(self.slots.total, _MAX_FETCH)
+        puller: Puller
+
+        def room() -> int:
+            return min(self.slots.free - len(self._unslotted), window)
+
+        def deliver(msg: Msg) -> None:
+            self._unslotted.add(id(msg))
+            task = asyncio.create_task(tracing.task_span(msg, self._attempt(msg, puller)))
+            self._running[task] = msg
+            task.add_done_callback(self._finished)
+
+        puller = Puller(self._nc, durable, room=room, window=window, deliver=deliver)
+        self._pullers.append(puller)
+        try:
+            await puller.run(lambda: self._stopping.is_set() or cancel_requested())
+        finally:
+            self._pullers.remove(puller)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        msg = self._running.pop(task, None)
+        if msg is not None:
+            self._unslotted.discard(id(msg))
+        for puller in self._pullers:
+            puller.wake()
         if not task.cancelled() and task.exception() is not None:
             logger.error("attempt crashed the runner", exc_info=task.exception())
 
-    async def _attempt(self, msg: Msg) -> None:
+    async def _attempt(self, msg: Msg, puller: Puller | None = None) -> None:
         dispatch = events_pb2.TaskDispatch()
         try:
             dispatch.ParseFromString(msg.data)
@@ -245,7 +301,10 @@ class TaskRunner:
                 return
         claim = _Claim(dispatch.run_id)
         self._claims.add(claim)
-        heartbeat = asyncio.create_task(self._heartbeat(msg, claim, dispatch))
+        since = time.monotonic()
+        heartbeat = _Heartbeat(
+            self._beat_interval, lambda: self._heartbeat(msg, claim, dispatch, since)
+        )
         try:
             # A redelivered attempt may be the one that killed our predecessor: run such
             # suspects one at a time, so a poison task cannot take innocent ones down with it.
@@ -264,12 +323,10 @@ class TaskRunner:
                         await self._reporter.report(dispatch, poisoned)
                         await msg.ack()
                         return
-                event = await self._run_claimed(dispatch, params, claim)
+                event = await self._run_claimed(dispatch, params, claim, msg)
         finally:
             self._claims.discard(claim)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await heartbeat
+            await heartbeat.stop()
         if claim.cancelled:
             with contextlib.suppress(Exception):
                 await msg.ack()
@@ -303,11 +360,20 @@ class TaskRunner:
                 dispatch.attempt,
             )
             return  # as if we crashed here: no event, delivery left unacknowledged
+        if puller is not None:
+            # Its slot is free again: ask for the next delivery now, so the request leaves in
+            # the same socket write as the outcome (a chain's next task is on its way).
+            with contextlib.suppress(Exception):
+                await puller.refill()
         await self._reporter.report(dispatch, event)
         await msg.ack()
 
     async def _run_claimed(
-        self, dispatch: events_pb2.TaskDispatch, params: dict[str, Any], claim: _Claim
+        self,
+        dispatch: events_pb2.TaskDispatch,
+        params: dict[str, Any],
+        claim: _Claim,
+        msg: Msg,
     ) -> events_pb2.TaskEvent | None:
         """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile.
 
@@ -315,6 +381,7 @@ class TaskRunner:
         remote = self._invoker.is_remote(dispatch.method)
         if not remote:
             await self.slots.acquire()
+            self._unslotted.discard(id(msg))
         try:
             if claim.lost:  # NATS vanished while we queued for a slot
                 return None
@@ -362,16 +429,20 @@ class TaskRunner:
         event.start_time.CopyFrom(started)
         return event
 
-    async def _heartbeat(self, msg: Msg, claim: _Claim, dispatch: events_pb2.TaskDispatch) -> None:
+    @property
+    def _beat_interval(self) -> float:
+        return max(0.2, self._settings.task_lease / 3)
+
+    async def _heartbeat(
+        self, msg: Msg, claim: _Claim, dispatch: events_pb2.TaskDispatch, since: float
+    ) -> None:
         """Keep the delivery ours; if NATS has been unreachable for most of the lease, the claim
         may already be someone else's: cancel the handler rather than run it twice at once.
         Each beat also notes who holds the claim, for ``explain`` (long attempts only: the first
-        beat comes a third of a lease after the start)."""
+        beat comes a third of a lease after ``since``, the start, when this task is started)."""
         lease = self._settings.task_lease
-        interval = max(0.2, lease / 3)
-        last_sent = time.monotonic()
+        last_sent = since
         while not claim.lost:
-            await asyncio.sleep(interval)
             # Check the gap *before* heartbeating: a heartbeat after a long silence cannot
             # bring back a claim that may have lapsed meanwhile.
             if time.monotonic() - last_sent > 0.8 * lease:
@@ -382,6 +453,7 @@ class TaskRunner:
                     await msg.in_progress()
                     last_sent = time.monotonic()
                     await self._note_claim(dispatch)
+            await asyncio.sleep(self._beat_interval)
 
     async def _note_claim(self, dispatch: events_pb2.TaskDispatch) -> None:
         if self._claims_kv is None:
@@ -413,6 +485,8 @@ class TaskRunner:
         """NATS came back: distrust deliveries of messages stored before now (see
         ``RedeliveryChecks.suspicious``)."""
         self._redelivery.note_reconnect()
+        for puller in self._pullers:
+            puller.forget()
 
     def drop_claims(self) -> None:
         """NATS reconnected: a restarted server redelivers unacknowledged deliveries within about
