@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import nats.errors
@@ -168,17 +169,33 @@ class JetStreamWriter:
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Ack:
         """Publish one message; its acknowledgement (refusals come back as ``Ack`` errors)."""
+        future = await self.send(subject, data, headers)
+        try:
+            return await future
+        except NATS_FAILURES as exc:
+            raise UnavailableError(f"could not publish to {subject}: {exc!r}") from exc
+
+    async def send(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> asyncio.Future[Ack]:
+        """Publish one message and return at once; the future gets its acknowledgement (or
+        ``UnavailableError`` after ``ack_within``). Messages sent one after another without
+        awaiting anything in between leave in one socket write: nats-py's flusher writes
+        whatever is pending when it next runs, and it runs only when the caller awaits."""
         self._issued += 1
         token = str(self._issued)
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._waiting[token] = (future, time.monotonic() + self._ack_within)
+        future.add_done_callback(partial(self._forget, token))
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=headers)
-            return await future
         except NATS_FAILURES as exc:
+            future.cancel()
             raise UnavailableError(f"could not publish to {subject}: {exc!r}") from exc
-        finally:
-            del self._waiting[token]
+        return future
+
+    def _forget(self, token: str, _: asyncio.Future[Ack]) -> None:
+        self._waiting.pop(token, None)
 
     async def _on_ack(self, msg: Msg) -> None:
         entry = self._waiting.get(msg.subject[self._token_at :])

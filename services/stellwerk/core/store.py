@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import nats.js.errors as jserr
 from nats.aio.client import Client as NatsClient
@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 from stellwerk.core.errors import ConflictError, NotFoundError, UnavailableError
 from stellwerk.core.publish import (
     NATS_FAILURES,
+    Ack,
     JetStreamWriter,
     Message,
     kv_subject,
@@ -136,17 +137,9 @@ class DocumentStore(Generic[T]):
     ) -> Versioned[T]:
         """Compare-and-set: write only if ``key`` is still at ``revision``; ``encoded`` is
         ``value`` encoded already (by a caller that had to measure it)."""
-        data = self._encode(value) if encoded is None else encoded
         if self._writer is not None:
-            ack = await self._writer.publish(
-                kv_subject(self.kv, key),
-                data,
-                {"Nats-Expected-Last-Subject-Sequence": str(revision)},
-            )
-            if ack.wrong_last_sequence:
-                self.forget(key)
-                raise ConflictError(f"{key} changed since revision {revision}")
-            return self._remember(key, Versioned(value, ack.stored(f"writing {key}")))
+            return await (await self.send_update(key, value, revision, encoded=encoded))
+        data = self._encode(value) if encoded is None else encoded
         try:
             new_revision = await self.kv.update(key, data, last=revision)
         except jserr.KeyWrongLastSequenceError as exc:
@@ -155,6 +148,29 @@ class DocumentStore(Generic[T]):
         except NATS_FAILURES as exc:
             raise UnavailableError(f"NATS unavailable writing {key}: {exc}") from exc
         return self._remember(key, Versioned(value, new_revision))
+
+    async def send_update(
+        self, key: str, value: T, revision: int, *, encoded: bytes | None = None
+    ) -> Coroutine[Any, Any, Versioned[T]]:
+        """:meth:`update` in two steps: the write is sent when this returns, and awaiting what it
+        returns gives the result (or ``ConflictError``). Writes sent one after another leave in
+        one socket write (see ``JetStreamWriter.send``). Without a writer, nothing is sent
+        before that second await. What it returns must be awaited or closed."""
+        if self._writer is None:
+            return self.update(key, value, revision, encoded=encoded)
+        data = self._encode(value) if encoded is None else encoded
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
+        sent = await self._writer.send(kv_subject(self.kv, key), data, headers)
+        return self._updated(key, value, revision, sent)
+
+    async def _updated(
+        self, key: str, value: T, revision: int, sent: asyncio.Future[Ack]
+    ) -> Versioned[T]:
+        ack = await sent
+        if ack.wrong_last_sequence:
+            self.forget(key)
+            raise ConflictError(f"{key} changed since revision {revision}")
+        return self._remember(key, Versioned(value, ack.stored(f"writing {key}")))
 
     async def mutate(
         self,

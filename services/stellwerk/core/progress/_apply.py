@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from stellwerk.core import names
 from stellwerk.core.errors import (
@@ -35,7 +37,7 @@ from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._cancel import CancelledRuns
 from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
-from stellwerk.core.progress._propagate import Propagation, run_all
+from stellwerk.core.progress._propagate import Propagation, awaited_in_turn
 from stellwerk.core.progress._saga import Saga
 from stellwerk.core.progress._strategies import settle_failure
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState
@@ -171,14 +173,35 @@ class Progress:
         settled = [d.record for d in commits if d.record.state.settled]
         settled += [d for d in decided if isinstance(d, TaskRecord)]
         # A retry's write and its dispatch go out side by side, like a dependent's (the
-        # dispatch carries its due time; executors hand it back until then).
-        await run_all(
-            *(self._write(c) for c in commits),
-            *(self._dispatcher.publish(task, data) for task, data in retries),
-            self._propagation.propagate_many(
+        # dispatch carries its due time; executors hand it back until then). The tasks' own
+        # writes and the retries' dispatches are sent first and awaited last: on a chain they
+        # leave in one socket write with the dependent's write and dispatch.
+        sent: list[Coroutine[Any, Any, None]] = []
+        try:
+            for commit in commits:
+                sent.append(self._write(commit, await self._send(commit)))
+            for task, data in retries:
+                sent.append(await self._dispatcher.send(task, data))
+        except BaseException:
+            for step in sent:
+                step.close()
+            raise
+        propagated: BaseException | None = None
+        try:
+            await self._propagation.propagate_many(
                 settled, may_republish=may_republish, with_sinks=False
-            ),
-        )
+            )
+        except Exception as exc:  # the writes sent are awaited all the same
+            propagated = exc
+        except BaseException:
+            for step in sent:
+                step.close()
+            raise
+        for result in await awaited_in_turn(*sent):
+            if isinstance(result, Exception):
+                raise result
+        if propagated is not None:
+            raise propagated
         # Sinks last: the write that ends a run comes after its tasks' own documents, so a
         # reader that sees the run ended also sees every result.
         await self._propagation.settle_sinks_of(settled)
@@ -265,13 +288,26 @@ class Progress:
         )
         return replace(commit, record=failed, data=failed.to_bytes())
 
-    async def _write(self, commit: Commit) -> None:
+    async def _send(self, commit: Commit) -> Coroutine[Any, Any, Versioned[TaskRecord]]:
+        """The first compare-and-set of :meth:`_write`, sent now."""
+        return await self._tasks.send_update(
+            commit.key, commit.record, commit.revision, encoded=commit.data
+        )
+
+    async def _write(
+        self, commit: Commit, sent: Coroutine[Any, Any, Versioned[TaskRecord]] | None = None
+    ) -> None:
         """Record a committed outcome on its task's document (a compare-and-set, re-applied
-        on a fresh copy when something else — a re-run count, a re-dispatch — wrote first)."""
+        on a fresh copy when something else — a re-run count, a re-dispatch — wrote first);
+        ``sent``: its first compare-and-set, sent already (:meth:`_send`)."""
         record, revision, data = commit.record, commit.revision, commit.data
         while True:
             try:
-                await self._tasks.update(commit.key, record, revision, encoded=data)
+                if sent is not None:
+                    first, sent = sent, None
+                    await first
+                else:
+                    await self._tasks.update(commit.key, record, revision, encoded=data)
                 return
             except ConflictError:
                 current = await self._tasks.get(commit.key, fresh=True)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import nats.js.errors as jserr
@@ -22,7 +22,7 @@ from stellwerk.core.limits import Limits, TooLargeError
 from stellwerk.core.model import substitute
 from stellwerk.core.progress._large import LargeValues
 from stellwerk.core.progress._outcome import Outcome, decode_outcome
-from stellwerk.core.publish import NATS_FAILURES, JetStreamWriter
+from stellwerk.core.publish import NATS_FAILURES, Ack, JetStreamWriter
 from stellwerk.core.records import TaskRecord
 from stellwerk_api.events.v1 import events_pb2
 
@@ -129,16 +129,30 @@ class Dispatcher:
 
     async def publish(self, task: TaskRecord, data: bytes) -> None:
         """Publish one dispatch; a repeat within the dedup window is dropped by JetStream."""
+        await (await self.send(task, data))
+
+    async def send(self, task: TaskRecord, data: bytes) -> Coroutine[Any, Any, None]:
+        """:meth:`publish` in two steps: the dispatch is sent when this returns (in the same
+        socket write as whatever else is sent before the caller awaits, see
+        ``JetStreamWriter.send``); awaiting what it returns awaits JetStream's acknowledgement.
+        What it returns must be awaited or closed."""
         msg_id = names.dispatch_msg_id(task.run_id, task.id, task.attempt, task.generation)
         headers = {"Nats-Msg-Id": msg_id}
         with tracing.dispatching(task, headers):  # nothing with tracing off
             try:
-                ack = await self._writer.publish(
+                sent = await self._writer.send(
                     names.dispatch_subject(task.method, task.run_id, task.id), data, headers
                 )
             except UnavailableError as exc:
                 raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
-            ack.stored(f"the dispatch of {task.id!r}")
+        return self._stored(task, sent)
+
+    async def _stored(self, task: TaskRecord, sent: asyncio.Future[Ack]) -> None:
+        try:
+            ack = await sent
+        except UnavailableError as exc:
+            raise UnavailableError(f"could not dispatch {task.id!r}: {exc}") from exc
+        ack.stored(f"the dispatch of {task.id!r}")
 
     async def dispatch_waiting(self, task: TaskRecord) -> bool:
         """Whether a dispatch of ``task`` waits (or is being worked on) in the dispatch stream."""

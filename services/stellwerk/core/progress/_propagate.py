@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,7 +44,7 @@ from stellwerk.core.records import (
 )
 from stellwerk.core.store import DocumentStore
 
-__all__ = ["Propagation", "run_all"]
+__all__ = ["Propagation", "awaited_in_turn", "run_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,23 @@ async def side_by_side(*steps: Awaitable[T]) -> list[T | Exception]:
         except Exception as exc:
             results.append(exc)
     results.append(outcome)
+    return results
+
+
+async def awaited_in_turn(*sent: Coroutine[Any, Any, T]) -> list[T | Exception]:
+    """Await ``sent`` one after another; each result or exception in order. For the results of
+    writes already sent (``send_update``, ``Dispatcher.send``): they are in flight together, so
+    awaiting them in turn costs no time, and no task each. Cancelled, the rest are closed."""
+    results: list[T | Exception] = []
+    for index, step in enumerate(sent):
+        try:
+            results.append(await step)
+        except Exception as exc:
+            results.append(exc)
+        except BaseException:
+            for rest in sent[index + 1 :]:
+                rest.close()
+            raise
     return results
 
 
@@ -310,9 +327,13 @@ class Propagation:
         attempt under the same message id, which JetStream drops as a duplicate. If the write
         fails for good, the event is redelivered and repeats both; an outcome that overtakes the
         write is deferred by the resolver, not dropped (see ``Progress.apply_many``)."""
-        written, published = await side_by_side(
-            self._tasks.update(key, new, revision), self._dispatcher.publish(new, dispatch)
-        )
+        written_now = await self._tasks.send_update(key, new, revision)
+        try:
+            published_now = await self._dispatcher.send(new, dispatch)
+        except BaseException:
+            written_now.close()
+            raise
+        written, published = await awaited_in_turn(written_now, published_now)
         if isinstance(published, Exception):
             raise published
         if isinstance(written, ConflictError):
@@ -349,12 +370,27 @@ class Propagation:
         else from KV or the stored outcomes."""
         targets = sorted(set(task.refs.values()))
         outputs: dict[str, Any] = {}
-        if targets:  # most tasks reference nothing: no gather for them
+        known = known or {}
+        if len(targets) == 1 or all(self._in_hand(task.run_id, t, known) for t in targets):
+            # No gather: it costs a task per target and a turn of the event loop before the
+            # dispatch is sent, which then leaves in a socket write of its own.
+            for target in targets:
+                outputs[target] = await self._result_of(task.run_id, target, known, task.restart)
+        elif targets:  # most tasks reference nothing: no gather for them
             found = await asyncio.gather(
-                *(self._result_of(task.run_id, t, known or {}, task.restart) for t in targets)
+                *(self._result_of(task.run_id, t, known, task.restart) for t in targets)
             )
             outputs = dict(zip(targets, found, strict=True))
         return resolve_params(task, outputs.__getitem__)
+
+    def _in_hand(
+        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
+    ) -> bool:
+        """Whether ``task_id``'s document is among the outcomes in hand or cached (its output
+        is read without I/O, unless it was stored out of line or replaced by an alternative's)."""
+        return (run_id, task_id) in known or self._tasks.cached(
+            names.task_key(run_id, task_id)
+        ) is not None
 
     async def _result_of(
         self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int
