@@ -64,12 +64,13 @@ _NO_LOCK = contextlib.nullcontext()
 class _Claim:
     """The state of one delivery's claim while its attempt runs."""
 
-    __slots__ = ("cancelled", "handed_back", "lost", "run_id", "work")
+    __slots__ = ("cancelled", "finished", "handed_back", "lost", "run_id", "work")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.work: asyncio.Task[events_pb2.TaskEvent] | None = None
         self.lost = False
+        self.finished = False  # the attempt is past its handler: no more heartbeats
         self.cancelled = False  # its run was cancelled: acknowledge, report nothing
         self.handed_back = False  # its remote worker went away: give the delivery back now
 
@@ -87,13 +88,16 @@ class _Heartbeat:
     def _start(self, beats: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._task = asyncio.create_task(beats())
 
-    async def stop(self) -> None:
-        """No more beats (waits for a beat under way to end)."""
+    def stop(self) -> None:
+        """No more beats. Not awaited: on Python 3.11, ``asyncio.wait_for`` (inside nats-py's
+        requests) can swallow a cancellation that coincides with its reply, and a heartbeat
+        that survived its cancel kept beating for ever while its attempt waited for it here —
+        the delivery stayed "in progress", never redelivered, and the run never ended (chaos
+        ``nats`` scenario). The loop also stops on ``claim.finished``; a beat already on its
+        way after the acknowledgement is ignored by JetStream."""
         self._handle.cancel()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
 
 class TaskRunner:
@@ -325,8 +329,9 @@ class TaskRunner:
                         return
                 event = await self._run_claimed(dispatch, params, claim, msg)
         finally:
+            claim.finished = True
             self._claims.discard(claim)
-            await heartbeat.stop()
+            heartbeat.stop()
         if claim.cancelled:
             with contextlib.suppress(Exception):
                 await msg.ack()
@@ -442,7 +447,7 @@ class TaskRunner:
         beat comes a third of a lease after ``since``, the start, when this task is started)."""
         lease = self._settings.task_lease
         last_sent = since
-        while not claim.lost:
+        while not claim.lost and not claim.finished:
             # Check the gap *before* heartbeating: a heartbeat after a long silence cannot
             # bring back a claim that may have lapsed meanwhile.
             if time.monotonic() - last_sent > 0.8 * lease:
@@ -452,7 +457,8 @@ class TaskRunner:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
                     last_sent = time.monotonic()
-                    await self._note_claim(dispatch)
+                    if not claim.finished:
+                        await self._note_claim(dispatch)
             await asyncio.sleep(self._beat_interval)
 
     async def _note_claim(self, dispatch: events_pb2.TaskDispatch) -> None:
