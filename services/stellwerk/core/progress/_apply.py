@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -326,6 +326,31 @@ class Progress:
             fitted = self._fitted(replace(commit, record=again, revision=current.revision))
             record, revision, data = fitted.record, fitted.revision, fitted.data
 
+    async def dispatch_or_fail(self, task: TaskRecord, params: Awaitable[dict[str, Any]]) -> bool:
+        """Publish ``task``'s dispatch with ``params`` (its resolved inputs, stored out of line
+        when too large for one message); a dispatch that cannot be built — a reference that
+        does not resolve, a message beyond every limit — fails the task instead, not retried
+        (the same inputs would fail the same way). Returns whether it was dispatched."""
+        try:
+            data = await self._dispatcher.build(task, await params)
+        except (TaskError, StellwerkError) as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            await self.apply(
+                Outcome(
+                    run_id=task.run_id,
+                    task_id=task.id,
+                    attempt=task.attempt,
+                    succeeded=False,
+                    error=str(exc),
+                    retryable=False,
+                ),
+                may_republish=False,
+            )
+            return False
+        await self._dispatcher.publish(task, data)
+        return True
+
     async def redispatch(self, observed: TaskRecord) -> bool:
         """Recovery: re-send a dispatch that was lost, under a new generation so JetStream's dedup
         window cannot drop it. Only one caller wins the compare-and-set; returns whether we did."""
@@ -347,24 +372,8 @@ class Progress:
         if not wrote:
             return False
         task = current.value
-        try:
-            data = await self._dispatcher.build(task, await self._propagation.params(task))
-        except (TaskError, StellwerkError) as exc:
-            if isinstance(exc, UnavailableError):
-                raise
-            await self.apply(
-                Outcome(
-                    run_id=task.run_id,
-                    task_id=task.id,
-                    attempt=task.attempt,
-                    succeeded=False,
-                    error=str(exc),
-                    retryable=False,
-                ),
-                may_republish=False,
-            )
+        if not await self.dispatch_or_fail(task, self._propagation.params(task)):
             return True
-        await self._dispatcher.publish(task, data)
         logger.info(
             "re-dispatched %s/%s attempt %d as generation %d",
             task.run_id,

@@ -39,15 +39,12 @@ from stellwerk.core.checkpoints import CheckpointInfo, CheckpointStore
 from stellwerk.core.errors import (
     ConflictError,
     NotFoundError,
-    StellwerkError,
-    TaskError,
     UnavailableError,
     WrongStateError,
 )
 from stellwerk.core.kvscan import remove, snapshot
 from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._cancel import CancelledRuns, Canceller
-from stellwerk.core.progress._outcome import Outcome
 from stellwerk.core.progress._propagate import Propagation
 from stellwerk.core.progress._rerun import (
     alternatives_of,
@@ -315,25 +312,9 @@ class Restarter:
         await asyncio.gather(*(self._dispatch(task) for task in ready))
 
     async def _dispatch(self, task: TaskRecord) -> None:
-        """Publish a ready task's dispatch; one whose inputs cannot be resolved fails."""
-        try:
-            data = self._progress.dispatcher.encode(task, await self._inputs.params(task))
-        except (TaskError, StellwerkError) as exc:
-            if isinstance(exc, UnavailableError):
-                raise
-            await self._progress.apply(
-                Outcome(
-                    run_id=task.run_id,
-                    task_id=task.id,
-                    attempt=task.attempt,
-                    succeeded=False,
-                    error=str(exc),
-                    retryable=False,
-                ),
-                may_republish=False,
-            )
-            return
-        await self._progress.dispatcher.publish(task, data)
+        """Publish a ready task's dispatch (large parameters stored out of line, as on the
+        normal path); one whose inputs cannot be resolved or sent fails."""
+        await self._progress.dispatch_or_fail(task, self._inputs.params(task))
 
     async def _header(self, run_id: str) -> RunRecord:
         found = await self._runs.get(names.run_key(run_id), fresh=True)
