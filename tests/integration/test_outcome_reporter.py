@@ -5,15 +5,11 @@ attempt instead of running it again) until JetStream has it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
-import pytest
 from nats.aio.client import Client as NatsClient
 
 from stellwerk.core import names
 from stellwerk.core.jetstream import ensure_topology, last_message
-from stellwerk.core.natsd import NatsServer
 from stellwerk.core.publish import JetStreamWriter
 from stellwerk.core.settings import Settings
 from stellwerk.executor._reporting import OutcomeReporter
@@ -21,13 +17,6 @@ from stellwerk_api.events.v1 import events_pb2
 from tests.support.polling import eventually
 
 RUN = "0123456789abcdef012345"
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def test_an_outcome_is_in_flight_until_jetstream_stores_it(nc: NatsClient) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import RetentionPolicy, StreamConfig
@@ -13,18 +11,10 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from stellwerk.core import names
 from stellwerk.core.errors import ConflictError, UnavailableError, WrongStateError
 from stellwerk.core.jetstream import Topology, ensure_topology
-from stellwerk.core.natsd import NatsServer
 from stellwerk.core.publish import JetStreamWriter, Message, publish_all
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from tests.support.polling import eventually
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

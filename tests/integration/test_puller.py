@@ -5,9 +5,7 @@ expired."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -15,7 +13,6 @@ from nats.js import JetStreamContext
 
 from stellwerk.core import names
 from stellwerk.core.jetstream import ensure_dispatch_consumer, ensure_topology
-from stellwerk.core.natsd import NatsServer
 from stellwerk.core.settings import Settings
 from stellwerk.executor import _puller
 from stellwerk.executor._puller import Puller
@@ -23,13 +20,6 @@ from tests.support.polling import eventually
 
 METHOD = "test/pull"
 RUN = "0123456789abcdef012345"
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 async def _dispatch(js: JetStreamContext, n: int) -> None:
