@@ -183,6 +183,11 @@ EXPORTED: dict[str, list[str]] = {
         "remove",
         "snapshot",
     ],
+    "stellwerk.core.kvwatch": [
+        "POLL",
+        "RENEW_AFTER",
+        "follow_keys",
+    ],
     "stellwerk.core.lifecycle": [
         "Service",
         "ServiceFailedError",

@@ -17,7 +17,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-import nats.errors
 import nats.js.errors as jserr
 from nats.js.kv import KeyValue
 
@@ -31,7 +30,7 @@ from stellwerk.core.breakers import (
 from stellwerk.core.convert import timestamp
 from stellwerk.core.errors import UnavailableError
 from stellwerk.core.kvscan import snapshot
-from stellwerk.core.lifecycle import cancel_requested
+from stellwerk.core.kvwatch import follow_keys
 from stellwerk.core.publish import NATS_FAILURES
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 
@@ -51,8 +50,6 @@ CLOSE = object()
 """What a change returns to close a breaker (its record is deleted)."""
 
 _WATCH_FILTER = "breaker.>"
-_POLL = 5.0
-_RENEW_AFTER = 60.0
 _CAS_TRIES = 8
 
 Change = Callable[[Breaker | None], Breaker | object | None]
@@ -140,51 +137,31 @@ class BreakerBook:
             return None, entry.revision
 
     async def watch(self, runs_kv: KeyValue) -> None:
-        """Follow the records until cancelled; a broken watch is made anew."""
+        """Follow the records until cancelled (``core/kvwatch``)."""
         self.kv = runs_kv
-        while not cancel_requested():
-            try:
-                watcher = await runs_kv.watch(_WATCH_FILTER)
-            except Exception as exc:  # NATS away: try again
-                logger.warning("cannot watch breakers (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            self._renew.clear()
-            try:
-                await self._follow(watcher)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()
+        await follow_keys(
+            runs_kv,
+            _WATCH_FILTER,
+            what="breakers",
+            renew=self._renew,
+            put=self._record_put,
+            removed=lambda key: self.note(scope_of_breaker_key(key), None),
+            first_pass=self._first_pass,
+        )
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        seen: set[str] | None = set()
-        loop = asyncio.get_running_loop()
-        ends = loop.time() + _RENEW_AFTER
-        while not self._renew.is_set() and not cancel_requested() and loop.time() < ends:
-            try:
-                entry = await watcher.updates(timeout=_POLL)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            if entry is None:  # the end of the first pass: forget records removed meanwhile
-                if seen is not None:
-                    for scope in set(self._breakers) - seen:
-                        self.note(scope, None)
-                seen = None
-                self._loaded.set()
-                continue
-            if not isinstance(entry, KeyValue.Entry):  # the watcher was stopped
-                return
-            scope = scope_of_breaker_key(entry.key)
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.note(scope, None)
-                continue
-            try:
-                breaker = Breaker.from_bytes(entry.value)
-            except ValueError:
-                continue
-            if seen is not None:
-                seen.add(scope)
-            self.note(scope, breaker)
+    def _record_put(self, key: str, value: bytes) -> bool:
+        try:
+            breaker = Breaker.from_bytes(value)
+        except ValueError:
+            return False
+        self.note(scope_of_breaker_key(key), breaker)
+        return True
+
+    def _first_pass(self, keys: set[str]) -> None:
+        seen = {scope_of_breaker_key(k) for k in keys}
+        for scope in set(self._breakers) - seen:  # removed meanwhile
+            self.note(scope, None)
+        self._loaded.set()
 
 
 async def read_breakers(runs_kv: KeyValue, scopes: Iterable[str]) -> list[Breaker]:

@@ -15,18 +15,16 @@ start fetching work only once the first pass is in (:meth:`CancelledRuns.loaded`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
 
-import nats.errors
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
 from stellwerk.core.errors import NotFoundError, WrongStateError
-from stellwerk.core.lifecycle import cancel_requested
+from stellwerk.core.kvwatch import follow_keys
 from stellwerk.core.records import RunRecord, RunState, TaskRecord, TaskState
 from stellwerk.core.store import DocumentStore
 
@@ -36,9 +34,6 @@ CANCELLED_ERROR = "run cancelled"
 _CHUNK = 200  # task documents cancelled side by side
 
 logger = logging.getLogger(__name__)
-
-_POLL = 5.0  # seconds a watch waits for an update before checking that it still stands
-_RENEW_AFTER = 60.0  # a watch is made anew this often even when nothing seemed wrong
 
 
 class CancelledRuns:
@@ -85,46 +80,28 @@ class CancelledRuns:
         self._renew.set()
 
     async def watch(self, runs_kv: KeyValue) -> None:
-        """Follow the markers until cancelled; a broken watch is made anew."""
-        while not cancel_requested():
-            try:
-                watcher = await runs_kv.watch(names.cancel_key("*"))
-            except Exception as exc:  # NATS away: try again
-                logger.warning("cannot watch cancel markers (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            self._renew.clear()
-            try:
-                await self._follow(watcher)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()
+        """Follow the markers until cancelled (``core/kvwatch``)."""
+        await follow_keys(
+            runs_kv,
+            names.cancel_key("*"),
+            what="cancel markers",
+            renew=self._renew,
+            put=self._marker_put,
+            removed=lambda key: self._ids.discard(_run_of(key)),
+            first_pass=self._first_pass,
+        )
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        seen: set[str] | None = set()  # markers of the first pass (until its end marker)
-        ends = asyncio.get_running_loop().time() + _RENEW_AFTER
-        while not self._renew.is_set() and not cancel_requested():
-            if asyncio.get_running_loop().time() > ends:
-                return
-            try:
-                entry = await watcher.updates(timeout=_POLL)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            if entry is None:  # the end of the first pass: forget markers removed meanwhile
-                if seen is not None:
-                    self._ids &= seen
-                seen = None
-                self._loaded.set()
-                continue
-            if not isinstance(entry, KeyValue.Entry):  # the watcher was stopped
-                return
-            run_id = entry.key.rpartition(".")[2]
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self._ids.discard(run_id)
-                continue
-            if seen is not None:
-                seen.add(run_id)
-            self.add(run_id)
+    def _marker_put(self, key: str, value: bytes) -> bool:
+        self.add(_run_of(key))
+        return True
+
+    def _first_pass(self, keys: set[str]) -> None:
+        self._ids &= {_run_of(k) for k in keys}  # forget markers removed meanwhile
+        self._loaded.set()
+
+
+def _run_of(marker_key: str) -> str:
+    return marker_key.rpartition(".")[2]
 
 
 class Canceller:
