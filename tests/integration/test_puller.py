@@ -1,4 +1,4 @@
-"""``executor._puller.Puller`` against a real nats-server: long-lived pull requests deliver no
+"""``core.puller.Puller`` against a real nats-server: long-lived pull requests deliver no
 more than there is room for, ask again when room frees up, and ask anew after their requests
 expired."""
 
@@ -12,10 +12,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from stellwerk.core import names
+from stellwerk.core import puller as _puller
 from stellwerk.core.jetstream import ensure_dispatch_consumer, ensure_topology
+from stellwerk.core.puller import Puller
 from stellwerk.core.settings import Settings
-from stellwerk.executor import _puller
-from stellwerk.executor._puller import Puller
 from tests.support.polling import eventually
 
 METHOD = "test/pull"
@@ -36,7 +36,14 @@ async def test_deliveries_never_exceed_the_room_and_resume_when_it_grows(nc: Nat
     durable = await ensure_dispatch_consumer(topology.js, METHOD, Settings())
     room = 2
     got: list[Msg] = []
-    puller = Puller(nc, durable, room=lambda: room - len(got), window=8, deliver=got.append)
+    puller = Puller(
+        nc,
+        durable,
+        stream=names.DISPATCH_STREAM,
+        room=lambda: room - len(got),
+        window=8,
+        deliver=got.append,
+    )
     loop = asyncio.create_task(puller.run(lambda: False))
     try:
         await _dispatch(topology.js, 5)
@@ -62,7 +69,9 @@ async def test_expired_requests_are_asked_for_again(
     topology = await ensure_topology(nc, Settings())
     durable = await ensure_dispatch_consumer(topology.js, METHOD, Settings())
     got: list[Msg] = []
-    puller = Puller(nc, durable, room=lambda: 4, window=4, deliver=got.append)
+    puller = Puller(
+        nc, durable, stream=names.DISPATCH_STREAM, room=lambda: 4, window=4, deliver=got.append
+    )
     sent: list[int] = []
     refill = puller.refill
 

@@ -40,12 +40,12 @@ from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits
 from stellwerk.core.progress import CancelledRuns
 from stellwerk.core.publish import JetStreamWriter
+from stellwerk.core.puller import Puller
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 from stellwerk.executor._holds import Holds
 from stellwerk.executor._outcomes import AttemptInvoker, now_ts
-from stellwerk.executor._puller import Puller
 from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._reporting import OutcomeReporter, TaskMetrics
 from stellwerk.executor._slots import Slots
@@ -225,7 +225,8 @@ class TaskRunner:
 
     async def _pull_loop(self, durable: str) -> None:
         """Deliveries of a locally served method through long-lived pull requests
-        (``_puller.py``): room is the free slots less the deliveries still waiting to take one."""
+        (``core/puller.py``): room is the free slots less the deliveries still waiting to take
+        one."""
         window = min(self.slots.total, _MAX_FETCH)
         puller: Puller
 
@@ -238,7 +239,14 @@ class TaskRunner:
             self._running[task] = msg
             task.add_done_callback(self._finished)
 
-        puller = Puller(self._nc, durable, room=room, window=window, deliver=deliver)
+        puller = Puller(
+            self._nc,
+            durable,
+            stream=names.DISPATCH_STREAM,
+            room=room,
+            window=window,
+            deliver=deliver,
+        )
         self._pullers.append(puller)
         try:
             await puller.run(lambda: self._stopping.is_set() or cancel_requested())

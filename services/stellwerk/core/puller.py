@@ -1,14 +1,17 @@
-"""Long-lived pull requests on one dispatch consumer: about no request per hop on a chain.
+"""Long-lived pull requests on one durable consumer: about no request per hop on a chain.
 
-nats-py's ``fetch`` sends a pull request on every call and the executor called it again as
-soon as a delivery came, so each hop of a chain cost a socket write (and a JetStream API
-request for nats-server) of its own, besides the outcome and the acknowledgement. Here the
-requests stay open at the server (``expires`` ``REQUEST_SECONDS``) for as many deliveries as
-there is room for; room that frees up is asked for again only once it is worth a request
-(a quarter of the window) or nothing is outstanding, and the runner asks right before it
-publishes an outcome, so the request rides in the same socket write. It is still a pull
-consumer: deliveries, claims, heartbeats, nak/term and max deliveries are JetStream's, and the
-room is bounded by free execution slots exactly like ``fetch(batch=free)`` was.
+nats-py's ``fetch`` sends a pull request on every call (two when nothing is waiting: a
+``no_wait`` probe, then a lingering one), and the executor and the resolver called it again as
+soon as a delivery came, so each hop of a chain cost socket writes (and JetStream API requests
+for nats-server) of its own, besides the outcome and the acknowledgement. Here the requests
+stay open at the server (``expires`` ``REQUEST_SECONDS``) for as many deliveries as there is
+room for; room that frees up is asked for again only once it is worth a request (a quarter of
+the window) or nothing is outstanding, and the executor asks right before it publishes an
+outcome, so the request rides in the same socket write. It is still a pull consumer:
+deliveries, acknowledgements, nak/term and max deliveries are JetStream's, and the room is
+bounded by the caller (free execution slots, events in flight) exactly like
+``fetch(batch=free)`` was. Used by the executor (dispatch consumers) and the resolver (the
+events consumer).
 
 Accounting of what is outstanding is local and self-healing: a delivery takes one from the
 oldest request (the server fills requests in order), a ``408`` (expired) removes the oldest
@@ -31,8 +34,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from stellwerk.core import names
-
 __all__ = ["Puller"]
 
 logger = logging.getLogger(__name__)
@@ -43,14 +44,15 @@ _BACKOFF = 0.5
 
 
 class Puller:
-    """Keeps pull requests open on ``durable`` for ``room()`` deliveries; hands each delivery to
-    ``deliver`` (synchronously, in arrival order)."""
+    """Keeps pull requests open on ``stream``'s consumer ``durable`` for ``room()`` deliveries;
+    hands each delivery to ``deliver`` (synchronously, in arrival order)."""
 
     def __init__(
         self,
         nc: NatsClient,
         durable: str,
         *,
+        stream: str,
         room: Callable[[], int],
         window: int,
         deliver: Callable[[Msg], None],
@@ -59,7 +61,7 @@ class Puller:
         self._room = room
         self._deliver = deliver
         self._threshold = max(1, window // 4)
-        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{names.DISPATCH_STREAM}.{durable}"
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._expires_ns = str(int(REQUEST_SECONDS * 1e9))
         self._requests: collections.deque[list[float]] = collections.deque()  # [sent, left]
@@ -85,7 +87,7 @@ class Puller:
                 try:
                     await self.refill()
                 except Exception as exc:  # a dead loop would silently stop a method
-                    logger.warning("dispatch pull request on %s failed (%s)", self._subject, exc)
+                    logger.warning("pull request on %s failed (%s)", self._subject, exc)
                     await asyncio.sleep(_BACKOFF)
                     continue
                 wait = REQUEST_SECONDS + _FORGET_AFTER
@@ -158,7 +160,7 @@ class Puller:
         # 409 and the rest: the consumer was deleted, its leader changed, too many requests
         # waiting...: start over after a pause.
         logger.info(
-            "dispatch pull on %s ended: %s %s",
+            "pull on %s ended: %s %s",
             self._subject,
             status,
             msg.headers.get("Description", "") if msg.headers else "",
