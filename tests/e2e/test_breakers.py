@@ -124,7 +124,11 @@ async def test_open_method_breaker_shows_in_the_overview_and_the_cli(
     cluster: Cluster,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    resolver = await cluster.start("resolver", **METHOD_BREAKER)
+    # A cool-down far longer than the test: the breaker must still be OPEN when the held task is
+    # looked at (with the 2 s of the trial test, a loaded machine's CLI calls outlasted it, the
+    # task became the trial and ran).
+    held_long = {**METHOD_BREAKER, "STELLWERK_BREAKER_METHOD_COOLDOWN": "300"}
+    resolver = await cluster.start("resolver", **held_long)
     await cluster.start("executor")
     stub = await stub_for(resolver)
     flag = tmp_path / "down"
