@@ -31,13 +31,15 @@ from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_client.cli import main
 from tests.e2e.conftest import Stack, serving
 from tests.e2e.helpers import wait_done
-from tests.e2e.test_hostile_input import HOSTILE_IDS, TRAILER_BUDGET, _rpcs, trailer_size
+from tests.e2e.test_hostile_input import HOSTILE_IDS, TRAILER_BUDGET, served_rpcs, trailer_size
 
 SEED = int(os.environ.get("STELLWERK_FUZZ_SEED", "20261207"))
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "examples" / "simple_mcp_workflow.yaml"
 ).read_text()
-ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+ECHO_BOUND = 160  # a refusal of one id: its words and the id cut to 60 characters (shorten)
+ALLOWED = {grpc.StatusCode.OK, *REFUSALS}
 
 HOSTILE_STRINGS = [
     "",
@@ -98,23 +100,38 @@ class Outcomes:
     accepted_requests: set[str] = field(default_factory=set)
     sent: int = 0
 
-    def record(self, what: str, code: grpc.StatusCode, exc: Any = None) -> None:
+    def record(
+        self,
+        what: str,
+        code: grpc.StatusCode,
+        exc: Any = None,
+        allowed: set[grpc.StatusCode] = ALLOWED,
+        longest: int | None = None,
+    ) -> None:
         self.sent += 1
         self.codes[code.name] = self.codes.get(code.name, 0) + 1
-        if code not in ALLOWED:
-            detail = exc.details() if exc is not None else ""
+        detail = (exc.details() or "") if exc is not None else ""
+        if code not in allowed:
             self.bad.append(f"{what}: {code.name} {detail[:200]}")
+        elif longest is not None and len(detail) > longest:
+            self.bad.append(f"{what}: a message of {len(detail)} characters: {detail[:200]}")
         elif exc is not None and trailer_size(exc) >= TRAILER_BUDGET:
             self.bad.append(f"{what}: trailers of {trailer_size(exc)} bytes")
 
 
-async def _call(outcomes: Outcomes, what: str, call: Any) -> Any:
+async def _call(
+    outcomes: Outcomes,
+    what: str,
+    call: Any,
+    allowed: set[grpc.StatusCode] = ALLOWED,
+    longest: int | None = None,
+) -> Any:
     try:
         reply = await call
     except grpc.aio.AioRpcError as exc:
-        outcomes.record(what, exc.code(), exc)
+        outcomes.record(what, exc.code(), exc, allowed, longest)
         return None
-    outcomes.record(what, grpc.StatusCode.OK)
+    outcomes.record(what, grpc.StatusCode.OK, None, allowed, longest)
     return reply
 
 
@@ -307,20 +324,84 @@ async def _read_family(stub: Any, rng: random.Random, outcomes: Outcomes, count:
         await _call(outcomes, f"list #{i}", stub.ListRuns(listing, timeout=10))
 
 
+def _hostile_id(rng: random.Random) -> str:
+    """An id no run, task or checkpoint has: long (4,000+ characters, past NATS's control
+    line), unicode, control characters, and every character KV keys and subjects refuse."""
+    return rng.choice(
+        [
+            *HOSTILE_IDS,
+            _hostile(rng),
+            _random_text(rng),
+            rng.choice(["x", "ü", "\t", "\x00", "\\", "%", '"', ","]) * rng.randint(4000, 9000),
+            "0" * 21 + rng.choice(["\t", "\x00", "\\", "%", '"', ",", "ü", "."]),
+        ]
+    )
+
+
+async def _operator_family(stub: Any, rng: random.Random, outcomes: Outcomes, count: int) -> None:
+    """The id-taking operator and reading calls (cancel, retry, checkpoints, restore,
+    explain) with hostile ids: each must be refused, NOT_FOUND or INVALID_ARGUMENT, and the
+    run they name stays as it was."""
+    reply = await stub.StartRun(
+        api.StartRunRequest(document=json.dumps(_json_example()), document_format="json"),
+        timeout=30,
+    )
+    ended = reply.run.run_id  # a real run, for the calls that name a task or a request
+    outcomes.accepted_runs.add(ended)
+    await wait_done(stub, ended, timeout=60)
+    # Every class at least once (long, unicode, tab, NUL, backslash, %, quote, comma).
+    every_class = [
+        *HOSTILE_IDS,
+        "t" * 200,  # the longest task id there can be: echoed cut short all the same
+        *(c * 4500 for c in ["x", "ü", "\t", "\x00", "\\", "%", '"', ","]),
+    ]
+    for i, bad in enumerate([*every_class, *(_hostile_id(rng) for _ in range(count))]):
+        long_request = "r" * rng.randint(257, 5000) + bad
+        calls = {
+            "cancel": stub.CancelRun(api.CancelRunRequest(run_id=bad), timeout=10),
+            "retry": stub.RetryRun(api.RetryRunRequest(run_id=bad), timeout=10),
+            "retry from": stub.RetryRun(
+                api.RetryRunRequest(run_id=ended, from_task_ids=["a", bad]), timeout=10
+            ),
+            "retry request": stub.RetryRun(
+                api.RetryRunRequest(run_id=ended, request_id=long_request), timeout=10
+            ),
+            "checkpoint": stub.CreateCheckpoint(
+                api.CreateCheckpointRequest(run_id=bad), timeout=10
+            ),
+            "checkpoint request": stub.CreateCheckpoint(
+                api.CreateCheckpointRequest(run_id=ended, request_id=long_request), timeout=10
+            ),
+            "list checkpoints": stub.ListCheckpoints(
+                api.ListCheckpointsRequest(run_id=bad), timeout=10
+            ),
+            "restore": stub.RestoreCheckpoint(
+                api.RestoreCheckpointRequest(checkpoint_id=bad), timeout=10
+            ),
+            "explain": stub.ExplainRun(api.ExplainRunRequest(run_id=bad), timeout=10),
+        }
+        for name, call in calls.items():
+            # Refused, and the id echoed cut short (``errors.shorten``), not in full.
+            await _call(outcomes, f"{name} #{i} {bad[:40]!r}", call, REFUSALS, longest=ECHO_BOUND)
+    # The run they named is as it was: ended, never restarted, no checkpoint taken.
+    header = (await stub.GetRun(api.GetRunRequest(run_id=ended), timeout=30)).run
+    assert header.state == pb.RUN_STATE_COMPLETED and header.restarts == 0, header
+    listed = await stub.ListCheckpoints(api.ListCheckpointsRequest(run_id=ended), timeout=30)
+    assert not listed.checkpoints
+
+
 async def _raw_family(stack: Stack, rng: random.Random, outcomes: Outcomes, rounds: int) -> None:
-    rpcs = _rpcs(stack)
+    """Random bytes to every RPC every server serves (found by server reflection)."""
+    rpcs = await served_rpcs(stack)
     for i in range(rounds):
-        address, method, streaming = rng.choice(rpcs)
+        rpc = rng.choice(rpcs)
         data = bytes(rng.randrange(256) for _ in range(rng.choice([1, 5, 50, 500])))
-        async with grpc.aio.insecure_channel(address) as channel:
-            if streaming:
-                await _stream(
-                    outcomes, f"raw {method} #{i}", channel.unary_stream(method)(data, timeout=10)
-                )
+        async with grpc.aio.insecure_channel(rpc.address) as channel:
+            call = rpc.call(channel, data)
+            if rpc.server_streaming:
+                await _stream(outcomes, f"raw {rpc.method} #{i}", call)
             else:
-                await _call(
-                    outcomes, f"raw {method} #{i}", channel.unary_unary(method)(data, timeout=10)
-                )
+                await _call(outcomes, f"raw {rpc.method} #{i}", call)
 
 
 @dataclass
@@ -329,18 +410,29 @@ class Leftovers:
 
     runs: set[str]
     tasks: set[str]
+    checkpoints: set[str]
     events: set[str]
+    dispatches: set[str]
+    blobs: set[str]
 
 
 async def _holdings(nc: NatsClient) -> Leftovers:
     js = nc.jetstream()
     runs_kv = await js.key_value(names.RUNS_BUCKET)
     tasks_kv = await js.key_value(names.TASKS_BUCKET)
-    info = await js.stream_info(names.EVENTS_STREAM, subjects_filter=">")
+    checkpoints_kv = await js.key_value(names.CHECKPOINTS_BUCKET)
+
+    async def subjects(stream: str) -> set[str]:
+        info = await js.stream_info(stream, subjects_filter=">")
+        return set((info.state.subjects or {}).keys())
+
     return Leftovers(
         runs=set(await list_keys(runs_kv, ">")),
         tasks=set(await list_keys(tasks_kv, ">")),
-        events=set((info.state.subjects or {}).keys()),
+        checkpoints=set(await list_keys(checkpoints_kv, ">")),
+        events=await subjects(names.EVENTS_STREAM),
+        dispatches=await subjects(names.DISPATCH_STREAM),
+        blobs=await subjects(names.BLOBS_STREAM),
     )
 
 
@@ -380,6 +472,17 @@ async def _check_after(
         if names.run_of_event_subject(s) not in outcomes.accepted_runs
     }
     assert not stray_events, f"{family}: events of refused submits"
+    stray_checkpoints = {
+        k for k in after.checkpoints - before.checkpoints if _owner(k) not in outcomes.accepted_runs
+    }
+    assert not stray_checkpoints, f"{family}: checkpoints of refused requests"
+    stray_messages = {
+        s
+        for s in (after.dispatches - before.dispatches) | (after.blobs - before.blobs)
+        if s.split(".")[3 if s.startswith("stellwerk.dispatch.") else 2]
+        not in outcomes.accepted_runs
+    }
+    assert not stray_messages, f"{family}: dispatches or stored values of refused requests"
     # The resolver still does real work.
     reply = await stub.StartRun(
         api.StartRunRequest(document=json.dumps(_json_example()), document_format="json"),
@@ -409,6 +512,7 @@ async def test_generated_hostile_requests_change_nothing_and_disable_nothing(
         "mutated documents": lambda s, r, o: _submit_family(s, _document_requests(r, 160), o),
         "structured specs": lambda s, r, o: _submit_family(s, _structured_requests(r, 120), o),
         "ids, tokens and pages": lambda s, r, o: _read_family(s, r, o, 60),
+        "operator and explain ids": lambda s, r, o: _operator_family(s, r, o, 20),
         "raw bytes": lambda s, r, o: _raw_family(ready_stack, r, o, 120),
     }
     total = 0
@@ -437,6 +541,9 @@ def _cli_arguments(rng: random.Random, address: str, tmp_path: Path) -> list[lis
     files = [str(binary), str(directory), str(deep), str(unknown), str(tmp_path / "missing.yaml")]
     hostile_ids = [*HOSTILE_IDS[1:], "\udcff\udcfe", "-x"]
     argv: list[list[str]] = []
+    operator = ["cancel", "retry", "checkpoint", "checkpoints", "restore", "explain"]
+    for name in operator:  # every id-taking command with an id of every class, once
+        argv.extend([name, bad, "--address", address] for bad in hostile_ids)
     for _ in range(40):
         choice = rng.randrange(5)
         if choice == 0:

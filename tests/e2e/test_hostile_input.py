@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
+from stellwerk_api.execution.v1 import worker_service_pb2 as worker_api
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_client.cli import main
@@ -211,67 +216,196 @@ async def test_structured_submit_ignores_the_document_format(workflows: Any) -> 
     assert done.state == pb.RUN_STATE_COMPLETED
 
 
-def _health_request() -> bytes:
-    return health_pb2.HealthCheckRequest(service="").SerializeToString()
-
-
 UNDECODABLE = {
     "corrupt wire format": b"\xff\xff\xff\xff\xff",
     "truncated field": b"\x0a\x10abc",
 }
 
 
-def bad_utf8_for(method: str) -> bytes | None:
-    """A request whose first string field holds invalid UTF-8 (``None``: the message has none)."""
-    found = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
-    for field in found.input_type.fields:
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def bad_utf8_for(message: Descriptor, depth: int = 3) -> bytes | None:
+    """A ``message`` whose first string field (looked for in nested messages too, so that a
+    request made of oneofs of messages, like a worker's ``ConnectRequest``, has one) holds
+    invalid UTF-8; ``None``: the message has no string field within ``depth`` levels."""
+    for field in message.fields:
         if field.type == FieldDescriptor.TYPE_STRING:
-            return bytes([field.number << 3 | 2, 2]) + b"\xc3\x28"
+            return _length_delimited(field.number, b"\xc3\x28")
+    if depth > 1:
+        for field in message.fields:
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                inner = bad_utf8_for(field.message_type, depth - 1)
+                if inner is not None:
+                    return _length_delimited(field.number, inner)
     return None
 
 
-def _rpcs(stack: Stack) -> list[tuple[str, str, bool]]:
-    """(address, full method, server-streaming) of every RPC each service serves."""
-    resolver, executor, monitor = (
-        stack.resolver.address,
-        stack.executors[0].address,
-        stack.monitor.address,
+@dataclass(frozen=True)
+class Rpc:
+    """One RPC as a live server serves it (found through its server reflection)."""
+
+    address: str
+    method: str  # "/package.Service/Method"
+    client_streaming: bool
+    server_streaming: bool
+    request: Descriptor
+
+    def call(self, channel: grpc.aio.Channel, data: bytes) -> Any:
+        """Send ``data`` as the request (the only message of a client stream), undecoded."""
+        if self.client_streaming:
+            make = channel.stream_stream if self.server_streaming else channel.stream_unary
+            return make(self.method)(iter([data]), timeout=10)
+        make = channel.unary_stream if self.server_streaming else channel.unary_unary
+        return make(self.method)(data, timeout=10)
+
+
+def _reflect(address: str) -> list[Rpc]:
+    with grpc.insecure_channel(address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool = descriptor_pool.DescriptorPool(database)
+        return [
+            Rpc(
+                address,
+                f"/{service.full_name}/{method.name}",
+                method.client_streaming,
+                method.server_streaming,
+                method.input_type,
+            )
+            for name in sorted(database.get_services())
+            for service in [pool.FindServiceByName(name)]
+            for method in service.methods
+        ]
+
+
+async def served_rpcs(stack: Stack) -> list[Rpc]:
+    """Every RPC of every service that each live server serves, as its server reflection lists
+    them: a service or RPC added later is covered without touching this test."""
+    addresses = [stack.resolver.address, stack.executors[0].address, stack.monitor.address]
+    found = await asyncio.gather(*(asyncio.to_thread(_reflect, a) for a in addresses))
+    return [rpc for rpcs in found for rpc in rpcs]
+
+
+WORKFLOW_RPCS = [
+    f"/stellwerk.workflow.v1.WorkflowService/{name}"
+    for name in (
+        "StartRun",
+        "GetRun",
+        "ListRuns",
+        "WatchRun",
+        "ValidateWorkflow",
+        "ExplainRun",
+        "CancelRun",
+        "RetryRun",
+        "CreateCheckpoint",
+        "ListCheckpoints",
+        "RestoreCheckpoint",
     )
-    calls = [
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/StartRun", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/GetRun", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/ListRuns", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/ValidateWorkflow", False),
-        (resolver, "/stellwerk.workflow.v1.WorkflowService/WatchRun", True),
-        (executor, "/stellwerk.execution.v1.ExecutorService/ListMethods", False),
-        (executor, "/stellwerk.execution.v1.ExecutorService/GetExecutor", False),
-        (monitor, "/stellwerk.monitoring.v1.MonitorService/GetOverview", False),
-    ]
-    for address in (resolver, executor, monitor):
-        calls.append((address, "/grpc.health.v1.Health/Check", False))
-        calls.append((address, "/grpc.health.v1.Health/Watch", True))
-    return calls
+]
+CONNECT = "/stellwerk.execution.v1.WorkerService/Connect"
+KNOWN_RPCS = {
+    "resolver": [
+        *WORKFLOW_RPCS,
+        "/stellwerk.monitoring.v1.MonitorService/GetOverview",
+        "/stellwerk.monitoring.v1.MonitorService/GetHealthReport",
+    ],
+    "executor": [
+        "/stellwerk.execution.v1.ExecutorService/ListMethods",
+        "/stellwerk.execution.v1.ExecutorService/GetExecutor",
+        CONNECT,
+    ],
+    "monitor": [
+        "/stellwerk.monitoring.v1.MonitorService/GetOverview",
+        "/stellwerk.monitoring.v1.MonitorService/GetHealthReport",
+    ],
+}
+EVERY_SERVER = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+]
+
+
+async def test_reflection_lists_every_known_rpc(ready_stack: Stack) -> None:
+    rpcs = await served_rpcs(ready_stack)
+    for service, proc in [
+        ("resolver", ready_stack.resolver),
+        ("executor", ready_stack.executors[0]),
+        ("monitor", ready_stack.monitor),
+    ]:
+        served = {r.method for r in rpcs if r.address == proc.address}
+        missing = {*KNOWN_RPCS[service], *EVERY_SERVER} - served
+        assert not missing, f"{service} does not list {sorted(missing)}"
+    connect = next(r for r in rpcs if r.method == CONNECT)
+    assert connect.client_streaming and connect.server_streaming
 
 
 @pytest.mark.parametrize("payload", [*UNDECODABLE, "bad UTF-8"])
 async def test_undecodable_requests_are_invalid_argument_on_every_rpc(
     ready_stack: Stack, payload: str
 ) -> None:
-    for address, method, streaming in _rpcs(ready_stack):
-        data = UNDECODABLE.get(payload) or bad_utf8_for(method)
+    rpcs = await served_rpcs(ready_stack)
+    assert len(rpcs) >= 25, [r.method for r in rpcs]
+    tried = []
+    for rpc in rpcs:
+        data = UNDECODABLE.get(payload) or bad_utf8_for(rpc.request)
         if data is None:
-            continue
-        async with grpc.aio.insecure_channel(address) as channel:
-            if streaming:
-                call: Any = channel.unary_stream(method)(data, timeout=10)
+            continue  # a message without any string field (e.g. GetOverviewRequest)
+        tried.append(rpc.method)
+        async with grpc.aio.insecure_channel(rpc.address) as channel:
+            call = rpc.call(channel, data)
+            if rpc.server_streaming:
                 exc = await refused(call.read(), grpc.StatusCode.INVALID_ARGUMENT)
             else:
-                exc = await refused(
-                    channel.unary_unary(method)(data, timeout=10),
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                )
+                exc = await refused(call, grpc.StatusCode.INVALID_ARGUMENT)
             info = error_info(exc)
-            assert info is not None and info.reason == "MALFORMED_REQUEST", method
+            assert info is not None and info.reason == "MALFORMED_REQUEST", rpc.method
+    if payload == "bad UTF-8":  # the newer RPCs all take a string somewhere
+        missed = {*WORKFLOW_RPCS, CONNECT} - set(tried)
+        assert not missed, f"no string field found to spoil in {sorted(missed)}"
+    for proc in [ready_stack.resolver, *ready_stack.executors, ready_stack.monitor]:
+        assert await serving(proc.address), proc.service
+
+
+@pytest.mark.parametrize("payload", [*UNDECODABLE, "bad UTF-8"])
+async def test_an_undecodable_message_inside_a_worker_session_is_invalid_argument(
+    ready_stack: Stack, payload: str
+) -> None:
+    """A bidirectional stream checks every message, not only the first: a worker that
+    registered and then sends bytes that do not decode gets INVALID_ARGUMENT, its session
+    ends, and the executor serves on."""
+    register = worker_api.ConnectRequest(
+        register=worker_api.WorkerRegistration(worker_id="hostile", methods=["hostile/only"])
+    ).SerializeToString()
+    data = UNDECODABLE.get(payload) or bad_utf8_for(worker_api.ConnectRequest.DESCRIPTOR)
+    assert data is not None
+    sent = asyncio.Event()
+
+    async def messages() -> Any:
+        yield register
+        await sent.wait()  # the second message only after the session is open
+        yield data
+
+    address = ready_stack.executors[0].address
+    async with grpc.aio.insecure_channel(address) as channel:
+        call: Any = channel.stream_stream(CONNECT)(messages(), timeout=10)
+        first = worker_api.ConnectResponse.FromString(await call.read())
+        assert first.WhichOneof("message") == "registered"
+        sent.set()
+        exc = await refused(call.read(), grpc.StatusCode.INVALID_ARGUMENT)
+        info = error_info(exc)
+        assert info is not None and info.reason == "MALFORMED_REQUEST"
+    assert await serving(address)
 
 
 async def test_undecodable_reflection_request_is_invalid_argument(ready_stack: Stack) -> None:

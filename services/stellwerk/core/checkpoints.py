@@ -26,7 +26,7 @@ import nats.js.errors as jserr
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names
-from stellwerk.core.errors import NotFoundError, UnavailableError
+from stellwerk.core.errors import NotFoundError, UnavailableError, shorten
 from stellwerk.core.kvscan import list_keys, remove, snapshot
 from stellwerk.core.publish import NATS_FAILURES
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState
@@ -133,9 +133,8 @@ class CheckpointStore:
         """:meth:`info`, or ``NotFoundError`` naming the id."""
         info = await self.info(checkpoint_id)
         if info is None:
-            shown = checkpoint_id if len(checkpoint_id) <= 60 else checkpoint_id[:60] + "..."
             reason = "" if names.is_checkpoint_id(checkpoint_id) else " (ids are 22 hex digits)"
-            raise NotFoundError(f"no checkpoint {shown!r}{reason}")
+            raise NotFoundError(f"no checkpoint {shorten(checkpoint_id)}{reason}")
         return info
 
     async def list(self, run_id: str) -> list[CheckpointInfo]:

@@ -41,6 +41,7 @@ from stellwerk.core.errors import (
     NotFoundError,
     UnavailableError,
     WrongStateError,
+    shorten,
 )
 from stellwerk.core.kvscan import remove, snapshot
 from stellwerk.core.progress._apply import Progress
@@ -149,7 +150,7 @@ class Restarter:
             unknown = [t for t in wanted if t not in current]
             if unknown:
                 raise NotFoundError(
-                    f"run {run.id} has no task {unknown[0]!r}"
+                    f"run {run.id} has no task {shorten(unknown[0])}"
                     + (f" (and {len(unknown) - 1} more unknown)" if len(unknown) > 1 else "")
                 )
             chosen = rerun_set(current, wanted)
