@@ -26,6 +26,9 @@ from nats.aio.client import Client as NatsClient
 
 from stellwerk.core import names
 from stellwerk.core.kvscan import list_keys
+from stellwerk_api.execution.v1 import executor_service_pb2 as executor_api
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc, worker_service_pb2_grpc
+from stellwerk_api.execution.v1 import worker_service_pb2 as worker_api
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_client.cli import main
@@ -135,14 +138,16 @@ async def _call(
     return reply
 
 
-async def _stream(outcomes: Outcomes, what: str, call: Any) -> None:
-    """Read a watch's first message, then cancel it (the run may go on for a while)."""
+async def _stream(
+    outcomes: Outcomes, what: str, call: Any, allowed: set[grpc.StatusCode] = ALLOWED
+) -> None:
+    """Read a stream's first message, then cancel it (a run may go on for a while)."""
     try:
         await call.read()
     except grpc.aio.AioRpcError as exc:
-        outcomes.record(what, exc.code(), exc)
+        outcomes.record(what, exc.code(), exc, allowed)
         return
-    outcomes.record(what, grpc.StatusCode.OK)
+    outcomes.record(what, grpc.StatusCode.OK, None, allowed)
     call.cancel()
 
 
@@ -349,13 +354,7 @@ async def _operator_family(stub: Any, rng: random.Random, outcomes: Outcomes, co
     ended = reply.run.run_id  # a real run, for the calls that name a task or a request
     outcomes.accepted_runs.add(ended)
     await wait_done(stub, ended, timeout=60)
-    # Every class at least once (long, unicode, tab, NUL, backslash, %, quote, comma).
-    every_class = [
-        *HOSTILE_IDS,
-        "t" * 200,  # the longest task id there can be: echoed cut short all the same
-        *(c * 4500 for c in ["x", "ü", "\t", "\x00", "\\", "%", '"', ","]),
-    ]
-    for i, bad in enumerate([*every_class, *(_hostile_id(rng) for _ in range(count))]):
+    for i, bad in enumerate([*_every_class(), *(_hostile_id(rng) for _ in range(count))]):
         long_request = "r" * rng.randint(257, 5000) + bad
         calls = {
             "cancel": stub.CancelRun(api.CancelRunRequest(run_id=bad), timeout=10),
@@ -390,6 +389,46 @@ async def _operator_family(stub: Any, rng: random.Random, outcomes: Outcomes, co
     assert not listed.checkpoints
 
 
+def _every_class() -> list[str]:
+    """Ids of every hostile class, once each: long (4,000+ characters, past NATS's control
+    line), unicode, tab, NUL, backslash, %, quote, comma, and the shapes KV keys refuse."""
+    return [
+        *HOSTILE_IDS,
+        "t" * 200,  # the longest task id there can be: echoed cut short all the same
+        *(c * 4500 for c in ["x", "ü", "\t", "\x00", "\\", "%", '"', ","]),
+    ]
+
+
+async def _executor_family(
+    stack: Stack, rng: random.Random, outcomes: Outcomes, count: int
+) -> None:
+    """The executor's edges: ListMethods pages and tokens, and worker registrations
+    (``WorkerService.Connect``) whose methods, worker id or sdk are hostile — refused, so that
+    no method consumer or registration is made for them."""
+    async with grpc.aio.insecure_channel(stack.executors[0].address) as channel:
+        executors = executor_service_pb2_grpc.ExecutorServiceStub(channel)  # type: ignore[no-untyped-call]
+        workers = worker_service_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        for i in range(count):
+            listing = executor_api.ListMethodsRequest(
+                page_size=rng.choice([-1, 0, 1, 10**6, -(2**31)]),
+                page_token=_hostile_id(rng) if rng.random() < 0.8 else "",
+            )
+            await _call(outcomes, f"list methods #{i}", executors.ListMethods(listing, timeout=10))
+        hostile_methods = [m for m in _every_class() if not m.startswith("t")]  # "t" * 200: valid
+        for i, bad in enumerate(hostile_methods):
+            long = (bad or "w") * (201 // max(1, len(bad)) + 1)  # past 200 characters
+            registrations = [
+                worker_api.WorkerRegistration(methods=["ok/fuzz-never", bad]),
+                worker_api.WorkerRegistration(worker_id=long, methods=["ok/fuzz-never"]),
+                worker_api.WorkerRegistration(sdk=long, methods=["ok/fuzz-never"]),
+            ]
+            for j, registration in enumerate(registrations):
+                call = workers.Connect(
+                    iter([worker_api.ConnectRequest(register=registration)]), timeout=10
+                )
+                await _stream(outcomes, f"register #{i}.{j} {bad[:40]!r}", call, REFUSALS)
+
+
 async def _raw_family(stack: Stack, rng: random.Random, outcomes: Outcomes, rounds: int) -> None:
     """Random bytes to every RPC every server serves (found by server reflection)."""
     rpcs = await served_rpcs(stack)
@@ -414,6 +453,7 @@ class Leftovers:
     events: set[str]
     dispatches: set[str]
     blobs: set[str]
+    consumers: set[str]
 
 
 async def _holdings(nc: NatsClient) -> Leftovers:
@@ -433,6 +473,7 @@ async def _holdings(nc: NatsClient) -> Leftovers:
         events=await subjects(names.EVENTS_STREAM),
         dispatches=await subjects(names.DISPATCH_STREAM),
         blobs=await subjects(names.BLOBS_STREAM),
+        consumers={c.name for c in await js.consumers_info(names.DISPATCH_STREAM) if c.name},
     )
 
 
@@ -483,6 +524,8 @@ async def _check_after(
         not in outcomes.accepted_runs
     }
     assert not stray_messages, f"{family}: dispatches or stored values of refused requests"
+    new_consumers = after.consumers - before.consumers
+    assert not new_consumers, f"{family}: method consumers made: {sorted(new_consumers)[:5]}"
     # The resolver still does real work.
     reply = await stub.StartRun(
         api.StartRunRequest(document=json.dumps(_json_example()), document_format="json"),
@@ -513,6 +556,7 @@ async def test_generated_hostile_requests_change_nothing_and_disable_nothing(
         "structured specs": lambda s, r, o: _submit_family(s, _structured_requests(r, 120), o),
         "ids, tokens and pages": lambda s, r, o: _read_family(s, r, o, 60),
         "operator and explain ids": lambda s, r, o: _operator_family(s, r, o, 20),
+        "executor edges": lambda s, r, o: _executor_family(ready_stack, r, o, 40),
         "raw bytes": lambda s, r, o: _raw_family(ready_stack, r, o, 120),
     }
     total = 0

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from stellwerk_api.execution.v1 import worker_service_pb2 as worker_api
+from stellwerk_api.execution.v1 import worker_service_pb2_grpc
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_client.cli import main
@@ -406,6 +407,20 @@ async def test_an_undecodable_message_inside_a_worker_session_is_invalid_argumen
         info = error_info(exc)
         assert info is not None and info.reason == "MALFORMED_REQUEST"
     assert await serving(address)
+
+
+async def test_a_worker_may_serve_a_method_of_the_longest_name(ready_stack: Stack) -> None:
+    """A method may have 200 characters; its consumer's name must still fit nats-server's 255
+    (it answered UNKNOWN, "consumer name is too long", before such names were hashed)."""
+    register = worker_api.ConnectRequest(
+        register=worker_api.WorkerRegistration(worker_id="long", methods=["m" * 200])
+    )
+    async with grpc.aio.insecure_channel(ready_stack.executors[0].address) as channel:
+        stub: Any = worker_service_pb2_grpc.WorkerServiceStub(channel)  # type: ignore[no-untyped-call]
+        call = stub.Connect(iter([register]), timeout=10)
+        first = await call.read()
+        assert first.WhichOneof("message") == "registered"
+        call.cancel()
 
 
 async def test_undecodable_reflection_request_is_invalid_argument(ready_stack: Stack) -> None:

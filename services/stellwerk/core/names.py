@@ -114,10 +114,22 @@ def dispatch_filter(method: str) -> str:
     return f"stellwerk.dispatch.{encode_token(method)}.>"
 
 
+_MAX_CONSUMER_NAME = 255
+"""nats-server refuses longer consumer names (error 10102)."""
+
+
 def dispatch_consumer(method: str) -> str:
-    """Durable consumer name shared by all executors that serve ``method``."""
-    # Consumer names may not hold '.', '*', '>' or whitespace; the token has none of them.
-    return f"dispatch-{encode_token(method)}"
+    """Durable consumer name shared by all executors that serve ``method``.
+
+    Consumer names may not hold '.', '*', '>' or whitespace; the token has none of them. A
+    method's token is 4/3 of its length, so methods beyond 184 characters (a method may have
+    200) would make a name nats-server refuses: those are named by the SHA-256 of the method
+    instead, ``h`` + 64 hex digits — 65 characters, a length no unpadded base64 token has
+    (never 1 modulo 4), so it names no other method's consumer."""
+    name = f"dispatch-{encode_token(method)}"
+    if len(name) <= _MAX_CONSUMER_NAME:
+        return name
+    return f"dispatch-h{hashlib.sha256(method.encode()).hexdigest()}"
 
 
 def event_subject(run_id: str, task_id: str, attempt: int) -> str:
