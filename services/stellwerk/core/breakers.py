@@ -32,6 +32,7 @@ from stellwerk.core.names import decode_token, encode_token
 
 __all__ = [
     "METHOD_SCOPE",
+    "RETIRED_RETRIES_KEY",
     "RUN_SCOPE",
     "Breaker",
     "BreakerPolicy",
@@ -173,8 +174,14 @@ def scope_of_breaker_key(key: str) -> str:
 
 def resolution_retries_key(resolver_id: str | None) -> str:
     """Where one resolver process publishes its count of resolution retries in
-    ``stellwerk-runs`` (summed by the overview); ``None`` gives the filter of all of them."""
+    ``stellwerk-runs`` (summed by the overview); ``None`` gives the filter of all of them,
+    :data:`RETIRED_RETRIES_KEY` included (``core/retry_counts.py``)."""
     return f"resolution-retries.{'*' if resolver_id is None else encode_token(resolver_id)}"
+
+
+RETIRED_RETRIES_KEY = "resolution-retries.retired"
+"""The counts of resolvers that are gone, folded into one by the janitor. No resolver's key is
+this one: resolver ids have at least 10 characters, so their tokens at least 14."""
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -1,5 +1,6 @@
 """Removing what must not grow without bound: finished runs past their retention, the parts of
-submits that crashed before their commit point, and executor registrations long unseen."""
+submits that crashed before their commit point, executor registrations long unseen, and the
+resolution retry counts of resolvers that are gone (folded into one, ``core/retry_counts.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from stellwerk.core import names
 from stellwerk.core.breakers import breaker_key, run_scope
 from stellwerk.core.kvscan import list_keys, remove, snapshot
 from stellwerk.core.records import ExecutorRecord, RunRecord, RunState
+from stellwerk.core.retry_counts import fold_stale_counts
 from stellwerk.core.settings import Settings
 
 __all__ = ["Janitor"]
@@ -70,6 +72,7 @@ class Janitor:
             record = ExecutorRecord.from_bytes(data)
             if record.last_seen + self._settings.retention <= now:
                 await remove(self._executors, key)
+        await fold_stale_counts(self._runs, now=now)
         return removed
 
     async def _running(self, run_id: str) -> bool:

@@ -18,7 +18,8 @@ around its resolution, and the counting of the method breakers (``core/breakers.
   no breaker is open, so the hot path is unchanged (invariant 5).
 
 Every retry counts in ``stellwerk_resolution_retries``; each resolver also publishes its count
-under ``resolution-retries.<resolver>`` in ``stellwerk-runs``, which the overview sums.
+under ``resolution-retries.<resolver>`` in ``stellwerk-runs``, which the overview sums, and the
+janitor folds the counts of resolvers that are gone into one (``core/retry_counts.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -49,7 +51,6 @@ from stellwerk.core.breakers import (
     closed_by_success,
     method_scope,
     opened_by_failure,
-    resolution_retries_key,
     run_scope,
 )
 from stellwerk.core.errors import ConflictError, StellwerkError, UnavailableError
@@ -59,6 +60,7 @@ from stellwerk.core.metrics import Counter
 from stellwerk.core.progress import Outcome
 from stellwerk.core.publish import NATS_FAILURES
 from stellwerk.core.records import TaskRecord
+from stellwerk.core.retry_counts import RetryCountPublisher
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
 
@@ -99,7 +101,9 @@ class ResolutionGuard:
         )
         self._retries = retries
         self.retry_count = 0
-        self.resolver_id = f"{socket.gethostname()}-{os.getpid()}"
+        # Fresh per process start: host and pid alone repeat when a container restarts (pid 1,
+        # same host name), and a new process would then overwrite its predecessor's count.
+        self.resolver_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
     def count(self, events: int) -> None:
         """``events`` events must be tried again (in place, or handed back)."""
@@ -224,16 +228,13 @@ class ResolutionGuard:
         return None if found is None else found.value.method
 
     async def publish_count(self, runs_kv: KeyValue) -> None:
-        """Publish this resolver's retry count for the overview whenever it changed."""
-        key = resolution_retries_key(self.resolver_id)
-        published = -1
+        """Publish this resolver's retry count for the overview whenever it changed, and once a
+        minute as a sign of life (``core/retry_counts.py``: the janitor folds the counts of
+        resolvers that are gone)."""
+        publisher = RetryCountPublisher(runs_kv, self.resolver_id)
         while not cancel_requested():
             await asyncio.sleep(_PUBLISH_EVERY)
-            count = self.retry_count
-            if count == published:
-                continue
             try:
-                await runs_kv.put(key, str(count).encode())
-                published = count
+                await publisher.publish(self.retry_count)
             except Exception as exc:  # NATS away: the next round publishes it
                 logger.debug("cannot publish the resolution retry count: %s", exc)
