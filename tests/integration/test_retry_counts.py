@@ -96,6 +96,16 @@ async def test_a_live_resolvers_count_stays_and_one_that_comes_back_counts_nothi
     assert await resolution_retries(runs) == 9
 
 
+async def test_a_delete_marker_left_by_a_sweep_cut_short_is_removed(nc: NatsClient) -> None:
+    topology = await ensure_topology(nc, Settings())
+    key = resolution_retries_key("host-cut-short-1")
+    await topology.runs.put(key, b"4")
+    await topology.runs.delete(key)  # as a janitor that died after its delete would leave it
+    assert await _subjects(topology) == 1
+    await _janitor(topology).sweep()
+    assert await _subjects(topology) == 0
+
+
 async def test_an_unchanged_count_is_written_again_as_a_sign_of_life(nc: NatsClient) -> None:
     topology = await ensure_topology(nc, Settings())
     publisher = RetryCountPublisher(topology.runs, "host-beat-1")

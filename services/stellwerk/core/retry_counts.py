@@ -38,7 +38,6 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core.breakers import RETIRED_RETRIES_KEY, resolution_retries_key
 from stellwerk.core.errors import ConflictError
-from stellwerk.core.kvscan import list_keys
 
 __all__ = [
     "REFRESH_EVERY",
@@ -128,7 +127,10 @@ async def fold_stale_counts(
     stream = f"KV_{runs_kv._name}"
     prefix = f"$KV.{runs_kv._name}."
     folded = 0
-    for key in await list_keys(runs_kv, resolution_retries_key(None)):
+    # The stream's subjects rather than the bucket's keys: they show delete markers too.
+    info = await js.stream_info(stream, subjects_filter=prefix + resolution_retries_key(None))
+    for subject in sorted(info.state.subjects or {}):
+        key = subject[len(prefix) :]
         if key == RETIRED_RETRIES_KEY:
             continue
         try:
