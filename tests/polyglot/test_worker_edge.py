@@ -12,12 +12,16 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from stellwerk_api.execution.v1 import executor_service_pb2 as exe
+from stellwerk_api.execution.v1 import executor_service_pb2_grpc as exe_grpc
 from stellwerk_api.execution.v1 import worker_service_pb2 as wapi
 from stellwerk_api.execution.v1 import worker_service_pb2_grpc as wapi_grpc
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc
+from stellwerk_client import ExecutorClient
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 from tests.polyglot.conftest import LEASE, PolyglotStack
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -258,7 +262,52 @@ async def test_remote_methods_are_registered_while_served(
     worker = await RawWorker(ready.executors[0].address, ["raw/registered"]).connect()
     assert not await refused()
     await worker.close()
-    from tests.support.polling import eventually
 
     # The resolver caches registrations briefly; the executor rewrote its own at once.
     await eventually(refused, timeout=30, message="method dropped from the registration")
+
+
+async def test_list_methods_and_get_executor_show_remote_methods_while_served(
+    ready: PolyglotStack,
+) -> None:
+    address = ready.executors[0].address
+    async with (
+        await ExecutorClient.connect(address, timeout=10) as executor,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        stub = exe_grpc.ExecutorServiceStub(channel)
+
+        async def remote() -> dict[str, str]:
+            methods = await executor.all_methods()
+            return {m.name: m.description for m in methods if m.kind == "REMOTE"}
+
+        own = await executor.all_methods()
+        assert own and not await remote()
+        worker = await RawWorker(address, ["raw/listed.b", "raw/listed.a"]).connect()
+        other = await RawWorker(address, ["raw/listed.a"]).connect()
+        try:
+            assert await remote() == {
+                "raw/listed.a": "served by workers raw (test/raw), raw (test/raw)",
+                "raw/listed.b": "served by worker raw (test/raw)",
+            }
+            names = [m.name async for m in executor.list_methods(page_size=1)]  # pages of one
+            assert names == sorted({m.name for m in own} | {"raw/listed.a", "raw/listed.b"})
+            info = await executor.get_executor()
+            assert list(info.methods) == names
+            # A page token naming a remote method whose workers left meanwhile still pages on.
+            await worker.close()
+            await eventually(
+                lambda: _without(remote, "raw/listed.b"), timeout=30, message="b unlisted"
+            )
+            reply = await stub.ListMethods(
+                exe.ListMethodsRequest(page_size=1000, page_token="raw/listed.b"), timeout=10
+            )
+            assert [m.name for m in reply.methods] == [n for n in names if n > "raw/listed.b"]
+        finally:
+            await worker.close()
+            await other.close()
+        await eventually(lambda: _without(remote, "raw/listed.a"), timeout=30, message="a unlisted")
+
+
+async def _without(remote: Any, method: str) -> bool:
+    return method not in await remote()

@@ -98,6 +98,7 @@ class Executor(Service):
                 concurrency=self.settings.executor_concurrency,
                 started_at=self.started_at,
                 counters=self._counters,
+                remote=self.workers.infos,
             ),
             server,
         )

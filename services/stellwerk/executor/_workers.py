@@ -42,11 +42,12 @@ from stellwerk.core.errors import (
     WrongStateError,
 )
 from stellwerk.core.grpc_errors import status_for
+from stellwerk.executor.methods import MethodInfo, MethodKind
 from stellwerk_api.events.v1 import events_pb2
 from stellwerk_api.execution.v1 import worker_service_pb2 as api
 from stellwerk_api.execution.v1 import worker_service_pb2_grpc as api_grpc
 
-__all__ = ["RemoteOutcome", "WorkerHub", "WorkerLostError", "WorkerServicer"]
+__all__ = ["RemoteOutcome", "WorkerHub", "WorkerLostError", "WorkerServicer", "is_method_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ _MAX_NAME = 200
 _MAX_METHODS = 1000
 _MAX_CONCURRENCY = 1000
 _DETAILS_KEY = "grpc-status-details-bin"
+_LISTED_WORKERS = 5  # workers named in a remote method's description
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def is_method_name(name: str) -> bool:
+    """Whether a worker may register ``name`` as a method (the syntax every method name has)."""
+    return len(name) <= _MAX_NAME and _METHOD.fullmatch(name) is not None and ".." not in name
 
 
 class WorkerLostError(Exception):
@@ -119,6 +126,26 @@ class WorkerHub:
     def methods(self) -> set[str]:
         """Methods served by at least one connected worker."""
         return {m for s in self._sessions if not s.closed for m in s.methods}
+
+    def infos(self) -> list[MethodInfo]:
+        """The methods served by connected workers (kind REMOTE), sorted by name; each one's
+        description names the workers serving it (``id (sdk)``)."""
+        serving: dict[str, list[str]] = {}
+        for session in sorted(self._sessions, key=lambda s: s.worker_id):
+            if session.closed:
+                continue
+            label = f"{session.worker_id} ({session.sdk})" if session.sdk else session.worker_id
+            for method in session.methods:
+                serving.setdefault(method, []).append(label)
+        infos = []
+        for method in sorted(serving):
+            workers = serving[method]
+            listed = ", ".join(workers[:_LISTED_WORKERS])
+            if len(workers) > _LISTED_WORKERS:
+                listed += f" and {len(workers) - _LISTED_WORKERS} more"
+            noun = "workers" if len(workers) > 1 else "worker"
+            infos.append(MethodInfo(method, MethodKind.REMOTE, f"served by {noun} {listed}"))
+        return infos
 
     @property
     def running(self) -> int:
@@ -243,7 +270,7 @@ class WorkerHub:
         if len(registration.methods) > _MAX_METHODS:
             problems.append(Problem(None, "register.methods", f"at most {_MAX_METHODS} methods"))
         for i, method in enumerate(registration.methods[:_MAX_METHODS]):
-            if len(method) > _MAX_NAME or not _METHOD.fullmatch(method) or ".." in method:
+            if not is_method_name(method):
                 problems.append(
                     Problem(
                         None,

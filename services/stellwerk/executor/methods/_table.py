@@ -41,6 +41,9 @@ class MethodKind(StrEnum):
     """A Python function marked with ``@handler`` and given to the executor."""
     SCRIPT = "script"
     """``python/execute``: a script file run in a child process."""
+    REMOTE = "remote"
+    """Served by task workers connected over ``WorkerService`` (``executor/_workers.py``,
+    ``WorkerHub.infos``); never in a :class:`MethodTable`."""
 
 
 @dataclass(frozen=True, slots=True)

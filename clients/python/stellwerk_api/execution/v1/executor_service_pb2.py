@@ -26,15 +26,15 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/execution/v1/executor_service.proto\x12\x16stellwerk.execution.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Method\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32\".stellwerk.execution.v1.MethodKindR\x04kind\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"\xb5\x02\n\x08\x45xecutor\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x31\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06uptime\x12#\n\rtasks_running\x18\x04 \x01(\x05R\x0ctasksRunning\x12 \n\x0b\x63oncurrency\x18\x05 \x01(\x05R\x0b\x63oncurrency\x12\x18\n\x07methods\x18\x06 \x03(\tR\x07methods\x12\'\n\x0ftasks_completed\x18\x07 \x01(\x03R\x0etasksCompleted\x12!\n\x0ctasks_failed\x18\x08 \x01(\x03R\x0btasksFailed\"P\n\x12ListMethodsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"w\n\x13ListMethodsResponse\x12\x38\n\x07methods\x18\x01 \x03(\x0b\x32\x1e.stellwerk.execution.v1.MethodR\x07methods\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n\x12GetExecutorRequest\"S\n\x13GetExecutorResponse\x12<\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32 .stellwerk.execution.v1.ExecutorR\x08\x65xecutor*s\n\nMethodKind\x12\x1b\n\x17METHOD_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13METHOD_KIND_BUILTIN\x10\x01\x12\x17\n\x13METHOD_KIND_HANDLER\x10\x02\x12\x16\n\x12METHOD_KIND_SCRIPT\x10\x03\x32\xe1\x01\n\x0f\x45xecutorService\x12\x66\n\x0bListMethods\x12*.stellwerk.execution.v1.ListMethodsRequest\x1a+.stellwerk.execution.v1.ListMethodsResponse\x12\x66\n\x0bGetExecutor\x12*.stellwerk.execution.v1.GetExecutorRequest\x1a+.stellwerk.execution.v1.GetExecutorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stellwerk/execution/v1/executor_service.proto\x12\x16stellwerk.execution.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Method\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x36\n\x04kind\x18\x02 \x01(\x0e\x32\".stellwerk.execution.v1.MethodKindR\x04kind\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\"\xb5\x02\n\x08\x45xecutor\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x39\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12\x31\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06uptime\x12#\n\rtasks_running\x18\x04 \x01(\x05R\x0ctasksRunning\x12 \n\x0b\x63oncurrency\x18\x05 \x01(\x05R\x0b\x63oncurrency\x12\x18\n\x07methods\x18\x06 \x03(\tR\x07methods\x12\'\n\x0ftasks_completed\x18\x07 \x01(\x03R\x0etasksCompleted\x12!\n\x0ctasks_failed\x18\x08 \x01(\x03R\x0btasksFailed\"P\n\x12ListMethodsRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"w\n\x13ListMethodsResponse\x12\x38\n\x07methods\x18\x01 \x03(\x0b\x32\x1e.stellwerk.execution.v1.MethodR\x07methods\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n\x12GetExecutorRequest\"S\n\x13GetExecutorResponse\x12<\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32 .stellwerk.execution.v1.ExecutorR\x08\x65xecutor*\x8b\x01\n\nMethodKind\x12\x1b\n\x17METHOD_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13METHOD_KIND_BUILTIN\x10\x01\x12\x17\n\x13METHOD_KIND_HANDLER\x10\x02\x12\x16\n\x12METHOD_KIND_SCRIPT\x10\x03\x12\x16\n\x12METHOD_KIND_REMOTE\x10\x04\x32\xe1\x01\n\x0f\x45xecutorService\x12\x66\n\x0bListMethods\x12*.stellwerk.execution.v1.ListMethodsRequest\x1a+.stellwerk.execution.v1.ListMethodsResponse\x12\x66\n\x0bGetExecutor\x12*.stellwerk.execution.v1.GetExecutorRequest\x1a+.stellwerk.execution.v1.GetExecutorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stellwerk_api.execution.v1.executor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METHODKIND']._serialized_start=880
-  _globals['_METHODKIND']._serialized_end=995
+  _globals['_METHODKIND']._serialized_start=881
+  _globals['_METHODKIND']._serialized_end=1020
   _globals['_METHOD']._serialized_start=138
   _globals['_METHOD']._serialized_end=256
   _globals['_EXECUTOR']._serialized_start=259
@@ -47,6 +47,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETEXECUTORREQUEST']._serialized_end=793
   _globals['_GETEXECUTORRESPONSE']._serialized_start=795
   _globals['_GETEXECUTORRESPONSE']._serialized_end=878
-  _globals['_EXECUTORSERVICE']._serialized_start=998
-  _globals['_EXECUTORSERVICE']._serialized_end=1223
+  _globals['_EXECUTORSERVICE']._serialized_start=1023
+  _globals['_EXECUTORSERVICE']._serialized_end=1248
 # @@protoc_insertion_point(module_scope)

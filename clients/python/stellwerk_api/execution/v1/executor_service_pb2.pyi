@@ -35,6 +35,10 @@ class _MethodKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MethodKind
     """A Python handler registered with the executor."""
     METHOD_KIND_SCRIPT: _MethodKind.ValueType  # 3
     """A script run as a subprocess."""
+    METHOD_KIND_REMOTE: _MethodKind.ValueType  # 4
+    """Served by task workers connected to this executor over WorkerService (in any language);
+    listed while at least one of them is connected.
+    """
 
 class MethodKind(_MethodKind, metaclass=_MethodKindEnumTypeWrapper):
     """Where a method's implementation comes from."""
@@ -47,6 +51,10 @@ METHOD_KIND_HANDLER: MethodKind.ValueType  # 2
 """A Python handler registered with the executor."""
 METHOD_KIND_SCRIPT: MethodKind.ValueType  # 3
 """A script run as a subprocess."""
+METHOD_KIND_REMOTE: MethodKind.ValueType  # 4
+"""Served by task workers connected to this executor over WorkerService (in any language);
+listed while at least one of them is connected.
+"""
 Global___MethodKind: _TypeAlias = MethodKind  # noqa: Y015
 
 @_typing.final
@@ -63,7 +71,7 @@ class Method(_message.Message):
     kind: Global___MethodKind.ValueType
     """Where the implementation comes from."""
     description: _builtins.str
-    """What the method does; may be empty."""
+    """What the method does; may be empty. For METHOD_KIND_REMOTE: the workers serving it."""
     def __init__(
         self,
         *,
@@ -113,7 +121,7 @@ class Executor(_message.Message):
 
     @_builtins.property
     def methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of the methods it can run, sorted."""
+        """Names of the methods it can run, sorted: its own and those of its connected workers."""
 
     def __init__(
         self,

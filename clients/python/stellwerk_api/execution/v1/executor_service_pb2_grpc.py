@@ -58,7 +58,9 @@ class ExecutorServiceServicer:
     """
 
     def ListMethods(self, request, context):
-        """ListMethods pages through the methods this executor can run, ordered by name.
+        """ListMethods pages through the methods this executor can run, ordered by name: its own
+        (built-ins, handlers, scripts) and those of the task workers connected to it over
+        WorkerService right now (METHOD_KIND_REMOTE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,10 @@ class ExecutorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExecutorServiceAsyncStub: ...
     ListMethods: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.ListMethodsRequest, _executor_service_pb2.ListMethodsResponse]
-    """ListMethods pages through the methods this executor can run, ordered by name."""
+    """ListMethods pages through the methods this executor can run, ordered by name: its own
+    (built-ins, handlers, scripts) and those of the task workers connected to it over
+    WorkerService right now (METHOD_KIND_REMOTE).
+    """
     GetExecutor: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutorRequest, _executor_service_pb2.GetExecutorResponse]
     """GetExecutor returns this executor's identity, load and counters."""
 
@@ -52,7 +55,10 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListMethods: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.ListMethodsRequest, _executor_service_pb2.ListMethodsResponse]  # type: ignore[assignment]
-    """ListMethods pages through the methods this executor can run, ordered by name."""
+    """ListMethods pages through the methods this executor can run, ordered by name: its own
+    (built-ins, handlers, scripts) and those of the task workers connected to it over
+    WorkerService right now (METHOD_KIND_REMOTE).
+    """
     GetExecutor: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutorRequest, _executor_service_pb2.GetExecutorResponse]  # type: ignore[assignment]
     """GetExecutor returns this executor's identity, load and counters."""
 
@@ -69,7 +75,10 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _executor_service_pb2.ListMethodsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_executor_service_pb2.ListMethodsResponse, _abc.Awaitable[_executor_service_pb2.ListMethodsResponse]]:
-        """ListMethods pages through the methods this executor can run, ordered by name."""
+        """ListMethods pages through the methods this executor can run, ordered by name: its own
+        (built-ins, handlers, scripts) and those of the task workers connected to it over
+        WorkerService right now (METHOD_KIND_REMOTE).
+        """
 
     @_abc_1.abstractmethod
     def GetExecutor(

@@ -35,6 +35,9 @@ const (
 	MethodKind_METHOD_KIND_HANDLER MethodKind = 2
 	// A script run as a subprocess.
 	MethodKind_METHOD_KIND_SCRIPT MethodKind = 3
+	// Served by task workers connected to this executor over WorkerService (in any language);
+	// listed while at least one of them is connected.
+	MethodKind_METHOD_KIND_REMOTE MethodKind = 4
 )
 
 // Enum value maps for MethodKind.
@@ -44,12 +47,14 @@ var (
 		1: "METHOD_KIND_BUILTIN",
 		2: "METHOD_KIND_HANDLER",
 		3: "METHOD_KIND_SCRIPT",
+		4: "METHOD_KIND_REMOTE",
 	}
 	MethodKind_value = map[string]int32{
 		"METHOD_KIND_UNSPECIFIED": 0,
 		"METHOD_KIND_BUILTIN":     1,
 		"METHOD_KIND_HANDLER":     2,
 		"METHOD_KIND_SCRIPT":      3,
+		"METHOD_KIND_REMOTE":      4,
 	}
 )
 
@@ -87,7 +92,7 @@ type Method struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Where the implementation comes from.
 	Kind MethodKind `protobuf:"varint,2,opt,name=kind,proto3,enum=stellwerk.execution.v1.MethodKind" json:"kind,omitempty"`
-	// What the method does; may be empty.
+	// What the method does; may be empty. For METHOD_KIND_REMOTE: the workers serving it.
 	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -157,7 +162,7 @@ type Executor struct {
 	TasksRunning int32 `protobuf:"varint,4,opt,name=tasks_running,json=tasksRunning,proto3" json:"tasks_running,omitempty"`
 	// Most task attempts this executor runs at once.
 	Concurrency int32 `protobuf:"varint,5,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
-	// Names of the methods it can run, sorted.
+	// Names of the methods it can run, sorted: its own and those of its connected workers.
 	Methods []string `protobuf:"bytes,6,rep,name=methods,proto3" json:"methods,omitempty"`
 	// Attempts that finished with a result since the process started.
 	TasksCompleted int64 `protobuf:"varint,7,opt,name=tasks_completed,json=tasksCompleted,proto3" json:"tasks_completed,omitempty"`
@@ -475,13 +480,14 @@ const file_stellwerk_execution_v1_executor_service_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x14\n" +
 	"\x12GetExecutorRequest\"S\n" +
 	"\x13GetExecutorResponse\x12<\n" +
-	"\bexecutor\x18\x01 \x01(\v2 .stellwerk.execution.v1.ExecutorR\bexecutor*s\n" +
+	"\bexecutor\x18\x01 \x01(\v2 .stellwerk.execution.v1.ExecutorR\bexecutor*\x8b\x01\n" +
 	"\n" +
 	"MethodKind\x12\x1b\n" +
 	"\x17METHOD_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13METHOD_KIND_BUILTIN\x10\x01\x12\x17\n" +
 	"\x13METHOD_KIND_HANDLER\x10\x02\x12\x16\n" +
-	"\x12METHOD_KIND_SCRIPT\x10\x032\xe1\x01\n" +
+	"\x12METHOD_KIND_SCRIPT\x10\x03\x12\x16\n" +
+	"\x12METHOD_KIND_REMOTE\x10\x042\xe1\x01\n" +
 	"\x0fExecutorService\x12f\n" +
 	"\vListMethods\x12*.stellwerk.execution.v1.ListMethodsRequest\x1a+.stellwerk.execution.v1.ListMethodsResponse\x12f\n" +
 	"\vGetExecutor\x12*.stellwerk.execution.v1.GetExecutorRequest\x1a+.stellwerk.execution.v1.GetExecutorResponseB\xed\x01\n" +

@@ -32,7 +32,9 @@ const (
 // Tasks never travel over this service: executors take them from the JetStream dispatch
 // stream and report results as task events (see stellwerk.events.v1).
 type ExecutorServiceClient interface {
-	// ListMethods pages through the methods this executor can run, ordered by name.
+	// ListMethods pages through the methods this executor can run, ordered by name: its own
+	// (built-ins, handlers, scripts) and those of the task workers connected to it over
+	// WorkerService right now (METHOD_KIND_REMOTE).
 	ListMethods(ctx context.Context, in *ListMethodsRequest, opts ...grpc.CallOption) (*ListMethodsResponse, error)
 	// GetExecutor returns this executor's identity, load and counters.
 	GetExecutor(ctx context.Context, in *GetExecutorRequest, opts ...grpc.CallOption) (*GetExecutorResponse, error)
@@ -75,7 +77,9 @@ func (c *executorServiceClient) GetExecutor(ctx context.Context, in *GetExecutor
 // Tasks never travel over this service: executors take them from the JetStream dispatch
 // stream and report results as task events (see stellwerk.events.v1).
 type ExecutorServiceServer interface {
-	// ListMethods pages through the methods this executor can run, ordered by name.
+	// ListMethods pages through the methods this executor can run, ordered by name: its own
+	// (built-ins, handlers, scripts) and those of the task workers connected to it over
+	// WorkerService right now (METHOD_KIND_REMOTE).
 	ListMethods(context.Context, *ListMethodsRequest) (*ListMethodsResponse, error)
 	// GetExecutor returns this executor's identity, load and counters.
 	GetExecutor(context.Context, *GetExecutorRequest) (*GetExecutorResponse, error)

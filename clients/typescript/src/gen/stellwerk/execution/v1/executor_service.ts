@@ -35,6 +35,11 @@ export enum MethodKind {
   METHOD_KIND_HANDLER = 2,
   /** METHOD_KIND_SCRIPT - A script run as a subprocess. */
   METHOD_KIND_SCRIPT = 3,
+  /**
+   * METHOD_KIND_REMOTE - Served by task workers connected to this executor over WorkerService (in any language);
+   * listed while at least one of them is connected.
+   */
+  METHOD_KIND_REMOTE = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -52,6 +57,9 @@ export function methodKindFromJSON(object: any): MethodKind {
     case 3:
     case "METHOD_KIND_SCRIPT":
       return MethodKind.METHOD_KIND_SCRIPT;
+    case 4:
+    case "METHOD_KIND_REMOTE":
+      return MethodKind.METHOD_KIND_REMOTE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -69,6 +77,8 @@ export function methodKindToJSON(object: MethodKind): string {
       return "METHOD_KIND_HANDLER";
     case MethodKind.METHOD_KIND_SCRIPT:
       return "METHOD_KIND_SCRIPT";
+    case MethodKind.METHOD_KIND_REMOTE:
+      return "METHOD_KIND_REMOTE";
     case MethodKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -81,7 +91,7 @@ export interface Method {
   name: string;
   /** Where the implementation comes from. */
   kind: MethodKind;
-  /** What the method does; may be empty. */
+  /** What the method does; may be empty. For METHOD_KIND_REMOTE: the workers serving it. */
   description: string;
 }
 
@@ -101,7 +111,7 @@ export interface Executor {
   tasksRunning: number;
   /** Most task attempts this executor runs at once. */
   concurrency: number;
-  /** Names of the methods it can run, sorted. */
+  /** Names of the methods it can run, sorted: its own and those of its connected workers. */
   methods: string[];
   /** Attempts that finished with a result since the process started. */
   tasksCompleted: number;
@@ -758,7 +768,11 @@ export const GetExecutorResponse: MessageFns<GetExecutorResponse> = {
  */
 export type ExecutorServiceService = typeof ExecutorServiceService;
 export const ExecutorServiceService = {
-  /** ListMethods pages through the methods this executor can run, ordered by name. */
+  /**
+   * ListMethods pages through the methods this executor can run, ordered by name: its own
+   * (built-ins, handlers, scripts) and those of the task workers connected to it over
+   * WorkerService right now (METHOD_KIND_REMOTE).
+   */
   listMethods: {
     path: "/stellwerk.execution.v1.ExecutorService/ListMethods" as const,
     requestStream: false as const,
@@ -781,14 +795,22 @@ export const ExecutorServiceService = {
 } as const;
 
 export interface ExecutorServiceServer extends UntypedServiceImplementation {
-  /** ListMethods pages through the methods this executor can run, ordered by name. */
+  /**
+   * ListMethods pages through the methods this executor can run, ordered by name: its own
+   * (built-ins, handlers, scripts) and those of the task workers connected to it over
+   * WorkerService right now (METHOD_KIND_REMOTE).
+   */
   listMethods: handleUnaryCall<ListMethodsRequest, ListMethodsResponse>;
   /** GetExecutor returns this executor's identity, load and counters. */
   getExecutor: handleUnaryCall<GetExecutorRequest, GetExecutorResponse>;
 }
 
 export interface ExecutorServiceClient extends Client {
-  /** ListMethods pages through the methods this executor can run, ordered by name. */
+  /**
+   * ListMethods pages through the methods this executor can run, ordered by name: its own
+   * (built-ins, handlers, scripts) and those of the task workers connected to it over
+   * WorkerService right now (METHOD_KIND_REMOTE).
+   */
   listMethods(
     request: ListMethodsRequest,
     callback: (error: ServiceError | null, response: ListMethodsResponse) => void,
