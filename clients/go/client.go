@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,27 +25,7 @@ const DefaultAddress = "127.0.0.1:50051"
 // DefaultTimeout bounds a unary call whose context has no deadline.
 const DefaultTimeout = 30 * time.Second
 
-// Generated types, re-exported so most programs import this package only.
-type (
-	Run       = workflowv1.Run
-	TaskRun   = workflowv1.TaskRun
-	RunState  = workflowv1.RunState
-	TaskState = workflowv1.TaskState
-)
-
-// Run and task states.
 const (
-	RunRunning       = workflowv1.RunState_RUN_STATE_RUNNING
-	RunCompleted     = workflowv1.RunState_RUN_STATE_COMPLETED
-	RunFailed        = workflowv1.RunState_RUN_STATE_FAILED
-	RunCancelled     = workflowv1.RunState_RUN_STATE_CANCELLED
-	RunCompensating  = workflowv1.RunState_RUN_STATE_COMPENSATING
-	RunCompensated   = workflowv1.RunState_RUN_STATE_COMPENSATED
-	TaskCompleted    = workflowv1.TaskState_TASK_STATE_COMPLETED
-	TaskFailed       = workflowv1.TaskState_TASK_STATE_FAILED
-	TaskBlocked      = workflowv1.TaskState_TASK_STATE_BLOCKED
-	TaskSkipped      = workflowv1.TaskState_TASK_STATE_SKIPPED
-	TaskCancelled    = workflowv1.TaskState_TASK_STATE_CANCELLED
 	maxMessageBytes  = 64 << 20
 	watchRetryPause  = 200 * time.Millisecond
 	watchRetryLimit  = 5 * time.Second
@@ -181,6 +160,33 @@ func (c *Client) Get(ctx context.Context, runID string) (*Run, error) {
 	return reply.GetRun(), nil
 }
 
+// Cancel cancels a running run (idempotent) and returns it, CANCELLED. A run that ended
+// COMPLETED or FAILED (or is COMPENSATING/COMPENSATED) fails with ErrFailedPrecondition.
+func (c *Client) Cancel(ctx context.Context, runID string) (*Run, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	reply, err := c.workflows.CancelRun(ctx, &workflowv1.CancelRunRequest{RunId: runID, RequestId: newRequestID()})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return reply.GetRun(), nil
+}
+
+// Retry re-runs an ended run's unfinished part, and fromTasks with everything downstream of
+// them; it returns the run, RUNNING again, its GetRestarts counted up. Runs that are running,
+// COMPENSATING or COMPENSATED fail with ErrFailedPrecondition.
+func (c *Client) Retry(ctx context.Context, runID string, fromTasks ...string) (*Run, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	reply, err := c.workflows.RetryRun(ctx, &workflowv1.RetryRunRequest{
+		RunId: runID, FromTaskIds: fromTasks, RequestId: newRequestID(),
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return reply.GetRun(), nil
+}
+
 // Update is one change of a watched run: the run (without tasks) and the task that changed,
 // if one did.
 type Update struct {
@@ -188,7 +194,7 @@ type Update struct {
 	Task *TaskRun
 }
 
-// Watch yields a run's changes until it ends (COMPLETED or FAILED), or ctx is done: first its
+// Watch yields a run's changes until it ends (see Ended), or ctx is done: first its
 // current state, then one update per change. A broken stream is reopened (the first message
 // of a new one is the current state again), so changes may repeat but none ends the watch
 // early. An error ends the sequence.
@@ -238,31 +244,6 @@ func (c *Client) Wait(ctx context.Context, runID string) (*Run, error) {
 		return nil, err
 	}
 	return c.Get(ctx, runID)
-}
-
-// Result decodes a task's result (JSON text) into v. Numbers keep their exact value when v
-// holds json.Number or concrete integer types.
-func Result(task *TaskRun, v any) error {
-	if task.GetResultJson() == "" {
-		return fmt.Errorf("stellwerk: task %q has no result (state %s)", task.GetTaskId(), task.GetState())
-	}
-	return json.Unmarshal([]byte(task.GetResultJson()), v)
-}
-
-// FindTask finds a task of a run by id; nil if the run has none of that id (or was read without tasks).
-func FindTask(run *Run, taskID string) *TaskRun {
-	for _, t := range run.GetTasks() {
-		if t.GetTaskId() == taskID {
-			return t
-		}
-	}
-	return nil
-}
-
-// Ended tells whether a run reached COMPLETED, FAILED, CANCELLED or COMPENSATED.
-func Ended(run *Run) bool {
-	s := run.GetState()
-	return s == RunCompleted || s == RunFailed || s == RunCancelled || s == RunCompensated
 }
 
 func newRequestID() string {

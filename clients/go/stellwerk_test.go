@@ -141,15 +141,41 @@ func TestErrorsAreTyped(t *testing.T) {
 	}
 }
 
-func TestAWorkerServesAMethodInAWorkflow(t *testing.T) {
-	client, ctx := dial(t), timeout(t)
+// serve runs a worker serving method with fn until the test ends.
+func serve(t *testing.T, ctx context.Context, method string, fn stellwerk.Handler) {
+	t.Helper()
 	executor := os.Getenv("STELLWERK_EXECUTOR_ADDRESS")
 	if executor == "" {
 		t.Skip("STELLWERK_EXECUTOR_ADDRESS is not set")
 	}
-	method := fmt.Sprintf("gotest/reverse.%d", time.Now().UnixNano())
 	worker := stellwerk.NewWorker(executor, stellwerk.WithWorkerID("go-test"), stellwerk.WithConcurrency(2))
-	worker.RegisterHandler(method, func(ctx context.Context, task *stellwerk.Task) (any, error) {
+	worker.RegisterHandler(method, fn)
+	workerCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- worker.Run(workerCtx) }()
+	t.Cleanup(func() { stop(); <-stopped })
+}
+
+// submitServed submits doc, retrying while a worker's method is not registered yet (the worker
+// registers in the background).
+func submitServed(t *testing.T, ctx context.Context, client *stellwerk.Client, doc string) *stellwerk.Run {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		run, err := client.Submit(ctx, doc)
+		if err == nil {
+			return run
+		}
+		if !errors.Is(err, stellwerk.ErrInvalidArgument) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAWorkerServesAMethodInAWorkflow(t *testing.T) {
+	client, ctx := dial(t), timeout(t)
+	method := fmt.Sprintf("gotest/reverse.%d", time.Now().UnixNano())
+	serve(t, ctx, method, func(ctx context.Context, task *stellwerk.Task) (any, error) {
 		var p struct{ Text string }
 		if err := task.Decode(&p); err != nil {
 			return nil, err
@@ -160,27 +186,10 @@ func TestAWorkerServesAMethodInAWorkflow(t *testing.T) {
 		}
 		return map[string]any{"text": string(r), "key": task.IdempotencyKey}, nil
 	})
-	workerCtx, stop := context.WithCancel(ctx)
-	stopped := make(chan error, 1)
-	go func() { stopped <- worker.Run(workerCtx) }()
-	defer func() { stop(); <-stopped }()
-
 	doc := fmt.Sprintf(`{"name": "go worker", "tasks": [
 		{"id": "rev", "method": %q, "params": {"text": "stellwerk"}},
 		{"id": "say", "method": "mcp/tool.echo", "dependencies": ["rev"], "params": {"message": "${rev.text}"}}]}`, method)
-	var run *stellwerk.Run
-	var err error
-	// The worker registers in the background: until then the method is unknown.
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		run, err = client.Submit(ctx, doc)
-		if err == nil || !errors.Is(err, stellwerk.ErrInvalidArgument) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := submitServed(t, ctx, client, doc)
 	done, err := client.Wait(ctx, run.GetRunId())
 	if err != nil || done.GetState() != stellwerk.RunCompleted {
 		t.Fatalf("%v %v", done, err)
@@ -188,5 +197,107 @@ func TestAWorkerServesAMethodInAWorkflow(t *testing.T) {
 	var say struct{ Response string }
 	if err := stellwerk.Result(stellwerk.FindTask(done, "say"), &say); err != nil || say.Response != "krewllets" {
 		t.Errorf("say: %v %v", say, err)
+	}
+}
+
+// A task under on_failure compensate fails for good after two attempts: the compensation of
+// the completed task runs and the run ends COMPENSATED, which Wait returns.
+func TestASagaEndsCompensatedWithRolesAndAttemptHistory(t *testing.T) {
+	client, ctx := dial(t), timeout(t)
+	method := fmt.Sprintf("gotest/declines.%d", time.Now().UnixNano())
+	serve(t, ctx, method, func(ctx context.Context, task *stellwerk.Task) (any, error) {
+		return nil, fmt.Errorf("declined on attempt %d", task.Attempt)
+	})
+	run := submitServed(t, ctx, client, fmt.Sprintf(`
+name: go saga
+tasks:
+  - {id: charge, method: mcp/tool.echo, params: {message: charged}, compensation_task: refund}
+  - id: ship
+    method: %s
+    dependencies: [charge]
+    retry: {max_attempts: 2, backoff: fixed, base_delay: 0.1, jitter: false}
+    on_failure: compensate
+  - {id: refund, method: mcp/tool.echo, dependencies: [charge], params: {message: "undo ${charge.response}"}}
+`, method))
+	done, err := client.Wait(ctx, run.GetRunId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.GetState() != stellwerk.RunCompensated || !stellwerk.Ended(done) || stellwerk.Succeeded(done) {
+		t.Fatalf("state %s: %s", done.GetState(), done.GetError())
+	}
+	if done.GetEndTime() == nil || !strings.Contains(done.GetError(), "declined on attempt 2") {
+		t.Errorf("run: end %v, error %q", done.GetEndTime(), done.GetError())
+	}
+	ship, refund := stellwerk.FindTask(done, "ship"), stellwerk.FindTask(done, "refund")
+	if ship.GetState() != stellwerk.TaskFailed || ship.GetAttempts() != 2 || ship.GetRole() != stellwerk.RoleNormal {
+		t.Errorf("ship: %v", ship)
+	}
+	history := ship.GetAttemptHistory()
+	if len(history) != 2 {
+		t.Fatalf("history: %v", history)
+	}
+	for i, attempt := range history {
+		if attempt.GetNumber() != int32(i+1) || attempt.GetExecutorId() == "" || attempt.GetEndTime() == nil ||
+			attempt.GetError() != fmt.Sprintf("declined on attempt %d", i+1) {
+			t.Errorf("attempt %d: %v", i+1, attempt)
+		}
+	}
+	if refund.GetState() != stellwerk.TaskCompleted || refund.GetRole() != stellwerk.RoleCompensation {
+		t.Errorf("refund: %v", refund)
+	}
+	results := stellwerk.Results(done)
+	if string(results["refund"]) == "" || string(results["charge"]) == "" || len(results) != 2 {
+		t.Errorf("results: %v", results)
+	}
+	for _, task := range done.GetTasks() {
+		if !stellwerk.TaskEnded(task) {
+			t.Errorf("task %s not ended: %s", task.GetTaskId(), task.GetState())
+		}
+	}
+	if _, err := client.Retry(ctx, done.GetRunId()); !errors.Is(err, stellwerk.ErrFailedPrecondition) {
+		t.Errorf("a COMPENSATED run is not retried: %v", err)
+	}
+}
+
+// Retry re-runs a failed run; Run.GetRestarts counts it. Cancel ends a running one.
+func TestRetryCountsRestartsAndCancelEndsARun(t *testing.T) {
+	client, ctx := dial(t), timeout(t)
+	method := fmt.Sprintf("gotest/fails-once.%d", time.Now().UnixNano())
+	calls := make(chan struct{}, 10)
+	serve(t, ctx, method, func(ctx context.Context, task *stellwerk.Task) (any, error) {
+		calls <- struct{}{}
+		if len(calls) == 1 {
+			return nil, errors.New("first call fails")
+		}
+		return map[string]any{"ok": true}, nil
+	})
+	run := submitServed(t, ctx, client, fmt.Sprintf(`{"name": "go retry", "tasks": [{"id": "t", "method": %q}]}`, method))
+	done, err := client.Wait(ctx, run.GetRunId())
+	if err != nil || done.GetState() != stellwerk.RunFailed || done.GetRestarts() != 0 {
+		t.Fatalf("first run: %v %v", done, err)
+	}
+	again, err := client.Retry(ctx, run.GetRunId())
+	if err != nil || again.GetRestarts() != 1 {
+		t.Fatalf("retry: %v %v", again, err)
+	}
+	done, err = client.Wait(ctx, run.GetRunId())
+	if err != nil || done.GetState() != stellwerk.RunCompleted || done.GetRestarts() != 1 {
+		t.Fatalf("re-run: %v %v", done, err)
+	}
+
+	slow := fmt.Sprintf("gotest/slow.%d", time.Now().UnixNano())
+	serve(t, ctx, slow, func(ctx context.Context, task *stellwerk.Task) (any, error) {
+		<-ctx.Done() // until the executor gives the attempt up (the run is cancelled)
+		return nil, ctx.Err()
+	})
+	run = submitServed(t, ctx, client, fmt.Sprintf(`{"name": "go cancel", "tasks": [{"id": "s", "method": %q}]}`, slow))
+	cancelled, err := client.Cancel(ctx, run.GetRunId())
+	if err != nil || cancelled.GetState() != stellwerk.RunCancelled {
+		t.Fatalf("cancel: %v %v", cancelled, err)
+	}
+	done, err = client.Wait(ctx, run.GetRunId())
+	if err != nil || !stellwerk.Ended(done) || stellwerk.FindTask(done, "s").GetState() != stellwerk.TaskCancelled {
+		t.Fatalf("cancelled run: %v %v", done, err)
 	}
 }
