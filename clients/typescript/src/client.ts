@@ -4,15 +4,15 @@ import { readFile } from "node:fs/promises";
 import { extname } from "node:path";
 import { credentials, Metadata, type ChannelCredentials, type ClientOptions, type ServiceError } from "@grpc/grpc-js";
 
-import { RunState, RunView, type Run, type TaskRun } from "./gen/stellwerk/workflow/v1/workflow.js";
+import { RunView, type Run, type TaskRun } from "./gen/stellwerk/workflow/v1/workflow.js";
 import {
   WorkflowServiceClient,
+  type CancelRunResponse,
   type GetRunResponse,
+  type RetryRunResponse,
   type StartRunResponse,
 } from "./gen/stellwerk/workflow/v1/workflow_service.js";
 import { fromServiceError, UnavailableError } from "./errors.js";
-
-export { RunState, TaskState, type Run, type TaskRun } from "./gen/stellwerk/workflow/v1/workflow.js";
 
 /** The resolver's default address; `STELLWERK_ADDRESS` overrides it in `defaultAddress()`. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -54,26 +54,6 @@ export interface SubmitOptions extends CallOptions {
 export interface Update {
   run: Run;
   task?: TaskRun;
-}
-
-/** Whether a run reached COMPLETED, FAILED, CANCELLED or COMPENSATED. */
-export function ended(run: Run): boolean {
-  return (
-    run.state === RunState.RUN_STATE_COMPLETED ||
-    run.state === RunState.RUN_STATE_FAILED ||
-    run.state === RunState.RUN_STATE_CANCELLED ||
-    run.state === RunState.RUN_STATE_COMPENSATED
-  );
-}
-
-/** A task's result, parsed from its JSON text (undefined when it has none). */
-export function result<T = unknown>(task: TaskRun | undefined): T | undefined {
-  return task?.resultJson ? (JSON.parse(task.resultJson) as T) : undefined;
-}
-
-/** A run's task by id. */
-export function findTask(run: Run, taskId: string): TaskRun | undefined {
-  return run.tasks.find((t) => t.taskId === taskId);
 }
 
 export class StellwerkClient {
@@ -132,7 +112,51 @@ export class StellwerkClient {
   }
 
   /**
-   * A run's changes until it ends: first its current state, then one update per change.
+   * Cancel a running run (idempotent); returns it, CANCELLED. A run that ended COMPLETED or
+   * FAILED (or is COMPENSATING/COMPENSATED) is refused: `FailedPreconditionError`.
+   */
+  async cancel(runId: string, options: CallOptions & { requestId?: string } = {}): Promise<Run> {
+    const reply = await this.unary<CancelRunResponse>(
+      (cb, deadline) =>
+        this.workflows.cancelRun(
+          { runId, requestId: options.requestId ?? randomBytes(16).toString("hex") },
+          new Metadata(),
+          { deadline },
+          cb,
+        ),
+      options,
+    );
+    return reply.run!;
+  }
+
+  /**
+   * Re-run an ended run's unfinished part, and `fromTasks` with everything downstream; returns
+   * the run, RUNNING again, `restarts` counted up. Running, COMPENSATING and COMPENSATED runs
+   * are refused: `FailedPreconditionError`.
+   */
+  async retry(
+    runId: string,
+    options: CallOptions & { fromTasks?: string[]; requestId?: string } = {},
+  ): Promise<Run> {
+    const reply = await this.unary<RetryRunResponse>(
+      (cb, deadline) =>
+        this.workflows.retryRun(
+          {
+            runId,
+            fromTaskIds: options.fromTasks ?? [],
+            requestId: options.requestId ?? randomBytes(16).toString("hex"),
+          },
+          new Metadata(),
+          { deadline },
+          cb,
+        ),
+      options,
+    );
+    return reply.run!;
+  }
+
+  /**
+   * A run's changes until it ends (see `ended`): first its current state, then one update per change.
    * A broken stream (UNAVAILABLE) is reopened, so updates may repeat but the watch never ends
    * early. Stop early with `break` or `signal`.
    */

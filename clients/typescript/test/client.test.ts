@@ -8,15 +8,24 @@ import { after, test } from "node:test";
 
 import {
   DeadlineExceededError,
+  FailedPreconditionError,
   findTask,
   InvalidArgumentError,
   NotFoundError,
   result,
+  results,
+  Role,
   RunState,
+  succeeded,
+  taskEnded,
+  TaskState,
+  type Run,
   StellwerkError,
   StellwerkClient,
   Worker,
   ended,
+  type Handler,
+  type Task,
 } from "../src/index.js";
 
 const address = process.env.STELLWERK_ADDRESS;
@@ -79,15 +88,38 @@ test("errors are typed", live, async () => {
   await assert.rejects(client!.get("0".repeat(22), { signal: AbortSignal.abort() }), StellwerkError);
 });
 
-test("a worker serves a method inside a workflow", { skip: live.skip || (executor ? false : "STELLWERK_EXECUTOR_ADDRESS is not set") }, async () => {
-  const method = `tstest/reverse.${Date.now()}`;
+const workerSkip = { skip: live.skip || (executor ? false : "STELLWERK_EXECUTOR_ADDRESS is not set") };
+
+/** Run a worker serving `method` while `body` runs. */
+async function serving<P>(method: string, fn: Handler<P>, body: () => Promise<void>): Promise<void> {
   const worker = new Worker(executor, { workerId: "ts-test", concurrency: 2, log: null });
-  worker.registerHandler<{ text: string }>(method, (task) => ({
-    text: [...task.params.text].reverse().join(""),
-    key: task.idempotencyKey,
-  }));
-  const serving = worker.run();
+  worker.registerHandler<P>(method, fn);
+  const served = worker.run();
   try {
+    await body();
+  } finally {
+    worker.stop();
+    await served;
+  }
+}
+
+/** Submit `doc`, retrying while a worker's method is not registered yet (it registers in the background). */
+async function submitServed(doc: string): Promise<Run> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await client!.submit(doc);
+    } catch (err) {
+      if (!(err instanceof InvalidArgumentError) || Date.now() > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+test("a worker serves a method inside a workflow", workerSkip, async () => {
+  const method = `tstest/reverse.${Date.now()}`;
+  const reverse = (task: Task<{ text: string }>) => ({ text: [...task.params.text].reverse().join(""), key: task.idempotencyKey });
+  await serving(method, reverse, async () => {
     const doc = JSON.stringify({
       name: "ts worker",
       tasks: [
@@ -95,23 +127,83 @@ test("a worker serves a method inside a workflow", { skip: live.skip || (executo
         { id: "say", method: "mcp/tool.echo", dependencies: ["rev"], params: { message: "${rev.text}" } },
       ],
     });
-    // The worker registers in the background: until then the method is unknown.
-    const deadline = Date.now() + 30_000;
-    let run;
-    for (;;) {
-      try {
-        run = await client!.submit(doc);
-        break;
-      } catch (err) {
-        if (!(err instanceof InvalidArgumentError) || Date.now() > deadline) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
+    const run = await submitServed(doc);
     const done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
     assert.equal(done.state, RunState.RUN_STATE_COMPLETED, done.error);
     assert.equal(result<{ response: string }>(findTask(done, "say"))?.response, "krewllets");
-  } finally {
-    worker.stop();
-    await serving;
-  }
+  });
+});
+
+// A task under on_failure compensate fails for good after two attempts: the compensation of
+// the completed task runs and the run ends COMPENSATED, which wait returns.
+test("a saga ends COMPENSATED, with roles and attempt history", workerSkip, async () => {
+  const method = `tstest/declines.${Date.now()}`;
+  const decline = (task: Task) => {
+    throw new Error(`declined on attempt ${task.attempt}`);
+  };
+  await serving(method, decline, async () => {
+    const run = await submitServed(`
+name: ts saga
+tasks:
+  - {id: charge, method: mcp/tool.echo, params: {message: charged}, compensation_task: refund}
+  - id: ship
+    method: ${method}
+    dependencies: [charge]
+    retry: {max_attempts: 2, backoff: fixed, base_delay: 0.1, jitter: false}
+    on_failure: compensate
+  - {id: refund, method: mcp/tool.echo, dependencies: [charge], params: {message: "undo \${charge.response}"}}
+`);
+    const done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
+    assert.equal(done.state, RunState.RUN_STATE_COMPENSATED, done.error);
+    assert.ok(ended(done) && !succeeded(done));
+    assert.ok(done.endTime instanceof Date);
+    assert.match(done.error, /declined on attempt 2/);
+    const ship = findTask(done, "ship")!;
+    assert.equal(ship.state, TaskState.TASK_STATE_FAILED);
+    assert.equal(ship.attempts, 2);
+    assert.equal(ship.role, Role.NORMAL);
+    assert.deepEqual(
+      ship.attemptHistory.map((a) => [a.number, a.error, a.executorId !== "", a.endTime instanceof Date]),
+      [
+        [1, "declined on attempt 1", true, true],
+        [2, "declined on attempt 2", true, true],
+      ],
+    );
+    const refund = findTask(done, "refund")!;
+    assert.equal(refund.state, TaskState.TASK_STATE_COMPLETED);
+    assert.equal(refund.role, Role.COMPENSATION);
+    assert.deepEqual(Object.keys(results(done)).sort(), ["charge", "refund"]);
+    assert.ok(done.tasks.every(taskEnded));
+    await assert.rejects(client!.retry(done.runId), FailedPreconditionError);
+  });
+});
+
+test("retry counts restarts; cancel ends a running run", workerSkip, async () => {
+  const method = `tstest/fails-once.${Date.now()}`;
+  let calls = 0;
+  const failsOnce = () => {
+    if (++calls === 1) throw new Error("first call fails");
+    return { ok: true };
+  };
+  await serving(method, failsOnce, async () => {
+    const run = await submitServed(JSON.stringify({ name: "ts retry", tasks: [{ id: "t", method }] }));
+    let done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
+    assert.equal(done.state, RunState.RUN_STATE_FAILED);
+    assert.equal(done.restarts, 0);
+    const again = await client!.retry(run.runId);
+    assert.equal(again.restarts, 1);
+    done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
+    assert.equal(done.state, RunState.RUN_STATE_COMPLETED, done.error);
+    assert.equal(done.restarts, 1);
+  });
+  const slow = `tstest/slow.${Date.now()}`;
+  const waitForGiveUp = (task: Task) => new Promise((_, reject) => task.signal.addEventListener("abort", () => reject(new Error("given up"))));
+  await serving(slow, waitForGiveUp, async () => {
+    const run = await submitServed(JSON.stringify({ name: "ts cancel", tasks: [{ id: "s", method: slow }] }));
+    const cancelled = await client!.cancel(run.runId);
+    assert.equal(cancelled.state, RunState.RUN_STATE_CANCELLED);
+    const done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
+    assert.ok(ended(done));
+    assert.equal(findTask(done, "s")?.state, TaskState.TASK_STATE_CANCELLED);
+  });
 });
