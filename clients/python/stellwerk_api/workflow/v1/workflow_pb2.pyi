@@ -536,7 +536,7 @@ class TaskRun(_message.Message):
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """When the task reached COMPLETED, FAILED or BLOCKED; unset before."""
+        """When the task settled (COMPLETED, FAILED, BLOCKED, SKIPPED or CANCELLED); unset before."""
 
     @_builtins.property
     def retry_time(self) -> _timestamp_pb2.Timestamp:
@@ -706,7 +706,7 @@ class Run(_message.Message):
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """When the run reached COMPLETED or FAILED; unset while it runs."""
+        """When the run ended (COMPLETED, FAILED, CANCELLED or COMPENSATED); unset while it runs."""
 
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskRun]:

@@ -134,8 +134,8 @@ class WorkflowServiceServicer:
 
     def WatchRun(self, request, context):
         """WatchRun streams a run's changes: first its current state, then one message per
-        change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-        it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+        change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+        COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -54,8 +54,8 @@ class WorkflowServiceStub:
     """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
     WatchRun: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]
     """WatchRun streams a run's changes: first its current state, then one message per
-    change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-    it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+    change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+    COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
     """
     ValidateWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ValidateWorkflowRequest, _workflow_service_pb2.ValidateWorkflowResponse]
@@ -120,8 +120,8 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks)."""
     WatchRun: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchRunRequest, _workflow_service_pb2.WatchRunResponse]  # type: ignore[assignment]
     """WatchRun streams a run's changes: first its current state, then one message per
-    change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-    it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+    change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+    COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
     the first message always carries the current state.
     """
     ValidateWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ValidateWorkflowRequest, _workflow_service_pb2.ValidateWorkflowResponse]  # type: ignore[assignment]
@@ -207,8 +207,8 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.WatchRunResponse], _abc.AsyncIterator[_workflow_service_pb2.WatchRunResponse]]:
         """WatchRun streams a run's changes: first its current state, then one message per
-        change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-        it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+        change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+        COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
         the first message always carries the current state.
         """
 

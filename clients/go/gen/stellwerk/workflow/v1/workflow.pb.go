@@ -850,7 +850,7 @@ type TaskRun struct {
 	Dependencies []string `protobuf:"bytes,8,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
 	// When the latest attempt was dispatched; unset before the first dispatch.
 	DispatchTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=dispatch_time,json=dispatchTime,proto3" json:"dispatch_time,omitempty"`
-	// When the task reached COMPLETED, FAILED or BLOCKED; unset before.
+	// When the task settled (COMPLETED, FAILED, BLOCKED, SKIPPED or CANCELLED); unset before.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Id of the executor that ran the latest attempt; empty if none has started it.
 	ExecutorId string `protobuf:"bytes,11,opt,name=executor_id,json=executorId,proto3" json:"executor_id,omitempty"`
@@ -1196,7 +1196,7 @@ type Run struct {
 	State RunState `protobuf:"varint,5,opt,name=state,proto3,enum=stellwerk.workflow.v1.RunState" json:"state,omitempty"`
 	// When the run was accepted.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// When the run reached COMPLETED or FAILED; unset while it runs.
+	// When the run ended (COMPLETED, FAILED, CANCELLED or COMPENSATED); unset while it runs.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Number of tasks in the run (set in every view).
 	TaskCount int32 `protobuf:"varint,8,opt,name=task_count,json=taskCount,proto3" json:"task_count,omitempty"`

@@ -55,8 +55,8 @@ type WorkflowServiceClient interface {
 	// ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks).
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// WatchRun streams a run's changes: first its current state, then one message per
-	// change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-	// it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+	// change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+	// COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
 	// the first message always carries the current state.
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
 	// ValidateWorkflow checks a workflow without running it and reports every problem found.
@@ -240,8 +240,8 @@ type WorkflowServiceServer interface {
 	// ListRuns pages through runs, newest first, in RUN_VIEW_BASIC (without their tasks).
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// WatchRun streams a run's changes: first its current state, then one message per
-	// change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-	// it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+	// change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+	// COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
 	// the first message always carries the current state.
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
 	// ValidateWorkflow checks a workflow without running it and reports every problem found.

@@ -523,7 +523,7 @@ export interface TaskRun {
   dispatchTime:
     | Date
     | undefined;
-  /** When the task reached COMPLETED, FAILED or BLOCKED; unset before. */
+  /** When the task settled (COMPLETED, FAILED, BLOCKED, SKIPPED or CANCELLED); unset before. */
   endTime:
     | Date
     | undefined;
@@ -606,7 +606,7 @@ export interface Run {
   createTime:
     | Date
     | undefined;
-  /** When the run reached COMPLETED or FAILED; unset while it runs. */
+  /** When the run ended (COMPLETED, FAILED, CANCELLED or COMPENSATED); unset while it runs. */
   endTime:
     | Date
     | undefined;

@@ -2618,8 +2618,8 @@ export const WorkflowServiceService = {
   },
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+   * COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun: {
@@ -2756,8 +2756,8 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
   listRuns: handleUnaryCall<ListRunsRequest, ListRunsResponse>;
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+   * COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun: handleServerStreamingCall<WatchRunRequest, WatchRunResponse>;
@@ -2864,8 +2864,8 @@ export interface WorkflowServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * WatchRun streams a run's changes: first its current state, then one message per
-   * change. The stream ends when the run reaches COMPLETED, FAILED or CANCELLED (at once, if
-   * it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
+   * change. The stream ends when the run has ended: COMPLETED, FAILED, CANCELLED or
+   * COMPENSATED, not COMPENSATING (at once, if it already has). NOT_FOUND if no run has this id. A client whose stream breaks simply calls again:
    * the first message always carries the current state.
    */
   watchRun(request: WatchRunRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchRunResponse>;
