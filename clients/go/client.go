@@ -187,6 +187,56 @@ func (c *Client) Retry(ctx context.Context, runID string, fromTasks ...string) (
 	return reply.GetRun(), nil
 }
 
+// Validate checks a workflow document (YAML or JSON text) without running it: every problem
+// found is in the answer's GetProblems (none: valid), with GetTaskCount. An invalid workflow is
+// an answer here, not an error. allowUnregistered accepts methods no executor has registered.
+func (c *Client) Validate(ctx context.Context, document string, allowUnregistered bool) (*Validation, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	reply, err := c.workflows.ValidateWorkflow(ctx, &workflowv1.ValidateWorkflowRequest{
+		Source:                   &workflowv1.ValidateWorkflowRequest_Document{Document: document},
+		AllowUnregisteredMethods: allowUnregistered,
+	})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return reply, nil
+}
+
+// List yields runs newest first, without their tasks, fetching pages as the iteration goes;
+// state RunUnspecified lists runs in any state. Each page has its own deadline (the client's
+// default unless ctx has one). An error ends the sequence.
+func (c *Client) List(ctx context.Context, state RunState) iter.Seq2[*Run, error] {
+	return func(yield func(*Run, error) bool) {
+		token := ""
+		for {
+			page, err := c.listPage(ctx, state, token)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, run := range page.GetRuns() {
+				if !yield(run, nil) {
+					return
+				}
+			}
+			if token = page.GetNextPageToken(); token == "" {
+				return
+			}
+		}
+	}
+}
+
+func (c *Client) listPage(ctx context.Context, state RunState, token string) (*workflowv1.ListRunsResponse, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	reply, err := c.workflows.ListRuns(ctx, &workflowv1.ListRunsRequest{State: state, PageToken: token})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return reply, nil
+}
+
 // Update is one change of a watched run: the run (without tasks) and the task that changed,
 // if one did.
 type Update struct {

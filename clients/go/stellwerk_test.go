@@ -103,6 +103,60 @@ func TestWatchYieldsTheCurrentStateThenEndsWithTheRun(t *testing.T) {
 	}
 }
 
+func TestValidateReportsEveryProblemAndListFindsRuns(t *testing.T) {
+	client, ctx := dial(t), timeout(t)
+	verdict, err := client.Validate(ctx, "tasks:\n  - {id: a, method: no/such.method}\n  - {id: b, method: mcp/tool.echo, dependencies: [zzz]}\n", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := map[string]bool{}
+	for _, problem := range verdict.GetProblems() {
+		tasks[problem.GetTask()] = problem.GetMessage() != ""
+	}
+	if !tasks["a"] || !tasks["b"] {
+		t.Fatalf("every problem: %v", verdict.GetProblems())
+	}
+	verdict, err = client.Validate(ctx, addThenEcho, false)
+	if err != nil || len(verdict.GetProblems()) != 0 || verdict.GetTaskCount() != 2 {
+		t.Fatalf("valid: %v %v", verdict, err)
+	}
+	if verdict, err = client.Validate(ctx, "tasks: [{id: a, method: not/yet.registered}]", true); err != nil || len(verdict.GetProblems()) != 0 {
+		t.Fatalf("allowUnregistered: %v %v", verdict, err)
+	}
+
+	run, err := client.Submit(ctx, addThenEcho)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = client.Wait(ctx, run.GetRunId()); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for listed, err := range client.List(ctx, stellwerk.RunCompleted) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listed.GetState() != stellwerk.RunCompleted || len(listed.GetTasks()) != 0 {
+			t.Fatalf("listed: %v", listed)
+		}
+		if listed.GetRunId() == run.GetRunId() {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Error("the completed run is not listed")
+	}
+	for listed, err := range client.List(ctx, stellwerk.RunCancelled) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if listed.GetRunId() == run.GetRunId() {
+			t.Error("filtered by state: a COMPLETED run listed as CANCELLED")
+		}
+	}
+}
+
 func TestSubmitIsIdempotentWithARequestID(t *testing.T) {
 	client, ctx := dial(t), timeout(t)
 	id := fmt.Sprintf("go-test-%d", time.Now().UnixNano())

@@ -19,9 +19,12 @@ type (
 	TaskAttempt    = workflowv1.TaskAttempt
 	CircuitBreaker = workflowv1.CircuitBreaker
 	Checkpoint     = workflowv1.Checkpoint
-	RunState       = workflowv1.RunState
-	TaskState      = workflowv1.TaskState
-	BreakerState   = workflowv1.BreakerState
+	// Validation is Validate's answer: GetProblems (none: valid) and GetTaskCount.
+	Validation        = workflowv1.ValidateWorkflowResponse
+	ValidationProblem = workflowv1.ValidationProblem
+	RunState          = workflowv1.RunState
+	TaskState         = workflowv1.TaskState
+	BreakerState      = workflowv1.BreakerState
 )
 
 // Run states. A state a newer server adds reads as its number, never as ended.

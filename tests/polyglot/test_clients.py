@@ -155,6 +155,7 @@ def test_go_client_and_worker_suite(ready: PolyglotStack) -> None:
         "TestAWorkerServesAMethodInAWorkflow",
         "TestASagaEndsCompensatedWithRolesAndAttemptHistory",
         "TestRetryCountsRestartsAndCancelEndsARun",
+        "TestValidateReportsEveryProblemAndListFindsRuns",
     ):
         assert f"--- PASS: {test}" in output, output
 

@@ -4,14 +4,20 @@ import { readFile } from "node:fs/promises";
 import { extname } from "node:path";
 import { credentials, Metadata, type ChannelCredentials, type ClientOptions, type ServiceError } from "@grpc/grpc-js";
 
-import { RunView, type Run, type TaskRun } from "./gen/stellwerk/workflow/v1/workflow.js";
+import { RunState, RunView, type Run, type TaskRun } from "./gen/stellwerk/workflow/v1/workflow.js";
 import {
   WorkflowServiceClient,
   type CancelRunResponse,
   type GetRunResponse,
+  type ListRunsResponse,
   type RetryRunResponse,
   type StartRunResponse,
+  type ValidateWorkflowResponse,
 } from "./gen/stellwerk/workflow/v1/workflow_service.js";
+
+/** `validate`'s answer: every problem found (`problems`, none: valid) and `taskCount`. */
+export type Validation = ValidateWorkflowResponse;
+export type { ValidationProblem } from "./gen/stellwerk/workflow/v1/workflow.js";
 import { fromServiceError, UnavailableError } from "./errors.js";
 
 /** The resolver's default address; `STELLWERK_ADDRESS` overrides it in `defaultAddress()`. */
@@ -109,6 +115,52 @@ export class StellwerkClient {
       options,
     );
     return reply.run!;
+  }
+
+  /**
+   * Check a workflow document (YAML or JSON text) without running it: every problem found
+   * (none: valid). An invalid workflow is an answer here, not an error.
+   */
+  async validate(
+    document: string,
+    options: CallOptions & { format?: "yaml" | "json"; allowUnregistered?: boolean } = {},
+  ): Promise<Validation> {
+    return this.unary<ValidateWorkflowResponse>(
+      (cb, deadline) =>
+        this.workflows.validateWorkflow(
+          {
+            source: { $case: "document", value: document },
+            documentFormat: options.format ?? "",
+            allowUnregisteredMethods: options.allowUnregistered ?? false,
+          },
+          new Metadata(),
+          { deadline },
+          cb,
+        ),
+      options,
+    );
+  }
+
+  /**
+   * Runs newest first, without their tasks, fetching pages as the iteration goes (each page
+   * with its own deadline); `state` filters (default: any state).
+   */
+  async *list(options: CallOptions & { state?: RunState; pageSize?: number } = {}): AsyncGenerator<Run> {
+    let pageToken = "";
+    do {
+      const page: ListRunsResponse = await this.unary<ListRunsResponse>(
+        (cb, deadline) =>
+          this.workflows.listRuns(
+            { state: options.state ?? RunState.RUN_STATE_UNSPECIFIED, pageSize: options.pageSize ?? 0, pageToken },
+            new Metadata(),
+            { deadline },
+            cb,
+          ),
+        options,
+      );
+      yield* page.runs;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
   }
 
   /**

@@ -68,6 +68,29 @@ test("watch yields the current state first and ends with the run", live, async (
   assert.equal((await client!.get(run.runId)).tasks.length, 2);
 });
 
+test("validate reports every problem; list finds runs by state", live, async () => {
+  const invalid = await client!.validate("tasks:\n  - {id: a, method: no/such.method}\n  - {id: b, method: mcp/tool.echo, dependencies: [zzz]}\n");
+  assert.deepEqual([...new Set(invalid.problems.map((p) => p.task))].sort(), ["a", "b"]);
+  const valid = await client!.validate(ADD_THEN_ECHO);
+  assert.deepEqual(valid.problems, []);
+  assert.equal(valid.taskCount, 2);
+  assert.deepEqual((await client!.validate("tasks: [{id: a, method: not/yet.registered}]", { allowUnregistered: true })).problems, []);
+
+  const run = await client!.submit(ADD_THEN_ECHO);
+  await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
+  let found = false;
+  for await (const listed of client!.list({ state: RunState.RUN_STATE_COMPLETED, pageSize: 5 })) {
+    assert.equal(listed.state, RunState.RUN_STATE_COMPLETED);
+    assert.equal(listed.tasks.length, 0);
+    if (listed.runId === run.runId) {
+      found = true;
+      break;
+    }
+  }
+  assert.ok(found, "the completed run is listed");
+  for await (const listed of client!.list({ state: RunState.RUN_STATE_CANCELLED })) assert.notEqual(listed.runId, run.runId);
+});
+
 test("a request id makes submit idempotent", live, async () => {
   const requestId = `ts-${Date.now()}-${Math.random()}`;
   const first = await client!.submit(ADD_THEN_ECHO, { requestId });
