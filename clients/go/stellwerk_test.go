@@ -269,10 +269,26 @@ tasks:
   - id: ship
     method: %s
     dependencies: [charge]
-    retry: {max_attempts: 2, backoff: fixed, base_delay: 0.1, jitter: false}
+    retry: {max_attempts: 2, backoff: fixed, base_delay: 1, jitter: false}
     on_failure: compensate
   - {id: refund, method: mcp/tool.echo, dependencies: [charge], params: {message: "undo ${charge.response}"}}
 `, method))
+	// Between its attempts, ship waits for its retry (RETRY_WAIT, due at GetRetryTime): not ended.
+	waited := false
+	for update, err := range client.Watch(ctx, run.GetRunId()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if task := update.Task; task.GetTaskId() == "ship" && task.GetState() == stellwerk.TaskRetryWait {
+			waited = true
+			if task.GetRetryTime() == nil || stellwerk.TaskEnded(task) || task.GetAttempts() != 1 {
+				t.Errorf("waiting: %v", task)
+			}
+		}
+	}
+	if !waited {
+		t.Error("the watch never showed ship in RETRY_WAIT")
+	}
 	done, err := client.Wait(ctx, run.GetRunId())
 	if err != nil {
 		t.Fatal(err)

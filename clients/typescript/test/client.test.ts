@@ -172,10 +172,21 @@ tasks:
   - id: ship
     method: ${method}
     dependencies: [charge]
-    retry: {max_attempts: 2, backoff: fixed, base_delay: 0.1, jitter: false}
+    retry: {max_attempts: 2, backoff: fixed, base_delay: 1, jitter: false}
     on_failure: compensate
   - {id: refund, method: mcp/tool.echo, dependencies: [charge], params: {message: "undo \${charge.response}"}}
 `);
+    // Between its attempts, ship waits for its retry (RETRY_WAIT, due at retryTime): not ended.
+    let waited = false;
+    for await (const { task } of client!.watch(run.runId, { signal: AbortSignal.timeout(60_000) })) {
+      if (task?.taskId === "ship" && task.state === TaskState.TASK_STATE_RETRY_WAIT) {
+        waited = true;
+        assert.ok(task.retryTime instanceof Date);
+        assert.ok(!taskEnded(task));
+        assert.equal(task.attempts, 1);
+      }
+    }
+    assert.ok(waited, "the watch showed ship in RETRY_WAIT");
     const done = await client!.wait(run.runId, { signal: AbortSignal.timeout(60_000) });
     assert.equal(done.state, RunState.RUN_STATE_COMPENSATED, done.error);
     assert.ok(ended(done) && !succeeded(done));
