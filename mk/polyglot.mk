@@ -1,7 +1,7 @@
 # Go and TypeScript: code generation plugins, the clients' dependencies and their tests.
 # Included by the top-level Makefile. Everything downloaded lands in .tools/ (gitignored; cache it
 # in CI): Go modules, Go's build cache, the protoc-gen-go* binaries and npm's cache. Go and Node
-# themselves come from the machine (Go >= 1.23, Node >= 20).
+# themselves come from the machine (Go >= 1.26, as clients/go/go.mod says; Node >= 20).
 
 TOOLS ?= $(CURDIR)/.tools
 GO ?= go
