@@ -14,17 +14,19 @@ Methods served by remote workers (``_workers.py``) go through the same steps: th
 pull only while a connected worker has room, and the attempt is handed to the worker instead of
 a local handler (no local slot). A worker that goes away mid-attempt hands the delivery back
 (``nak``): JetStream redelivers it at once, and the redelivery checks above apply.
+
+The runner owns fetching, slots and the steps of an attempt. Two responsibilities it uses live
+beside it, each read on its own: ``_admission.py`` (what settles a delivery before it is claimed:
+unreadable, cancelled, held, already done) and ``_claims.py`` (holding a claim: heartbeats, the
+lease gap check, giving claims up on cancel or reconnect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -34,8 +36,6 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
 from stellwerk.core.blobs import BlobStore
-from stellwerk.core.errors import StellwerkError
-from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits
 from stellwerk.core.progress import CancelledRuns
@@ -44,6 +44,8 @@ from stellwerk.core.puller import Puller
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
+from stellwerk.executor._admission import Admission
+from stellwerk.executor._claims import Claim, Claims
 from stellwerk.executor._holds import Holds
 from stellwerk.executor._outcomes import AttemptInvoker, now_ts
 from stellwerk.executor._redelivery import RedeliveryChecks
@@ -59,45 +61,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_FETCH = 64
 _NO_LOCK = contextlib.nullcontext()
-
-
-class _Claim:
-    """The state of one delivery's claim while its attempt runs."""
-
-    __slots__ = ("cancelled", "finished", "handed_back", "lost", "run_id", "work")
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.work: asyncio.Task[events_pb2.TaskEvent] | None = None
-        self.lost = False
-        self.finished = False  # the attempt is past its handler: no more heartbeats
-        self.cancelled = False  # its run was cancelled: acknowledge, report nothing
-        self.handed_back = False  # its remote worker went away: give the delivery back now
-
-
-class _Heartbeat:
-    """An attempt's heartbeat task, started only when its first beat is due: most attempts
-    end sooner, and then cost a timer instead of a task that is created and cancelled."""
-
-    __slots__ = ("_handle", "_task")
-
-    def __init__(self, delay: float, beats: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(delay, self._start, beats)
-
-    def _start(self, beats: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._task = asyncio.create_task(beats())
-
-    def stop(self) -> None:
-        """No more beats. Not awaited: on Python 3.11, ``asyncio.wait_for`` (inside nats-py's
-        requests) can swallow a cancellation that coincides with its reply, and a heartbeat
-        that survived its cancel kept beating for ever while its attempt waited for it here —
-        the delivery stayed "in progress", never redelivered, and the run never ended (chaos
-        ``nats`` scenario). The loop also stops on ``claim.finished``; a beat already on its
-        way after the acknowledgement is ignored by JetStream."""
-        self._handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
 
 
 class TaskRunner:
@@ -123,7 +86,6 @@ class TaskRunner:
         self.cancelled = cancelled if cancelled is not None else CancelledRuns()
         self.holds = holds if holds is not None else Holds()
         self.cancelled.listen(self._cancel_run)
-        self._claims_kv = claims
         self._nc = nc
         self._js = js
         self._workers = workers
@@ -138,6 +100,14 @@ class TaskRunner:
             max_result_bytes=settings.max_result_bytes,
         )
         self._reporter = OutcomeReporter(writer, metrics)
+        # What settles a delivery before it is claimed lives in ``_admission.py``.
+        self._admission = Admission(
+            cancelled=self.cancelled,
+            holds=self.holds,
+            redelivery=self._redelivery,
+            reporter=self._reporter,
+            executor_id=executor_id,
+        )
         self._settings = settings
         self.executor_id = executor_id
         self.slots = Slots(settings.executor_concurrency)
@@ -145,7 +115,9 @@ class TaskRunner:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._suspects = asyncio.Lock()
-        self._claims: set[_Claim] = set()
+        # Keeping claims (heartbeats, losing them) lives in ``_claims.py``; the runner only
+        # opens one per attempt and acts on its flags.
+        self._claims = Claims(nc=nc, settings=settings, executor_id=executor_id, kv=claims)
         self._pullers: list[Puller] = []
         # local deliveries (by id) that will take a slot and have not yet
         self._unslotted: set[int] = set()
@@ -263,60 +235,11 @@ class TaskRunner:
             logger.error("attempt crashed the runner", exc_info=task.exception())
 
     async def _attempt(self, msg: Msg, puller: Puller | None = None) -> None:
-        dispatch = events_pb2.TaskDispatch()
-        try:
-            dispatch.ParseFromString(msg.data)
-            if (
-                dispatch.format_version not in names.READABLE_FORMAT_VERSIONS
-                or not dispatch.run_id
-                or dispatch.attempt < 1
-            ):
-                raise ValueError("not a dispatch this executor understands")
-            params = json.loads(dispatch.params_json or "{}")
-            if not isinstance(params, dict):
-                raise ValueError("params are not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.error("terminating unreadable dispatch on %s: %s", msg.subject, exc)
-            await msg.term()
+        admitted = await self._admission.admit(msg)
+        if admitted is None:  # answered already: unreadable, cancelled, held or done
             return
-        if dispatch.run_id in self.cancelled:  # its run was cancelled: never started
-            await msg.ack()
-            return
-        if await self.holds.hold(msg, dispatch):  # a retry not due, or its method's breaker
-            return
-        tracing.task_started(dispatch, self.executor_id)
-        delivery = delivery_of(msg)
-        delivered = delivery.num_delivered
-        if self._redelivery.suspicious(dispatch, delivery):
-            if self._reporter.reporting(dispatch):  # our report of it is still on its way
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
-                return
-            try:
-                done = await self._redelivery.already_done(dispatch)
-            except StellwerkError as exc:
-                logger.warning(
-                    "cannot check %s/%s (%s); retrying later",
-                    dispatch.run_id,
-                    dispatch.task_id,
-                    exc,
-                )
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
-                return
-            if done is None:  # its dispatch overtook the write recording it: ask again soon
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=0.5)
-                return
-            if done:
-                await msg.ack()
-                return
-        claim = _Claim(dispatch.run_id)
-        self._claims.add(claim)
-        since = time.monotonic()
-        heartbeat = _Heartbeat(
-            self._beat_interval, lambda: self._heartbeat(msg, claim, dispatch, since)
-        )
+        dispatch, params, delivered = admitted.dispatch, admitted.params, admitted.delivered
+        claim = self._claims.open(msg, dispatch)
         try:
             # A redelivered attempt may be the one that killed our predecessor: run such
             # suspects one at a time, so a poison task cannot take innocent ones down with it.
@@ -337,9 +260,7 @@ class TaskRunner:
                         return
                 event = await self._run_claimed(dispatch, params, claim, msg)
         finally:
-            claim.finished = True
-            self._claims.discard(claim)
-            heartbeat.stop()
+            self._claims.close(claim)
         if claim.cancelled:
             with contextlib.suppress(Exception):
                 await msg.ack()
@@ -385,7 +306,7 @@ class TaskRunner:
         self,
         dispatch: events_pb2.TaskDispatch,
         params: dict[str, Any],
-        claim: _Claim,
+        claim: Claim,
         msg: Msg,
     ) -> events_pb2.TaskEvent | None:
         """Queue for a slot, then run the handler; ``None`` if the claim was lost meanwhile.
@@ -442,58 +363,10 @@ class TaskRunner:
         event.start_time.CopyFrom(started)
         return event
 
-    @property
-    def _beat_interval(self) -> float:
-        return max(0.2, self._settings.task_lease / 3)
-
-    async def _heartbeat(
-        self, msg: Msg, claim: _Claim, dispatch: events_pb2.TaskDispatch, since: float
-    ) -> None:
-        """Keep the delivery ours; if NATS has been unreachable for most of the lease, the claim
-        may already be someone else's: cancel the handler rather than run it twice at once.
-        Each beat also notes who holds the claim, for ``explain`` (long attempts only: the first
-        beat comes a third of a lease after ``since``, the start, when this task is started)."""
-        lease = self._settings.task_lease
-        last_sent = since
-        while not claim.lost and not claim.finished:
-            # Check the gap *before* heartbeating: a heartbeat after a long silence cannot
-            # bring back a claim that may have lapsed meanwhile.
-            if time.monotonic() - last_sent > 0.8 * lease:
-                self._lose(claim)
-                return
-            if self._nc.is_connected:
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
-                    last_sent = time.monotonic()
-                    if not claim.finished:
-                        await self._note_claim(dispatch)
-            await asyncio.sleep(self._beat_interval)
-
-    async def _note_claim(self, dispatch: events_pb2.TaskDispatch) -> None:
-        if self._claims_kv is None:
-            return
-        record = {
-            "executor": self.executor_id,
-            "attempt": dispatch.attempt,
-            "beat_at": time.time(),
-            "lease": self._settings.task_lease,
-        }
-        key = names.claim_key(dispatch.run_id, dispatch.task_id)
-        await self._claims_kv.put(key, json.dumps(record).encode())
-
-    def _lose(self, claim: _Claim) -> None:
-        claim.lost = True
-        if claim.work is not None:
-            claim.work.cancel()
-
     def _cancel_run(self, run_id: str) -> None:
         """``run_id`` was cancelled: cancel the handlers of its attempts (a plain ``def``
         handler's thread is abandoned, a ``python/execute`` script killed)."""
-        for claim in list(self._claims):
-            if claim.run_id == run_id:
-                claim.cancelled = True
-                if claim.work is not None:
-                    claim.work.cancel()
+        self._claims.cancel_run(run_id)
 
     def note_reconnect(self) -> None:
         """NATS came back: distrust deliveries of messages stored before now (see
@@ -506,5 +379,4 @@ class TaskRunner:
         """NATS reconnected: a restarted server redelivers unacknowledged deliveries within about
         a lease whatever heartbeats it had, so every claim held across the gap may be someone
         else's now. Give them all up (their handlers are cancelled, nothing is reported)."""
-        for claim in list(self._claims):
-            self._lose(claim)
+        self._claims.drop_all()
