@@ -35,9 +35,10 @@ from stellwerk.core.errors import (
 )
 from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._cancel import CancelledRuns
+from stellwerk.core.progress._concurrency import awaited_in_turn
 from stellwerk.core.progress._dispatcher import Dispatcher
 from stellwerk.core.progress._outcome import TOO_EARLY, Commit, Outcome, TooEarly, recorded
-from stellwerk.core.progress._propagate import Propagation, awaited_in_turn
+from stellwerk.core.progress._propagate import Propagation
 from stellwerk.core.progress._saga import Saga
 from stellwerk.core.progress._strategies import settle_failure
 from stellwerk.core.records import RunRecord, TaskRecord, TaskState

@@ -3,17 +3,20 @@ the sinks' bits that end a run.
 
 Each step is a compare-and-set on one document and idempotent; the work is O(out-degree) per
 settled task, and a failure spreads BLOCKED along dependents through the same steps.
+
+Two things this uses live beside it: resolving a ready dependent's parameters from its
+dependencies' results (``_inputs.py``, also used by the restarter) and the generic shapes of
+running steps side by side (``_concurrency.py``; ``awaited_in_turn`` and ``run_all`` are still
+exported here).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from stellwerk.core import names
 from stellwerk.core.errors import (
@@ -25,13 +28,13 @@ from stellwerk.core.errors import (
 )
 from stellwerk.core.limits import clip_error
 from stellwerk.core.progress._cancel import CancelledRuns
-from stellwerk.core.progress._dispatcher import Dispatcher, resolve_params
+from stellwerk.core.progress._concurrency import awaited_in_turn, run_all, side_by_side
+from stellwerk.core.progress._dispatcher import Dispatcher
+from stellwerk.core.progress._inputs import Inputs
 from stellwerk.core.progress._saga import begin_saga, normal_part_ended, saga_halt
 from stellwerk.core.progress._strategies import (
     handed_off,
-    output_of,
     settle_failure,
-    stand_in,
 )
 from stellwerk.core.records import (
     RunRecord,
@@ -47,69 +50,6 @@ from stellwerk.core.store import DocumentStore
 __all__ = ["Propagation", "awaited_in_turn", "run_all"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-async def side_by_side(*steps: Awaitable[T]) -> list[T | Exception]:
-    """Run ``steps`` concurrently and wait for every one; each result or exception in order.
-
-    The last step runs in the calling task and only the others get a task of their own: a task
-    per step showed in the resolver's profile, and most calls here have one or two steps.
-    """
-    if not steps:
-        return []
-    *others, last = steps
-    started = [asyncio.ensure_future(step) for step in others]
-    outcome: T | Exception
-    try:
-        outcome = await last
-    except Exception as exc:
-        outcome = exc
-    except BaseException:  # cancelled: the other steps go with us
-        for task in started:
-            task.cancel()
-        raise
-    results: list[T | Exception] = []
-    for task in started:
-        try:
-            results.append(await task)
-        except Exception as exc:
-            results.append(exc)
-    results.append(outcome)
-    return results
-
-
-async def awaited_in_turn(*sent: Coroutine[Any, Any, T]) -> list[T | Exception]:
-    """Await ``sent`` one after another; each result or exception in order. For the results of
-    writes already sent (``send_update``, ``Dispatcher.send``): they are in flight together, so
-    awaiting them in turn costs no time, and no task each. Cancelled, the rest are closed."""
-    results: list[T | Exception] = []
-    for index, step in enumerate(sent):
-        try:
-            results.append(await step)
-        except Exception as exc:
-            results.append(exc)
-        except BaseException:
-            for rest in sent[index + 1 :]:
-                rest.close()
-            raise
-    return results
-
-
-async def run_all(*steps: Awaitable[Any]) -> None:
-    """Run ``steps`` side by side and wait for every one; then raise the first failure, if any
-    (``gather`` would return at the first failure and leave the rest running unobserved)."""
-    for result in await side_by_side(*steps):
-        if isinstance(result, Exception):
-            raise result
-
-
-@dataclass(frozen=True, slots=True)
-class _StandIn:
-    """A dependency's result is its alternative's (``task_id``)."""
-
-    task_id: str
 
 
 def _blocked_reason(dep: TaskRecord) -> str:
@@ -136,6 +76,8 @@ class Propagation:
         self._runs = runs
         self._dispatcher = dispatcher
         self._cancelled = cancelled if cancelled is not None else CancelledRuns()
+        # Reading dependencies' results for the dispatches built here is ``_inputs.py``'s.
+        self._inputs = Inputs(tasks=tasks, dispatcher=dispatcher)
 
     async def propagate(self, settled: TaskRecord, *, may_republish: bool) -> None:
         """Settle the dependents (and the run, for sinks) of a settled task."""
@@ -251,7 +193,7 @@ class Propagation:
         attempt = task.attempt + 1  # a re-run goes on from its last attempt (RetryRun)
         new = task.evolve(state=TaskState.DISPATCHED, attempt=attempt, dispatched_at=time.time())
         try:
-            return new, await self._dispatcher.build(new, await self.params(new, known))
+            return new, await self._dispatcher.build(new, await self._inputs.params(new, known))
         except (TaskError, StellwerkError) as exc:
             if isinstance(exc, UnavailableError):
                 raise
@@ -342,6 +284,12 @@ class Propagation:
             raise written
         return True
 
+    async def params(
+        self, task: TaskRecord, known: Mapping[tuple[str, str], TaskRecord] | None = None
+    ) -> dict[str, Any]:
+        """``task``'s params with its references resolved (see ``_inputs.Inputs.params``)."""
+        return await self._inputs.params(task, known)
+
     async def _already_settled(self, task: TaskRecord, *, may_republish: bool) -> TaskRecord | None:
         """Our bit was set before — by us before a crash, or by a duplicate. Redo what may have
         been cut short: the dispatch publish, or the propagation of a BLOCKED/FAILED dependent."""
@@ -356,85 +304,12 @@ class Propagation:
                 or fresh.value.state is not TaskState.DISPATCHED
             ):
                 return None
-            data = await self._dispatcher.build(fresh.value, await self.params(fresh.value))
+            data = await self._dispatcher.build(fresh.value, await self._inputs.params(fresh.value))
             await self._dispatcher.publish(fresh.value, data)
             return None
         if task.state in (TaskState.BLOCKED, TaskState.FAILED, TaskState.SKIPPED):
             return task
         return None
-
-    async def params(
-        self, task: TaskRecord, known: Mapping[tuple[str, str], TaskRecord] | None = None
-    ) -> dict[str, Any]:
-        """``task``'s params with its references resolved from the settled tasks in ``known``,
-        else from KV or the stored outcomes."""
-        targets = sorted(set(task.refs.values()))
-        outputs: dict[str, Any] = {}
-        known = known or {}
-        if len(targets) == 1 or all(self._in_hand(task.run_id, t, known) for t in targets):
-            # No gather: it costs a task per target and a turn of the event loop before the
-            # dispatch is sent, which then leaves in a socket write of its own.
-            for target in targets:
-                outputs[target] = await self._result_of(task.run_id, target, known, task.restart)
-        elif targets:  # most tasks reference nothing: no gather for them
-            found = await asyncio.gather(
-                *(self._result_of(task.run_id, t, known, task.restart) for t in targets)
-            )
-            outputs = dict(zip(targets, found, strict=True))
-        return resolve_params(task, outputs.__getitem__)
-
-    def _in_hand(
-        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord]
-    ) -> bool:
-        """Whether ``task_id``'s document is among the outcomes in hand or cached (its output
-        is read without I/O, unless it was stored out of line or replaced by an alternative's)."""
-        return (run_id, task_id) in known or self._tasks.cached(
-            names.task_key(run_id, task_id)
-        ) is not None
-
-    async def _result_of(
-        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int
-    ) -> Any:
-        """A settled dependency's output (see :meth:`_output`); for one that failed and handed
-        off to an alternative, the alternative's (along a chain of them: validated acyclic)."""
-        seen = {task_id}
-        while isinstance(found := await self._output(run_id, task_id, known, since), _StandIn):
-            task_id = found.task_id
-            if task_id in seen:
-                raise StellwerkError(f"alternatives of {task_id!r} form a cycle")
-            seen.add(task_id)
-        return await self._dispatcher.output(found)  # a result stored out of line: fetched
-
-    async def _output(
-        self, run_id: str, task_id: str, known: Mapping[tuple[str, str], TaskRecord], since: int
-    ) -> Any:
-        """A settled dependency's output: from the outcomes in hand, the cache, KV, or — when
-        its document does not record it yet — its committed outcome in the events stream;
-        ``_StandIn`` when its alternative's result stands in for its own."""
-        hit = known.get((run_id, task_id))
-        key = names.task_key(run_id, task_id)
-        cached = await self._tasks.get(key) if hit is None else None
-        if cached is not None and cached.value.restart < since:  # maybe from before a restart
-            cached = None
-        for record in (hit, cached.value if cached is not None else None):
-            if record is not None and (alternative := stand_in(record)) is not None:
-                return _StandIn(alternative)
-            if record is not None and record.state.lets_dependents_run:
-                return output_of(record)
-        found = await self._tasks.get(key, fresh=True)
-        if found is None:
-            return None  # the run is being removed
-        if (alternative := stand_in(found.value)) is not None:
-            return _StandIn(alternative)
-        if found.value.state.lets_dependents_run:
-            return output_of(found.value)
-        outcome = await self._dispatcher.outcome_of(run_id, task_id, found.value.attempt)
-        failed = outcome is not None and not outcome.succeeded
-        if failed and (alternative := stand_in(found.value, failed=True)) is not None:
-            return _StandIn(alternative)
-        if outcome is None or not outcome.succeeded:
-            raise UnavailableError(f"the result of {task_id!r} is not readable yet")
-        return outcome.result
 
     async def settle_sinks_of(self, settled: list[TaskRecord]) -> None:
         """Set the sink bits of the sinks among ``settled`` in their runs' headers."""

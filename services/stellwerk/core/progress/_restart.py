@@ -46,7 +46,7 @@ from stellwerk.core.errors import (
 from stellwerk.core.kvscan import remove, snapshot
 from stellwerk.core.progress._apply import Progress
 from stellwerk.core.progress._cancel import CancelledRuns, Canceller
-from stellwerk.core.progress._propagate import Propagation
+from stellwerk.core.progress._inputs import Inputs
 from stellwerk.core.progress._rerun import (
     alternatives_of,
     rerun_set,
@@ -134,9 +134,8 @@ class Restarter:
         self._cancelled = cancelled
         self._canceller = canceller
         self._checkpoints = checkpoints
-        self._inputs = Propagation(
-            tasks=tasks, runs=runs, dispatcher=progress.dispatcher, cancelled=cancelled
-        )
+        # Only the inputs of the tasks it re-dispatches, not propagation: ``_inputs.py``.
+        self._inputs = Inputs(tasks=tasks, dispatcher=progress.dispatcher)
 
     async def retry(self, run_id: str, from_ids: Iterable[str], *, request_id: str) -> RunRecord:
         """Run again what did not complete in ended run ``run_id`` (a checked id), and
