@@ -10,7 +10,8 @@ from stellwerk_api.monitoring.v1 import monitor_service_pb2 as mon
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 
-from ._types import CircuitBreaker, Run, TaskState, _enum, _time
+from ._states import _enum, _time
+from ._types import CircuitBreaker, Run, TaskState
 
 __all__ = ["HealthCheck", "HealthReport", "QueueDepth", "RunExplanation", "TaskWait"]
 

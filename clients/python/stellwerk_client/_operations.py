@@ -14,7 +14,8 @@ from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as api_grpc
 
 from ._channel import BaseClient
-from ._types import Run, RunState, _enum, _time
+from ._states import _enum, _time
+from ._types import Run, RunState
 
 __all__ = ["Checkpoint", "OperatorCalls"]
 
