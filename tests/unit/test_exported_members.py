@@ -1,13 +1,14 @@
 """Every public ``__all__`` is pinned here, as httpx's ``tests/test_exported_members.py`` does.
 
 Adding or removing a public name is a change of the API: this test fails until the list below
-says so too, so it cannot happen by accident. ``stellwerk.core.names`` and ``.convert`` are left
-out while the contract terminology (workflow/run) is being renamed in them.
+says so too, so it cannot happen by accident. Every public module (no ``_`` in its path) that
+declares ``__all__`` is pinned; :func:`test_every_public_module_is_pinned` holds that.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import types
 
 import pytest
@@ -326,6 +327,119 @@ EXPORTED: dict[str, list[str]] = {
         "new_bitmap",
         "retry_waiting",
     ],
+    "stellwerk.core.breaker_book": [
+        "BreakerBook",
+        "CLOSE",
+        "all_breakers",
+        "breaker_to_proto",
+        "read_breakers",
+        "resolution_retries",
+        "visible_breakers",
+    ],
+    "stellwerk.core.breakers": [
+        "Breaker",
+        "BreakerPolicy",
+        "BreakerState",
+        "METHOD_SCOPE",
+        "RETIRED_RETRIES_KEY",
+        "RUN_SCOPE",
+        "breaker_key",
+        "closed_by_success",
+        "method_scope",
+        "opened_by_failure",
+        "resolution_retries_key",
+        "run_scope",
+        "scope_of_breaker_key",
+        "trial_taken",
+    ],
+    "stellwerk.core.convert": [
+        "run_to_proto",
+        "spec_mapping_from_proto",
+        "spec_to_proto",
+        "task_to_proto",
+        "timestamp",
+    ],
+    "stellwerk.core.monitoring": [
+        "Check",
+        "Health",
+        "MonitorServicer",
+        "Queue",
+        "StuckRun",
+        "assess",
+        "build_overview",
+        "health_response",
+    ],
+    "stellwerk.core.names": [
+        "BLOBS_STREAM",
+        "BLOBS_SUBJECTS",
+        "CHECKPOINTS_BUCKET",
+        "CLAIMS_BUCKET",
+        "CLAIMS_TTL",
+        "DISPATCH_STREAM",
+        "EVENTS_STREAM",
+        "EVENT_FORMAT_VERSION",
+        "EXECUTORS_BUCKET",
+        "READABLE_FORMAT_VERSIONS",
+        "RESOLVER_CONSUMER",
+        "RUNS_BUCKET",
+        "TASKS_BUCKET",
+        "blob_chunk_subject",
+        "cancel_key",
+        "checkpoint_key",
+        "checkpoint_lookup",
+        "checkpoint_part_key",
+        "claim_key",
+        "decode_token",
+        "dispatch_consumer",
+        "dispatch_filter",
+        "dispatch_msg_id",
+        "dispatch_subject",
+        "encode_token",
+        "event_msg_id",
+        "event_subject",
+        "finished_key",
+        "idempotency_key",
+        "is_checkpoint_id",
+        "is_run_id",
+        "order_key",
+        "request_key",
+        "restart_key",
+        "run_blobs_filter",
+        "run_checkpoints_filter",
+        "run_dispatches_filter",
+        "run_events_filter",
+        "run_key",
+        "run_of_event_subject",
+        "staging_key",
+        "task_key",
+        "task_prefix",
+    ],
+    "stellwerk.core.puller": [
+        "Puller",
+    ],
+    "stellwerk.executor.methods": [
+        "DEFAULT_SCRIPT_TIMEOUT",
+        "MethodInfo",
+        "MethodKind",
+        "MethodTable",
+        "PYTHON_EXECUTE",
+        "build_method_table",
+    ],
+    "stellwerk_client.cli": [
+        "EXIT_FAILED",
+        "EXIT_INVALID",
+        "EXIT_OK",
+        "EXIT_TIMEOUT",
+        "EXIT_UNAVAILABLE",
+        "build_parser",
+        "main",
+    ],
+    "stellwerk.core.retry_counts": [
+        "REFRESH_EVERY",
+        "RetryCountPublisher",
+        "STALE_AFTER",
+        "fold_stale_counts",
+    ],
     "stellwerk.core.settings": [
         "Settings",
         "parse_listen",
@@ -384,3 +498,20 @@ def test_packages_export_every_public_name_they_import(package_name: str) -> Non
     }
 
     assert public == set(package.__all__)
+
+
+def _public_modules_with_all(package_name: str) -> set[str]:
+    package = importlib.import_module(package_name)
+    found = {package_name} if hasattr(package, "__all__") else set()
+    for info in pkgutil.walk_packages(package.__path__, f"{package_name}."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue  # private, or a ``__main__`` that would start a service on import
+        if hasattr(importlib.import_module(info.name), "__all__"):
+            found.add(info.name)
+    return found
+
+
+@pytest.mark.parametrize("package_name", ["stellwerk", "stellwerk_client"])
+def test_every_public_module_is_pinned(package_name: str) -> None:
+    """A new public module's ``__all__`` is an API too: it joins ``EXPORTED`` when it appears."""
+    assert sorted(_public_modules_with_all(package_name) - set(EXPORTED)) == []
