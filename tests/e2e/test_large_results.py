@@ -26,6 +26,7 @@ from stellwerk_api.events.v1 import events_pb2
 from stellwerk_api.workflow.v1 import workflow_pb2 as pb
 from stellwerk_api.workflow.v1 import workflow_service_pb2 as api
 from stellwerk_api.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from stellwerk_client import Client
 from tests.e2e.helpers import result, submit, tasks_by_id, wait_done
 from tests.e2e.test_recovery import Cluster
 from tests.support.polling import eventually
@@ -147,6 +148,11 @@ async def test_a_5_mib_result_flows_into_its_dependent_intact(cluster: Cluster, 
     # WatchRun-like views carry only the size.
     basic = await stub.GetRun(api.GetRunRequest(run_id=run.run_id), timeout=60)
     assert tasks_by_id(basic.run)["big"].result_json == tasks["big"].result_json
+    # The typed client carries the size beside the whole result (a watch would carry the size
+    # alone, with result None).
+    async with await Client.connect(resolver.address) as client:
+        big = (await client.get(run.run_id)).task("big")
+    assert big.result_size == tasks["big"].result_size > FIVE_MIB and big.result["text"] == text
     print(
         f"\n5 MiB hop: {hop_seconds(tasks['big'], tasks['check']) * 1000:.0f} ms "
         f"(1,000 characters: {hop_seconds(*tasks_by_id(small).values()) * 1000:.1f} ms); "

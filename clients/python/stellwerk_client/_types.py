@@ -83,6 +83,10 @@ class TaskRun:
     role: str = ""
     """``""`` on the normal path; ``"alternative"`` or ``"compensation"`` for a task that runs
     only on that path."""
+    result_size: int = 0
+    """Bytes of a result stored out of line (0 for one kept inline). When the reply could not
+    carry it (a watch, or a ``get`` beyond its budget), ``result`` is ``None`` and this says how
+    large it is."""
 
     @property
     def duration(self) -> float | None:
@@ -109,6 +113,7 @@ class TaskRun:
             retry_at=_time(message, "retry_time"),
             attempt_history=tuple(TaskAttempt.from_proto(a) for a in message.attempt_history),
             role=message.role,
+            result_size=message.result_size,
         )
 
 
@@ -224,7 +229,8 @@ class Validation:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """A method an executor runs: ``kind`` is ``BUILTIN``, ``HANDLER`` or ``SCRIPT``."""
+    """A method an executor runs: ``kind`` is ``BUILTIN``, ``HANDLER``, ``SCRIPT``, or ``REMOTE``
+    for one served by connected task workers (``WorkerService``)."""
 
     name: str
     kind: str
