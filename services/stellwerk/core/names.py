@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 
 from stellwerk_client.wire import is_run_id  # the client checks ids too
 
@@ -25,6 +26,7 @@ __all__ = [
     "RESOLVER_CONSUMER",
     "RUNS_BUCKET",
     "TASKS_BUCKET",
+    "EventAddress",
     "blob_chunk_subject",
     "cancel_key",
     "checkpoint_key",
@@ -44,6 +46,7 @@ __all__ = [
     "is_checkpoint_id",
     "is_run_id",
     "order_key",
+    "parse_event_subject",
     "request_key",
     "restart_key",
     "run_blobs_filter",
@@ -64,7 +67,8 @@ EVENTS_STREAM = "STELLWERK_EVENTS"
 """Task outcomes, one subject per attempt holding at most one message: the first outcome of an
 attempt is stored, later ones are refused (first result wins, decided by JetStream). Kept until
 the janitor removes the run."""
-EVENTS_SUBJECTS = "stellwerk.events.>"
+_EVENTS_PREFIX = "stellwerk.events."
+EVENTS_SUBJECTS = f"{_EVENTS_PREFIX}>"
 RESOLVER_CONSUMER = "resolver"
 BLOBS_STREAM = "STELLWERK_BLOBS"
 """Large results and parameters (beyond one message), in chunks: one subject per chunk, named
@@ -134,12 +138,12 @@ def dispatch_consumer(method: str) -> str:
 
 def event_subject(run_id: str, task_id: str, attempt: int) -> str:
     """Subject of the outcome of one attempt: the stream keeps only the first message on it."""
-    return f"stellwerk.events.{run_id}.{encode_token(task_id)}.{attempt}"
+    return f"{_EVENTS_PREFIX}{run_id}.{encode_token(task_id)}.{attempt}"
 
 
 def run_events_filter(run_id: str) -> str:
     """Every outcome subject of one run (for removing the run)."""
-    return f"stellwerk.events.{run_id}.>"
+    return f"{_EVENTS_PREFIX}{run_id}.>"
 
 
 def blob_chunk_subject(
@@ -155,9 +159,34 @@ def run_blobs_filter(run_id: str) -> str:
     return f"stellwerk.blobs.{run_id}.>"
 
 
+@dataclass(frozen=True, slots=True)
+class EventAddress:
+    """The attempt an event subject names (what ``event_subject`` was given)."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+
+
+def parse_event_subject(subject: str) -> EventAddress | None:
+    """The attempt an event subject names, or ``None`` if it is not one ``event_subject``
+    could have made (wrong prefix, token or attempt)."""
+    if not subject.startswith(_EVENTS_PREFIX):
+        return None
+    parts = subject[len(_EVENTS_PREFIX) :].split(".")
+    if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
+        return None
+    try:
+        task_id = decode_token(parts[1])
+    except ValueError:
+        return None
+    attempt = int(parts[2])
+    return EventAddress(parts[0], task_id, attempt) if attempt >= 1 else None
+
+
 def run_of_event_subject(subject: str) -> str:
-    """The run id inside an event subject."""
-    return subject.split(".", 3)[2]
+    """The run id inside an event subject (once per event: nothing else is decoded)."""
+    return subject[len(_EVENTS_PREFIX) :].partition(".")[0]
 
 
 def _attempt_id(kind: str, run_id: str, task_id: str, attempt: int, generation: int) -> str:

@@ -341,11 +341,9 @@ def resolving(batch: Sequence[tuple[Msg, float]]) -> contextlib.AbstractContextM
 
 
 def _event_task(subject: str) -> str:
-    """The task id in an event subject (``stellwerk.events.<run>.<task token>.<attempt>``)."""
-    try:
-        return names.decode_token(subject.split(".")[3])
-    except (IndexError, ValueError):
-        return ""
+    """The task id in an event subject (``""`` for a subject that names no attempt)."""
+    address = names.parse_event_subject(subject)
+    return "" if address is None else address.task_id
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from stellwerk.core.limits import (
     clip_error,
     result_too_large,
 )
-from stellwerk.core.names import decode_token
+from stellwerk.core.names import parse_event_subject
 from stellwerk.core.progress._retry import attempt_entry, retry_of
 from stellwerk.core.records import TaskRecord, TaskState
 from stellwerk_api.events.v1 import events_pb2
@@ -212,21 +212,14 @@ def unreadable_outcome(subject: str, reason: str) -> Outcome | None:
     first event of each attempt, so that unreadable one *is* the attempt's outcome; failing the
     task settles it (dependents BLOCKED) instead of leaving the run waiting for ever. ``None``
     if the subject names no attempt either."""
-    parts = subject.split(".")
-    if len(parts) != 5 or parts[:2] != ["stellwerk", "events"] or not parts[4].isdigit():
-        return None
-    try:
-        task_id = decode_token(parts[3])
-    except ValueError:
-        return None
-    attempt = int(parts[4])
-    if attempt < 1:
+    address = parse_event_subject(subject)
+    if address is None:
         return None
     return Outcome(
-        run_id=parts[2],
-        task_id=task_id,
-        attempt=attempt,
+        run_id=address.run_id,
+        task_id=address.task_id,
+        attempt=address.attempt,
         succeeded=False,
-        error=clip_error(f"the outcome of attempt {attempt} could not be read: {reason}"),
+        error=clip_error(f"the outcome of attempt {address.attempt} could not be read: {reason}"),
         retryable=False,
     )
