@@ -36,6 +36,7 @@ from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
 from stellwerk.core.blobs import BlobStore
+from stellwerk.core.errors import StellwerkError
 from stellwerk.core.lifecycle import Supervise, cancel_requested
 from stellwerk.core.limits import Limits
 from stellwerk.core.progress import CancelledRuns
@@ -248,7 +249,21 @@ class TaskRunner:
             deferred = self.holds.deferred(dispatch)
             async with self._suspects if delivered > 1 and not deferred else _NO_LOCK:
                 if delivered > 1:
-                    runs = await self._redelivery.count_run(dispatch)
+                    try:
+                        runs = await self._redelivery.count_run(dispatch)
+                    except StellwerkError as exc:
+                        # NATS is failing over (a cluster node lost, a restart). Hand the
+                        # delivery back for a moment: left unanswered, it came back only after
+                        # a whole lease (20 s without progress in the cluster test).
+                        logger.warning(
+                            "cannot count the re-run of %s/%s (%s); retrying later",
+                            dispatch.run_id,
+                            dispatch.task_id,
+                            exc,
+                        )
+                        with contextlib.suppress(Exception):
+                            await msg.nak(delay=1.0)
+                        return
                     if runs is None:  # committed meanwhile
                         await msg.ack()
                         return
