@@ -87,6 +87,9 @@ EXPORTED: dict[str, list[str]] = {
     "stellwerk.monitor": [
         "Monitor",
     ],
+    "stellwerk.core.acks": [
+        "hand_back",
+    ],
     "stellwerk.core.deathsig": [
         "pdeathsig_preexec",
     ],

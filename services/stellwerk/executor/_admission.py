@@ -20,6 +20,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from stellwerk.core import names, tracing
+from stellwerk.core.acks import hand_back
 from stellwerk.core.errors import StellwerkError
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.progress import CancelledRuns
@@ -94,7 +95,7 @@ class Admission:
         """Whether a delivery that may repeat an attempt may run; if not, it was answered."""
         if self._reporter.reporting(dispatch):  # our report of it is still on its way
             with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+                await hand_back(msg, delay=1.0)
             return False
         try:
             done = await self._redelivery.already_done(dispatch)
@@ -106,11 +107,11 @@ class Admission:
                 exc,
             )
             with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+                await hand_back(msg, delay=1.0)
             return False
         if done is None:  # its dispatch overtook the write recording it: ask again soon
             with contextlib.suppress(Exception):
-                await msg.nak(delay=0.5)
+                await hand_back(msg, delay=0.5)
             return False
         if done:
             await msg.ack()

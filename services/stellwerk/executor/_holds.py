@@ -1,9 +1,10 @@
 """Deliveries an executor hands back before running them, without spending an attempt: a retry
 that is not due yet, and a task whose method's circuit breaker is open.
 
-Both hand the delivery back with ``nak(delay)``, so the waiting task stays where it was — its
-dispatch in the ``STELLWERK_DISPATCH`` work queue (on file, surviving any restart) — and its
-attempt number does not move: nothing is reported, nothing written to the task's document.
+Both hand the delivery back with ``nak(delay)``, confirmed (``core/acks.py``), so the waiting
+task stays where it was — its dispatch in the ``STELLWERK_DISPATCH`` work queue (on file,
+surviving any restart) — and its attempt number does not move: nothing is reported, nothing
+written to the task's document.
 
 The breaker is looked up in the executor's :class:`~stellwerk.core.breaker_book.BreakerBook`
 (a KV watch kept in memory), so a closed breaker costs a dict look-up. Only a HALF_OPEN
@@ -22,6 +23,7 @@ from collections import OrderedDict
 
 from nats.aio.msg import Msg
 
+from stellwerk.core.acks import hand_back
 from stellwerk.core.breaker_book import BreakerBook
 from stellwerk.core.breakers import Breaker, BreakerState, method_scope, trial_taken
 from stellwerk.core.errors import StellwerkError
@@ -109,5 +111,6 @@ class Holds:
 
 
 async def _hand_back(msg: Msg, delay: float) -> None:
-    with contextlib.suppress(Exception):  # not handed back: redelivered after the lease anyway
-        await msg.nak(delay=max(delay, 0.01))
+    # Confirmed (core/acks.py): unconfirmed, it comes back only after the lease.
+    with contextlib.suppress(Exception):
+        await hand_back(msg, delay=max(delay, 0.01))

@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from stellwerk.core import names, tracing
+from stellwerk.core.acks import hand_back
 from stellwerk.core.blobs import BlobStore
 from stellwerk.core.errors import StellwerkError
 from stellwerk.core.lifecycle import Supervise, cancel_requested
@@ -262,7 +263,7 @@ class TaskRunner:
                             exc,
                         )
                         with contextlib.suppress(Exception):
-                            await msg.nak(delay=1.0)
+                            await hand_back(msg, delay=1.0)
                         return
                     if runs is None:  # committed meanwhile
                         await msg.ack()
@@ -283,7 +284,7 @@ class TaskRunner:
         if event is None:
             if claim.handed_back and not claim.lost:
                 with contextlib.suppress(Exception):
-                    await msg.nak()  # redelivered at once, to whichever worker has room
+                    await hand_back(msg)  # redelivered at once, to whichever worker has room
             return  # the claim was lost; the redelivery belongs to someone else
         if claim.lost:
             # The handler finished before the claim lapsed: report what it returned (the events
