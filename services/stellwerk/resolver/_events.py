@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from stellwerk.core import names, tracing
+from stellwerk.core.acks import hand_back
 from stellwerk.core.jetstream import delivery_of
 from stellwerk.core.lifecycle import cancel_requested
 from stellwerk.core.metrics import LATENCY_BUCKETS, Counter, Histogram, Registry
@@ -233,11 +234,14 @@ class EventConsumer:
             )
             return False
         with contextlib.suppress(Exception):
-            await msg.nak(delay=min(0.01 * 2 ** min(tries, 10), 2.0))
+            await hand_back(msg, delay=min(0.01 * 2 ** min(tries, 10), 2.0))
         return True
 
 
 async def _hand_back(msgs: list[Msg], delay: float) -> None:
-    for msg in msgs:
-        with contextlib.suppress(Exception):  # not handed back: redelivered after ack_wait
-            await msg.nak(delay=max(delay, 0.01))
+    """Hand events back, confirmed (``core/acks.py``): these are handed back while NATS is
+    failing over, when a plain nak is most likely lost and the event would wait out the whole
+    ack wait (30 s; the retries they carry with them, found re-sent by the reconciler first)."""
+    await asyncio.gather(
+        *(hand_back(msg, delay=max(delay, 0.01)) for msg in msgs), return_exceptions=True
+    )
