@@ -99,7 +99,12 @@ class Inputs:
                 return output_of(record)
         found = await self._tasks.get(key, fresh=True)
         if found is None:
-            return None  # the run is being removed
+            # A dependency whose dependent is being dispatched has a document: none read means
+            # a replica that has not caught up answered (the buckets allow direct gets, served
+            # by any replica: a cluster node that just rejoined), or the run is being removed.
+            # Either way not a result: taken as null, a retry ran with [None] for its input
+            # after a node rejoined (make cluster). Unavailable: the pass is tried again.
+            raise UnavailableError(f"the document of {task_id!r} is not readable")
         if (alternative := stand_in(found.value)) is not None:
             return _StandIn(alternative)
         if found.value.state.lets_dependents_run:
