@@ -260,8 +260,17 @@ class Progress:
         key = names.task_key(outcome.run_id, outcome.task_id)
         current = await self._tasks.get(key, fresh=True)
         if current is None:
-            logger.info("outcome for unknown task %s/%s ignored", outcome.run_id, outcome.task_id)
-            return None
+            # No document read: a replica that has not caught up answered (direct gets; a
+            # cluster node that just rejoined), or the run was removed (the janitor purges its
+            # events too). Ignored, the outcome of a task that exists would be lost; offered
+            # again instead, like one that overtook its dispatch's write (a forged one is
+            # dropped after its bounded offers).
+            logger.info(
+                "outcome for %s/%s before its document can be read; offered again",
+                outcome.run_id,
+                outcome.task_id,
+            )
+            return TOO_EARLY
         return _decision(key, current, outcome)
 
     def _fitted(self, commit: Commit) -> Commit:
