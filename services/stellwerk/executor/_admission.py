@@ -29,7 +29,7 @@ from stellwerk.executor._redelivery import RedeliveryChecks
 from stellwerk.executor._reporting import OutcomeReporter
 from stellwerk_api.events.v1 import events_pb2
 
-__all__ = ["Admission", "Admitted"]
+__all__ = ["Admission", "Admitted", "retry_later"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,7 @@ class Admission:
         try:
             done = await self._redelivery.already_done(dispatch)
         except StellwerkError as exc:
-            logger.warning(
-                "cannot check %s/%s (%s); retrying later",
-                dispatch.run_id,
-                dispatch.task_id,
-                exc,
-            )
-            with contextlib.suppress(Exception):
-                await hand_back(msg, delay=1.0)
+            await retry_later(msg, dispatch, "check", exc)
             return False
         if done is None:  # its dispatch overtook the write recording it: ask again soon
             with contextlib.suppress(Exception):
@@ -117,3 +110,16 @@ class Admission:
             await msg.ack()
             return False
         return True
+
+
+async def retry_later(
+    msg: Msg, dispatch: events_pb2.TaskDispatch, step: str, exc: StellwerkError
+) -> None:
+    """A ``step`` before the run could not be made (NATS failing over: a cluster node lost, a
+    restart): hand the delivery back for a moment. Left unanswered, it would come back only
+    after a whole lease (20 s without progress in the cluster test)."""
+    logger.warning(
+        "cannot %s %s/%s (%s); retrying later", step, dispatch.run_id, dispatch.task_id, exc
+    )
+    with contextlib.suppress(Exception):
+        await hand_back(msg, delay=1.0)

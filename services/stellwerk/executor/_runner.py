@@ -46,7 +46,7 @@ from stellwerk.core.puller import Puller
 from stellwerk.core.records import TaskRecord
 from stellwerk.core.settings import Settings
 from stellwerk.core.store import DocumentStore
-from stellwerk.executor._admission import Admission
+from stellwerk.executor._admission import Admission, retry_later
 from stellwerk.executor._claims import Claim, Claims
 from stellwerk.executor._holds import Holds
 from stellwerk.executor._outcomes import AttemptInvoker, now_ts
@@ -253,17 +253,7 @@ class TaskRunner:
                     try:
                         runs = await self._redelivery.count_run(dispatch)
                     except StellwerkError as exc:
-                        # NATS is failing over (a cluster node lost, a restart). Hand the
-                        # delivery back for a moment: left unanswered, it came back only after
-                        # a whole lease (20 s without progress in the cluster test).
-                        logger.warning(
-                            "cannot count the re-run of %s/%s (%s); retrying later",
-                            dispatch.run_id,
-                            dispatch.task_id,
-                            exc,
-                        )
-                        with contextlib.suppress(Exception):
-                            await hand_back(msg, delay=1.0)
+                        await retry_later(msg, dispatch, "count the re-run of", exc)
                         return
                     if runs is None:  # committed meanwhile
                         await msg.ack()
